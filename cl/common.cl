@@ -1,0 +1,30 @@
+/*
+ * Common prelude of every nablacl kernel: storage types. The host prepends this file to each
+ * stage file. NABLA_DTYPE: 0 = fp32, 1 = fp16 (through vload_half/vstore_half, so no
+ * cl_khr_fp16 is needed), 2 = bf16 stored as 16-bit words. Arithmetic is always fp32.
+ */
+#ifndef NABLA_DTYPE
+#define NABLA_DTYPE 0
+#endif
+
+#if NABLA_DTYPE == 0
+#define STORE_T float
+#define LOAD(p, i) ((p)[i])
+#define STORE(p, i, v) ((p)[i] = (v))
+#elif NABLA_DTYPE == 1
+#define STORE_T half
+#define LOAD(p, i) vload_half((i), (p))
+#define STORE(p, i, v) vstore_half_rte((v), (i), (p))
+#else
+#define STORE_T ushort
+#define LOAD(p, i) as_float(((uint)(p)[i]) << 16)
+#define STORE(p, i, v) ((p)[i] = nabla_to_bf16(v))
+#endif
+
+/* fp32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN. */
+inline ushort nabla_to_bf16(float v) {
+  uint u = as_uint(v);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (ushort)(u >> 16);
+}

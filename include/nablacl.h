@@ -1,0 +1,346 @@
+/*
+ * nablacl.h — NABLA block-sparse attention on any OpenCL 1.2+ device.
+ *
+ * Overview
+ * --------
+ * NABLA (arXiv 2507.13546) speeds up video diffusion transformers by attending only to the
+ * 64-token blocks that matter. For each (batch, head):
+ *
+ *   pool Q and K per block  ->  reduced map  softmax(q̄ k̄ᵀ / sqrt(D))  ->  per row keep the
+ *   smallest top set of blocks whose mass exceeds thr (CDF rule)  ->  OR a sliding-tile (STA)
+ *   window  ->  CSR mask  ->  block-sparse flash attention over the kept key blocks.
+ *
+ * Tensors are caller-owned `cl_mem` buffers holding [B, H, S, D] contiguous rows in one of three
+ * storage types (fp32, fp16, bf16 as 16-bit words); arithmetic is fp32. Video tokens are expected
+ * in *tile order* (every block is one 8x8 spatial tile of one frame, ragged at the grid's edges);
+ * `nabla_reorder` converts from and to raster order.
+ *
+ * Every operation is enqueued asynchronously on the context's command queue, after the optional
+ * wait list, and can hand back an event that completes when its last command does. Arguments
+ * are validated before anything is enqueued or written.
+ *
+ * Errors: functions return a `nabla_status`; the context keeps a human-readable message for the
+ * last failure (`nabla_last_error`). No function of the library exits, aborts or prints.
+ *
+ * Thread safety: a context is used by one thread at a time; use one context per thread. The
+ * on-disk caches are safe to share between threads and processes.
+ *
+ * Environment: NABLACL_DEVICE (index or case-insensitive name substring), NABLACL_CACHE_DIR
+ * (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a directory; development).
+ */
+#ifndef NABLACL_H
+#define NABLACL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef CL_TARGET_OPENCL_VERSION
+#define CL_TARGET_OPENCL_VERSION 120
+#endif
+#include <CL/cl.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Version ---------------------------------------------------------------------------- */
+
+#define NABLA_VERSION_MAJOR 0
+#define NABLA_VERSION_MINOR 1
+#define NABLA_VERSION_PATCH 0
+#define NABLA_VERSION_NUMBER \
+  (NABLA_VERSION_MAJOR * 10000 + NABLA_VERSION_MINOR * 100 + NABLA_VERSION_PATCH)
+
+#if defined(NABLA_STATIC_DEFINE)
+#define NABLA_API
+#elif defined(_WIN32)
+#define NABLA_API __declspec(dllimport)
+#else
+#define NABLA_API __attribute__((visibility("default")))
+#endif
+
+/** Runtime version as NABLA_VERSION_NUMBER (e.g. 100 for 0.1.0). */
+NABLA_API unsigned nabla_version(void);
+/** Runtime version as "MAJOR.MINOR.PATCH"; a static string. */
+NABLA_API const char *nabla_version_string(void);
+
+/* ---- Status ----------------------------------------------------------------------------- */
+
+/* One list makes the enum and its text. Codes are stable once released. */
+#define NABLA_STATUS_MAP(X)                                                         \
+  X(OK, 0, "success")                                                               \
+  X(INVALID_ARGUMENT, -1, "invalid argument")                                       \
+  X(OUT_OF_MEMORY, -2, "out of memory")                                             \
+  X(OPENCL, -3, "OpenCL call failed")                                               \
+  X(BUILD, -4, "kernel build failed; see the build log")                            \
+  X(UNSUPPORTED, -5, "device lacks a feature")                                      \
+  X(NO_DEVICE, -6, "no matching OpenCL device")                                     \
+  X(BUFFER_TOO_SMALL, -7, "buffer too small")                                       \
+  X(IO, -8, "file input/output failed")                                             \
+  X(NOT_FOUND, -9, "not found")
+
+typedef enum {
+#define NABLA_STATUS_ENUM_(name, code, text) NABLA_##name = code,
+  NABLA_STATUS_MAP(NABLA_STATUS_ENUM_)
+#undef NABLA_STATUS_ENUM_
+} nabla_status;
+
+/** Static text for a status; "unknown status" for a code not in the map. */
+NABLA_API const char *nabla_status_str(nabla_status status);
+
+/* ---- Devices ---------------------------------------------------------------------------- */
+
+typedef struct {
+  int index;                /* position in the NABLACL_DEVICE enumeration order */
+  char platform[128];
+  char name[128];
+  char vendor[128];
+  char driver[64];
+  char opencl_c[64];        /* CL_DEVICE_OPENCL_C_VERSION */
+  char type[16];            /* "GPU", "CPU", "ACCELERATOR", "OTHER" */
+  unsigned compute_units;
+  uint64_t global_mem;
+  uint64_t local_mem;
+  int fp16;                 /* cl_khr_fp16 advertised (not needed: half storage always works) */
+  int fp64;
+  int subgroups;            /* cl_khr_subgroups or cl_intel_subgroups */
+} nabla_device_info;
+
+/**
+ * Lists every OpenCL device of every platform in the order NABLACL_DEVICE indexes them.
+ * Writes up to `cap` entries to `out` (may be NULL when cap is 0) and the total to `*count`.
+ */
+NABLA_API nabla_status nabla_devices_list(nabla_device_info *out, size_t cap, size_t *count);
+
+/* ---- Context ---------------------------------------------------------------------------- */
+
+typedef struct nabla_context nabla_context;
+
+/**
+ * Creates a context that owns an OpenCL context and an in-order, profiling-enabled queue on the
+ * device picked by `selector` (index or case-insensitive name substring); NULL or "" uses
+ * NABLACL_DEVICE, else the first GPU, else the first accelerator, else the first CPU device.
+ * On failure `*out` is NULL and, when `err` is not NULL, a message naming the available devices
+ * is written to err[0..err_len).
+ */
+NABLA_API nabla_status nabla_context_create(nabla_context **out, const char *selector, char *err,
+                                            size_t err_len);
+
+/**
+ * Creates a context on the caller's OpenCL objects, which stay the caller's: they are retained
+ * here and released by nabla_context_destroy. `queue` must belong to `cl_ctx` and `device`;
+ * profiling on the queue is needed only by the tuner and benchmarks.
+ */
+NABLA_API nabla_status nabla_context_create_from_cl(nabla_context **out, cl_context cl_ctx,
+                                                    cl_device_id device, cl_command_queue queue,
+                                                    char *err, size_t err_len);
+
+/** Destroys a context (NULL is allowed) after finishing its queue. */
+NABLA_API void nabla_context_destroy(nabla_context *ctx);
+
+/** Text of the last failure on this context ("" if none). Valid until the next call. */
+NABLA_API const char *nabla_last_error(const nabla_context *ctx);
+
+NABLA_API cl_context nabla_context_cl_context(const nabla_context *ctx);
+NABLA_API cl_device_id nabla_context_device(const nabla_context *ctx);
+NABLA_API cl_command_queue nabla_context_queue(const nabla_context *ctx);
+
+/** Directory of the on-disk caches for this context, or NULL when caching is off. */
+NABLA_API const char *nabla_context_cache_dir(const nabla_context *ctx);
+
+/** Hex identity of the device (hash of platform/device/driver/version strings). */
+NABLA_API const char *nabla_context_device_key(const nabla_context *ctx);
+
+/* ---- Shapes, types, algorithms ---------------------------------------------------------- */
+
+typedef enum { NABLA_F32 = 0, NABLA_F16 = 1, NABLA_BF16 = 2 } nabla_dtype;
+
+/** "f32", "f16", "bf16". */
+NABLA_API const char *nabla_dtype_name(nabla_dtype dtype);
+/** Bytes per element: 4 or 2; 0 for an unknown dtype. */
+NABLA_API size_t nabla_dtype_size(nabla_dtype dtype);
+
+#define NABLA_BLOCK 64      /* tokens per block (queries and keys) */
+#define NABLA_TILE 8        /* spatial tile edge of a video block */
+#define NABLA_MAX_HEAD_DIM 256
+
+/**
+ * One attention call: Q, K, V and O are [batch, heads, seq, head_dim].
+ * Video: grid_t * grid_h * grid_w == seq (tokens), each block is an 8x8 tile (ragged at the
+ * right and bottom edges). Plain sequence: all three grid fields 0, blocks are 64 consecutive
+ * tokens (the last one ragged).
+ */
+typedef struct {
+  int batch, heads, seq, head_dim;
+  int grid_t, grid_h, grid_w;
+} nabla_shape;
+
+/** Number of blocks of a shape (ceil(seq/64) for plain sequences); 0 if the shape is invalid. */
+NABLA_API int nabla_shape_blocks(const nabla_shape *shape);
+
+/**
+ * Checks a shape: positive sizes, head_dim a multiple of 8 up to 256, grid consistent with seq.
+ * Writes the reason to err when invalid.
+ */
+NABLA_API nabla_status nabla_shape_check(const nabla_shape *shape, char *err, size_t err_len);
+
+/**
+ * Start offsets of the blocks in tile order: block_start[0..nblocks] (nblocks + 1 entries,
+ * block_start[nblocks] == seq). `cap` is the number of ints available.
+ */
+NABLA_API nabla_status nabla_shape_block_starts(const nabla_shape *shape, int32_t *block_start,
+                                                size_t cap);
+
+/** Sparse-attention configuration. Dense when neither part is enabled. */
+typedef struct {
+  int nabla;          /* 1: keep the CDF top set of each row */
+  double thr;         /* mass retained, in (0, 1] */
+  int sta;            /* 1: OR a sliding-tile window (video grids only) */
+  int sta_t, sta_h, sta_w;  /* window sizes in tiles, >= 1 */
+} nabla_algo;
+
+/**
+ * Parses "nabla-0.7", "sta-11-3-3", "nabla-0.6_sta-11-3-3", "dense" or "" (dense). On error
+ * returns NABLA_INVALID_ARGUMENT and writes a message naming the bad part to err.
+ */
+NABLA_API nabla_status nabla_algo_parse(const char *text, nabla_algo *out, char *err,
+                                        size_t err_len);
+/** Formats an algorithm in the parse syntax; returns the length it needed (snprintf-like). */
+NABLA_API int nabla_algo_format(const nabla_algo *algo, char *buf, size_t len);
+
+/* ---- Reorder ---------------------------------------------------------------------------- */
+
+typedef enum { NABLA_RASTER_TO_TILE = 0, NABLA_TILE_TO_RASTER = 1 } nabla_reorder_dir;
+
+/**
+ * Copies a video tensor between raster and tile token order (src and dst distinct, both
+ * [B,H,S,D] of `dtype`). Plain sequences are copied unchanged.
+ */
+NABLA_API nabla_status nabla_reorder(nabla_context *ctx, const nabla_shape *shape,
+                                     nabla_dtype dtype, nabla_reorder_dir dir, cl_mem src,
+                                     cl_mem dst, cl_uint num_wait, const cl_event *wait,
+                                     cl_event *done);
+
+/* ---- Masks ------------------------------------------------------------------------------ */
+
+/** A block mask on the device: CSR per (b, h) row of query blocks. */
+typedef struct nabla_mask nabla_mask;
+
+/**
+ * Builds the mask of `algo` from Q and K (tile order). Dense algorithms give an all-kept mask.
+ * `*out` is owned by the caller (nabla_mask_release) and usable once `done` completes (or after
+ * clFinish on the context's queue).
+ */
+NABLA_API nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo,
+                                        const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
+                                        cl_mem k, nabla_mask **out, cl_uint num_wait,
+                                        const cl_event *wait, cl_event *done);
+
+/**
+ * Makes a mask from a host block bitmap [B, H, Nb, Nb] (1 = kept). Blocking upload; used for
+ * externally computed masks, random-density benchmarks and tests.
+ */
+NABLA_API nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape,
+                                              const uint8_t *bitmap, nabla_mask **out);
+
+/** Releases a mask (NULL allowed). */
+NABLA_API void nabla_mask_release(nabla_mask *mask);
+
+/** Number of kept blocks and the density kept / (B*H*Nb*Nb). Blocking. */
+NABLA_API nabla_status nabla_mask_stats(nabla_context *ctx, const nabla_mask *mask,
+                                        int64_t *kept, double *density);
+
+/** Device buffers of the CSR (row_ptr[B*H*Nb + 1], col_idx), owned by the mask. */
+NABLA_API nabla_status nabla_mask_buffers(const nabla_mask *mask, cl_mem *row_ptr,
+                                          cl_mem *col_idx);
+
+/**
+ * Reads the mask back as CSR. row_ptr needs B*H*Nb + 1 ints; col_idx needs `kept` ints
+ * (nabla_mask_stats). Blocking.
+ */
+NABLA_API nabla_status nabla_mask_read_csr(nabla_context *ctx, const nabla_mask *mask,
+                                           int32_t *row_ptr, size_t row_ptr_cap,
+                                           int32_t *col_idx, size_t col_idx_cap);
+
+/** Reads the mask as a dense block bitmap [B, H, Nb, Nb] of 0/1 bytes. Blocking. */
+NABLA_API nabla_status nabla_mask_read_bitmap(nabla_context *ctx, const nabla_mask *mask,
+                                              uint8_t *bitmap, size_t cap);
+
+/**
+ * Reads the mask in FlexAttention's layout: kv_num_blocks [B,H,Nb] and kv_indices [B,H,Nb,Nb]
+ * (each row's kept key blocks ascending, the rest of the row zero). Blocking.
+ */
+NABLA_API nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask,
+                                            int32_t *kv_num_blocks, size_t num_cap,
+                                            int32_t *kv_indices, size_t idx_cap);
+
+/* ---- Attention -------------------------------------------------------------------------- */
+
+/**
+ * Block-sparse attention O = softmax(Q Kᵀ / sqrt(D)) V over the kept key blocks of each query
+ * block; `mask` NULL means dense attention. All tensors [B,H,S,D] of `dtype`, tile order.
+ */
+NABLA_API nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape,
+                                    nabla_dtype dtype, const nabla_mask *mask, cl_mem q,
+                                    cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
+                                    const cl_event *wait, cl_event *done);
+
+/** One-shot: builds the mask of `algo`, attends with it and releases it. */
+NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *algo,
+                                       const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
+                                       cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
+                                       const cl_event *wait, cl_event *done);
+
+/* ---- Host conversions ------------------------------------------------------------------- */
+
+/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
+NABLA_API uint16_t nabla_f32_to_f16(float x);
+NABLA_API float nabla_f16_to_f32(uint16_t h);
+NABLA_API uint16_t nabla_f32_to_bf16(float x);
+NABLA_API float nabla_bf16_to_f32(uint16_t b);
+
+/* ---- Float64 reference ------------------------------------------------------------------ */
+/*
+ * Plain-C float64 versions of every stage: the oracle of the tests and of `nablacl run --check`.
+ * Tensors are double [B,H,S,D]; bitmaps are uint8 [B,H,Nb,Nb]; block layout as
+ * nabla_shape_block_starts. Shapes must be valid (nabla_shape_check); no allocation failure is
+ * possible except where a status is returned.
+ */
+
+/** Raster <-> tile order on the host. */
+NABLA_API void nabla_ref_reorder(const nabla_shape *shape, nabla_reorder_dir dir,
+                                 const double *src, double *dst);
+/** Block means: pooled [B,H,Nb,D]. */
+NABLA_API void nabla_ref_pool(const nabla_shape *shape, const double *x, double *pooled);
+/** Reduced map softmax_j(q̄_i·k̄_j / sqrt(D)): probs [B,H,Nb,Nb]. */
+NABLA_API void nabla_ref_map_softmax(const nabla_shape *shape, const double *q_pooled,
+                                     const double *k_pooled, double *probs);
+/**
+ * CDF selection: keeps block j of a row iff the mass of blocks with strictly larger probability
+ * is <= thr. Sets bitmap (overwrites). When `near` is not NULL, near[row] = 1 marks rows where a
+ * block's "mass above" or "mass above + own mass" lies within `eps` of thr (ambiguous rows).
+ */
+NABLA_API void nabla_ref_select(const nabla_shape *shape, const double *probs, double thr,
+                                uint8_t *bitmap, uint8_t *near, double eps);
+/** ORs the STA window (tile units, truncated at borders) into bitmap. Video shapes only. */
+NABLA_API void nabla_ref_sta(const nabla_shape *shape, int wt, int wh, int ww, uint8_t *bitmap);
+/** Full mask of an algorithm from Q and K (double, tile order). Dense sets every block. */
+NABLA_API nabla_status nabla_ref_mask(const nabla_shape *shape, const nabla_algo *algo,
+                                      const double *q, const double *k, uint8_t *bitmap,
+                                      uint8_t *near, double eps);
+/** CSR of a bitmap: row_ptr [B*H*Nb + 1], col_idx [kept] ascending per row. Returns kept. */
+NABLA_API int64_t nabla_ref_csr(const nabla_shape *shape, const uint8_t *bitmap,
+                                int32_t *row_ptr, int32_t *col_idx);
+/** Block-sparse attention over a CSR mask (row_ptr/col_idx as nabla_ref_csr). */
+NABLA_API void nabla_ref_attention_sparse(const nabla_shape *shape, const double *q,
+                                          const double *k, const double *v,
+                                          const int32_t *row_ptr, const int32_t *col_idx,
+                                          double *out);
+/** Dense attention. */
+NABLA_API void nabla_ref_attention_dense(const nabla_shape *shape, const double *q,
+                                         const double *k, const double *v, double *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NABLACL_H */

@@ -1,0 +1,97 @@
+/* Block-sparse (and dense) attention launch (cl/attention.cl), and the one-shot call. */
+#include <math.h>
+#include <stdio.h>
+
+#include "internal.h"
+#include "tune.h"
+
+nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                          const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                          cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  cl_kernel kernel = NULL;
+  cl_mem starts = NULL;
+  TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
+  TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
+  TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
+  TRY(st, nabla_check_tensor(ctx, "v", v, shape, dtype));
+  TRY(st, nabla_check_tensor(ctx, "o", o, shape, dtype));
+  if (o == q || o == k || o == v) {
+    st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "o must not alias q, k or v");
+    goto done;
+  }
+  if (mask) {
+    const nabla_shape *ms = &mask->shape;
+    if (mask->cl_ctx != ctx->cl_ctx) {
+      st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "mask was built on another cl_context");
+      goto done;
+    }
+    if (ms->batch != shape->batch || ms->heads != shape->heads || ms->seq != shape->seq ||
+        ms->grid_t != shape->grid_t || ms->grid_h != shape->grid_h || ms->grid_w != shape->grid_w) {
+      st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
+                      "mask shape [%d,%d,%d] grid %dx%dx%d does not match the tensors' [%d,%d,%d] grid %dx%dx%d",
+                      ms->batch, ms->heads, ms->seq, ms->grid_t, ms->grid_h, ms->grid_w, shape->batch,
+                      shape->heads, shape->seq, shape->grid_t, shape->grid_h, shape->grid_w);
+      goto done;
+    }
+  }
+
+  nabla_params params;
+  nabla_params_lookup(ctx, "attention", dtype, shape->head_dim, nabla_shape_class(shape), &params);
+  char options[256];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
+           shape->head_dim, mask ? 0 : 1);
+  nabla_params_options(&params, options, sizeof options);
+  TRY(st, nabla_program_get(ctx, "attention", options, &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "attention", &kernel));
+
+  cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
+  if (!mask) {
+    TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
+    block_start = starts;
+  } else {
+    row_ptr = mask->row_ptr;
+    col_idx = mask->col_idx;
+  }
+  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
+  cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
+  cl_int rc = CL_SUCCESS;
+  int a = 0;
+  rc |= clSetKernelArg(kernel, a++, sizeof q, &q);
+  rc |= clSetKernelArg(kernel, a++, sizeof k, &k);
+  rc |= clSetKernelArg(kernel, a++, sizeof v, &v);
+  rc |= clSetKernelArg(kernel, a++, sizeof o, &o);
+  rc |= clSetKernelArg(kernel, a++, sizeof block_start, &block_start);
+  rc |= clSetKernelArg(kernel, a++, sizeof row_ptr, &row_ptr);
+  rc |= clSetKernelArg(kernel, a++, sizeof col_idx, &col_idx);
+  rc |= clSetKernelArg(kernel, a++, sizeof S, &S);
+  rc |= clSetKernelArg(kernel, a++, sizeof Nb, &Nb);
+  rc |= clSetKernelArg(kernel, a++, sizeof scale_log2, &scale_log2);
+  TRY_CL(st, ctx, rc);
+  size_t local[3] = {16, 16, 1};
+  size_t global[3] = {16, 16 * (size_t)Nb, (size_t)shape->batch * shape->heads};
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait, done_event));
+done:
+  if (kernel) clReleaseKernel(kernel);
+  if (starts) clReleaseMemObject(starts);
+  return st;
+}
+
+nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
+                             nabla_dtype dtype, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                             cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_status st = NABLA_OK;
+  nabla_mask *mask = NULL;
+  if (!algo) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "algo is NULL") : NABLA_INVALID_ARGUMENT;
+  if (!algo->nabla && !algo->sta) /* dense: no mask at all */
+    return nabla_attend(ctx, shape, dtype, NULL, q, k, v, o, num_wait, wait, done_event);
+  TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
+  TRY(st, nabla_check_tensor(ctx, "v", v, shape, dtype));
+  TRY(st, nabla_check_tensor(ctx, "o", o, shape, dtype));
+  TRY(st, nabla_mask_build(ctx, algo, shape, dtype, q, k, &mask, num_wait, wait, NULL));
+  TRY(st, nabla_attend(ctx, shape, dtype, mask, q, k, v, o, 0, NULL, done_event));
+done:
+  nabla_mask_release(mask); /* buffers live on until the queued kernels finish */
+  return st;
+}

@@ -1,0 +1,59 @@
+/*
+ * diskcache — the versioned on-disk store behind the program-binary and tuning caches.
+ *
+ * Layout: <root>/v<NABLA_DISKCACHE_SCHEMA>/<ns>/<hash>.bin where <ns> is a namespace made only
+ * of [a-z0-9_-] ("programs", "tuning", "probes") and <hash> is 32 hex digits of a hash of the
+ * entry's key text. The key text is also stored inside the file and compared on read, so a hash
+ * collision is a miss, never a wrong hit. Files are written to a unique temp name in the same
+ * directory and renamed into place (atomic on POSIX). Every file carries a header with magic,
+ * schema, lengths and a checksum of key + payload; anything that does not verify is a miss.
+ * The full format is in docs/cache-format.md.
+ *
+ * Nothing here prints, exits or aborts. An unwritable directory only makes puts fail with
+ * NABLA_IO, which callers ignore (a cache is an optimisation).
+ */
+#ifndef NABLA_DISKCACHE_H
+#define NABLA_DISKCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "nablacl.h"
+
+#define NABLA_DISKCACHE_SCHEMA 1
+
+/**
+ * Resolves the cache root: NABLACL_CACHE_DIR, else $XDG_CACHE_HOME/nablacl, else
+ * $HOME/.cache/nablacl. Writes "" (and returns 0) when NABLACL_CACHE_DIR is "off" or no
+ * location is known; returns 1 when a root was written. Does not create directories.
+ */
+int nabla_diskcache_root(char *out, size_t len);
+
+/**
+ * Reads the entry of `key` in namespace `ns`. On a hit returns NABLA_OK with a malloc'd copy of
+ * the payload in *data (caller frees) and its size in *len. A missing, truncated, corrupt or
+ * foreign file returns NABLA_NOT_FOUND. Bad arguments (NULL, invalid ns) NABLA_INVALID_ARGUMENT.
+ */
+nabla_status nabla_diskcache_get(const char *root, const char *ns, const char *key, void **data,
+                                 size_t *len);
+
+/** Stores `data` under `key` atomically, creating directories as needed. NABLA_IO on failure. */
+nabla_status nabla_diskcache_put(const char *root, const char *ns, const char *key,
+                                 const void *data, size_t len);
+
+/** Callback of nabla_diskcache_foreach: one valid entry (payload not NUL-terminated). */
+typedef void (*nabla_diskcache_visit)(const char *key, const void *data, size_t len,
+                                      time_t mtime, void *user);
+
+/** Visits every valid entry of `ns` (invalid files are skipped). Missing dir = zero entries. */
+nabla_status nabla_diskcache_foreach(const char *root, const char *ns,
+                                     nabla_diskcache_visit visit, void *user);
+
+/** Removes every entry file of every namespace of the current schema, and stale temp files. */
+nabla_status nabla_diskcache_clear(const char *root);
+
+/** 64-bit FNV-1a style hash, used for keys and the device identity. */
+uint64_t nabla_hash64(const void *data, size_t len, uint64_t seed);
+
+#endif

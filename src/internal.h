@@ -1,0 +1,112 @@
+/* Private declarations shared by the library's modules. */
+#ifndef NABLA_INTERNAL_H
+#define NABLA_INTERNAL_H
+
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nablacl.h"
+
+#define NABLA_ERR_LEN 4096
+#define NABLA_PATH_LEN 4096
+#define NABLA_MAX_PROGRAMS 64
+
+/* Evaluates a status expression and jumps to the function's `done` label on failure. */
+#define TRY(st, expr)              \
+  do {                             \
+    (st) = (expr);                 \
+    if ((st) != NABLA_OK) goto done; \
+  } while (0)
+
+/* Checks an OpenCL return code; records which call failed. */
+#define TRY_CL(st, ctx, call)                                                    \
+  do {                                                                           \
+    cl_int cl_rc_ = (call);                                                      \
+    if (cl_rc_ != CL_SUCCESS) {                                                  \
+      (st) = nabla_fail((ctx), NABLA_OPENCL, "%s failed: %s (%d)", #call,        \
+                        nabla_cl_error_name(cl_rc_), (int)cl_rc_);               \
+      goto done;                                                                 \
+    }                                                                            \
+  } while (0)
+
+typedef struct {
+  int fp16, fp64, subgroups;
+  int is_cpu, is_gpu;
+  int vendor;  /* NABLA_VENDOR_* */
+  size_t max_wg;
+  uint64_t local_mem, global_mem, max_alloc;
+  unsigned compute_units;
+} nabla_device_caps;
+
+enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VENDOR_INTEL, NABLA_VENDOR_POCL };
+
+typedef struct {
+  char *key;        /* stage name + '\n' + build options */
+  cl_program program;
+} nabla_program_slot;
+
+struct nabla_context {
+  cl_context cl_ctx;
+  cl_device_id device;
+  cl_command_queue queue;
+  nabla_device_caps caps;
+  char device_key[33];            /* 32 hex digits */
+  char device_desc[1600];          /* platform | device | driver | versions (hashed into the key) */
+  char cache_root[NABLA_PATH_LEN];/* "" when the disk cache is off */
+  char kernel_dir[NABLA_PATH_LEN];/* "" unless NABLACL_KERNEL_DIR */
+  nabla_program_slot programs[NABLA_MAX_PROGRAMS];
+  int program_count;
+  struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
+  char error[NABLA_ERR_LEN];
+};
+
+/* status.c */
+nabla_status nabla_fail(nabla_context *ctx, nabla_status st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *nabla_cl_error_name(cl_int err);
+void nabla_clear_error(nabla_context *ctx);
+
+/* device.c */
+nabla_status nabla_device_caps_query(nabla_context *ctx);
+/* Picks a device by selector (NULL: NABLACL_DEVICE, else GPU > accelerator > CPU). */
+nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
+                                 char *err, size_t err_len);
+nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *out, size_t len);
+
+/* program.c: builds (or loads) stage `name` with `options`; the program stays owned by ctx. */
+nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char *options,
+                               cl_program *out);
+/* Creates a kernel from a program; caller releases it. */
+nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const char *kernel,
+                                 cl_kernel *out);
+void nabla_programs_release(nabla_context *ctx);
+
+/* Common build options of a storage dtype (-DNABLA_DTYPE=...). */
+const char *nabla_dtype_define(nabla_dtype dtype);
+
+/* Profiling helper: milliseconds between start of `first` and end of `last`. */
+double nabla_event_ms(cl_event first, cl_event last);
+
+/* Argument checks shared by the operations (no enqueue happens before these pass). */
+nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf,
+                                const nabla_shape *shape, nabla_dtype dtype);
+nabla_status nabla_check_common(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                cl_uint num_wait, const cl_event *wait);
+
+/* Mask internals (mask.c) used by attention.c. */
+struct nabla_mask {
+  nabla_shape shape;
+  int nblocks;
+  cl_mem block_start;  /* int32 [Nb + 1] */
+  cl_mem bitmap;       /* uchar [B*H*Nb*Nb] */
+  cl_mem row_ptr;      /* int32 [B*H*Nb + 1] */
+  cl_mem col_idx;      /* int32 [B*H*Nb*Nb] capacity */
+  cl_context cl_ctx;
+};
+
+/* Uploads the block layout of a shape; caller releases. */
+nabla_status nabla_block_starts_buffer(nabla_context *ctx, const nabla_shape *shape, cl_mem *out);
+
+#endif

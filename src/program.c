@@ -1,0 +1,231 @@
+/*
+ * Kernel registry and program cache.
+ *
+ * A program is the common prelude (cl/common.cl) followed by one stage file (cl/<name>.cl),
+ * built with the given options. Programs live in the context for its lifetime (in-memory slots
+ * keyed by name + options) and their binaries in the disk cache under namespace "programs",
+ * keyed by the device description, the options and a hash of the exact source bytes, so any
+ * change of source, options, driver or device is a miss. A binary that fails to load or build
+ * is treated as a miss and rebuilt from source.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diskcache.h"
+#include "internal.h"
+#include "kernels.h"
+
+const char *nabla_dtype_define(nabla_dtype dtype) {
+  switch (dtype) {
+    case NABLA_F32: return "-DNABLA_DTYPE=0";
+    case NABLA_F16: return "-DNABLA_DTYPE=1";
+    case NABLA_BF16: return "-DNABLA_DTYPE=2";
+  }
+  return "-DNABLA_DTYPE=0";
+}
+
+static const nabla_kernel_source *embedded(const char *name) {
+  for (size_t i = 0; i < nabla_kernel_source_count; i++)
+    if (strcmp(nabla_kernel_sources[i].name, name) == 0) return &nabla_kernel_sources[i];
+  return NULL;
+}
+
+/* Reads <dir>/<name>.cl into a malloc'd string; NULL if absent. */
+static char *read_override(const char *dir, const char *name) {
+  char path[NABLA_PATH_LEN + 64];
+  snprintf(path, sizeof path, "%s/%s.cl", dir, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  char *text = NULL;
+  long size = -1;
+  if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+  if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1))) {
+    if (fread(text, 1, (size_t)size, f) != (size_t)size) {
+      free(text);
+      text = NULL;
+    } else {
+      text[size] = '\0';
+    }
+  }
+  fclose(f);
+  return text;
+}
+
+/* Source of a stage: prelude + stage text, malloc'd. */
+static nabla_status stage_source(nabla_context *ctx, const char *name, char **out) {
+  const char *parts[2] = {"common", name};
+  char *texts[2] = {NULL, NULL};
+  nabla_status st = NABLA_OK;
+  size_t total = 0;
+  for (int i = 0; i < 2; i++) {
+    if (ctx->kernel_dir[0]) texts[i] = read_override(ctx->kernel_dir, parts[i]);
+    if (!texts[i]) {
+      const nabla_kernel_source *src = embedded(parts[i]);
+      if (!src) {
+        st = nabla_fail(ctx, NABLA_NOT_FOUND, "no kernel source named \"%s\"", parts[i]);
+        goto done;
+      }
+      texts[i] = strdup(src->text);
+    }
+    if (!texts[i]) {
+      st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory reading kernel %s", parts[i]);
+      goto done;
+    }
+    total += strlen(texts[i]) + 1;
+  }
+  *out = malloc(total + 1);
+  if (!*out) {
+    st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
+    goto done;
+  }
+  snprintf(*out, total + 1, "%s\n%s", texts[0], texts[1]);
+done:
+  free(texts[0]);
+  free(texts[1]);
+  return st;
+}
+
+static nabla_status build_log_error(nabla_context *ctx, cl_program prog, const char *name,
+                                    const char *options, cl_int rc) {
+  char log[3000] = "";
+  size_t len = 0;
+  clGetProgramBuildInfo(prog, ctx->device, CL_PROGRAM_BUILD_LOG, sizeof log - 1, log, &len);
+  log[sizeof log - 1] = '\0';
+  return nabla_fail(ctx, NABLA_BUILD, "building kernel \"%s\" with \"%s\" failed (%s): %s", name,
+                    options, nabla_cl_error_name(rc), log);
+}
+
+static nabla_status try_binary(nabla_context *ctx, const void *bin, size_t len, const char *options,
+                               cl_program *out) {
+  cl_int rc = CL_SUCCESS, bin_status = CL_SUCCESS;
+  const unsigned char *bins[1] = {bin};
+  cl_program prog = clCreateProgramWithBinary(ctx->cl_ctx, 1, &ctx->device, &len, bins, &bin_status, &rc);
+  if (rc != CL_SUCCESS || bin_status != CL_SUCCESS) {
+    if (prog) clReleaseProgram(prog);
+    return NABLA_NOT_FOUND;
+  }
+  if (clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL) != CL_SUCCESS) {
+    clReleaseProgram(prog);
+    return NABLA_NOT_FOUND;
+  }
+  *out = prog;
+  return NABLA_OK;
+}
+
+static void store_binary(nabla_context *ctx, cl_program prog, const char *key) {
+  size_t size = 0;
+  if (!ctx->cache_root[0]) return;
+  if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS || !size) return;
+  unsigned char *bin = malloc(size);
+  if (!bin) return;
+  unsigned char *bins[1] = {bin};
+  if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS)
+    nabla_diskcache_put(ctx->cache_root, "programs", key, bin, size); /* failure = no caching */
+  free(bin);
+}
+
+static nabla_status build_program(nabla_context *ctx, const char *name, const char *options,
+                                  cl_program *out) {
+  nabla_status st = NABLA_OK;
+  char *source = NULL, *key = NULL;
+  void *bin = NULL;
+  size_t bin_len = 0;
+  cl_program prog = NULL;
+  cl_int rc = CL_SUCCESS;
+  TRY(st, stage_source(ctx, name, &source));
+  size_t slen = strlen(source);
+  size_t klen = strlen(ctx->device_desc) + strlen(options) + strlen(name) + 96;
+  key = malloc(klen);
+  if (!key) {
+    st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
+    goto done;
+  }
+  snprintf(key, klen, "%s\n%s\n%s\n%016llx%016llx", ctx->device_desc, name, options,
+           (unsigned long long)nabla_hash64(source, slen, 11),
+           (unsigned long long)nabla_hash64(source, slen, 12));
+  if (ctx->cache_root[0] &&
+      nabla_diskcache_get(ctx->cache_root, "programs", key, &bin, &bin_len) == NABLA_OK &&
+      try_binary(ctx, bin, bin_len, options, &prog) == NABLA_OK) {
+    *out = prog;
+    goto done;
+  }
+  const char *srcs[1] = {source};
+  prog = clCreateProgramWithSource(ctx->cl_ctx, 1, srcs, &slen, &rc);
+  if (rc != CL_SUCCESS) {
+    st = nabla_fail(ctx, NABLA_OPENCL, "clCreateProgramWithSource failed: %s", nabla_cl_error_name(rc));
+    goto done;
+  }
+  rc = clBuildProgram(prog, 1, &ctx->device, options, NULL, NULL);
+  if (rc != CL_SUCCESS) {
+    st = build_log_error(ctx, prog, name, options, rc);
+    clReleaseProgram(prog);
+    goto done;
+  }
+  store_binary(ctx, prog, key);
+  *out = prog;
+done:
+  free(source);
+  free(key);
+  free(bin);
+  return st;
+}
+
+nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char *options,
+                               cl_program *out) {
+  nabla_status st = NABLA_OK;
+  char slot_key[1024];
+  snprintf(slot_key, sizeof slot_key, "%s\n%s", name, options);
+  for (int i = 0; i < ctx->program_count; i++)
+    if (strcmp(ctx->programs[i].key, slot_key) == 0) {
+      *out = ctx->programs[i].program;
+      return NABLA_OK;
+    }
+  cl_program prog = NULL;
+  TRY(st, build_program(ctx, name, options, &prog));
+  if (ctx->program_count == NABLA_MAX_PROGRAMS) {
+    /* Full: drop the oldest slot. Kernels made from it keep the program alive. */
+    clReleaseProgram(ctx->programs[0].program);
+    free(ctx->programs[0].key);
+    memmove(ctx->programs, ctx->programs + 1, sizeof ctx->programs[0] * (NABLA_MAX_PROGRAMS - 1));
+    ctx->program_count--;
+  }
+  char *k = strdup(slot_key);
+  if (!k) {
+    clReleaseProgram(prog);
+    st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
+    goto done;
+  }
+  ctx->programs[ctx->program_count].key = k;
+  ctx->programs[ctx->program_count].program = prog;
+  ctx->program_count++;
+  *out = prog;
+done:
+  return st;
+}
+
+nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const char *kernel,
+                                 cl_kernel *out) {
+  cl_int rc = CL_SUCCESS;
+  *out = clCreateKernel(program, kernel, &rc);
+  if (rc != CL_SUCCESS)
+    return nabla_fail(ctx, NABLA_OPENCL, "clCreateKernel(%s) failed: %s", kernel, nabla_cl_error_name(rc));
+  return NABLA_OK;
+}
+
+void nabla_programs_release(nabla_context *ctx) {
+  for (int i = 0; i < ctx->program_count; i++) {
+    clReleaseProgram(ctx->programs[i].program);
+    free(ctx->programs[i].key);
+  }
+  ctx->program_count = 0;
+}
+
+double nabla_event_ms(cl_event first, cl_event last) {
+  cl_ulong t0 = 0, t1 = 0;
+  if (!first || !last ||
+      clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof t0, &t0, NULL) != CL_SUCCESS ||
+      clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) != CL_SUCCESS)
+    return -1.0;
+  return (double)(t1 - t0) * 1e-6;
+}

@@ -1,0 +1,219 @@
+/* Device mask build (pool, map, select, STA, CSR) against the float64 reference. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define CTX_OR_SKIP(state) \
+  nabla_context *ctx = *(state); \
+  if (!ctx) skip()
+
+/* Builds the mask of `algo_text` on the device and compares it with the reference: rows must be
+ * identical except rows the reference flags as within 1e-6 of the threshold. Returns density. */
+static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, const char *algo_text,
+                         uint64_t seed, int video_like) {
+  nabla_algo algo;
+  char err[256];
+  assert_int_equal(nabla_algo_parse(algo_text, &algo, err, sizeof err), NABLA_OK);
+  size_t n = (size_t)s.batch * s.heads * s.seq * s.head_dim;
+  int nb = nabla_shape_blocks(&s);
+  size_t rows = (size_t)s.batch * s.heads * nb, cells = rows * nb;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *tmp = malloc(n * sizeof *tmp);
+  uint8_t *ref = malloc(cells), *dev = malloc(cells), *near = malloc(rows);
+  int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(cells * sizeof *col_idx);
+  int32_t *ref_ptr = malloc((rows + 1) * sizeof *ref_ptr), *ref_idx = malloc(cells * sizeof *ref_idx);
+  if (video_like) {
+    tu_fill_video_like(&s, tmp, &seed, 1.0);
+    nabla_ref_reorder(&s, NABLA_RASTER_TO_TILE, tmp, q);
+    tu_fill_video_like(&s, tmp, &seed, 1.0);
+    nabla_ref_reorder(&s, NABLA_RASTER_TO_TILE, tmp, k);
+  } else {
+    tu_fill_normal(q, n, &seed, 3.0);
+    tu_fill_normal(k, n, &seed, 3.0);
+  }
+  tu_quantize(q, n, dtype);
+  tu_quantize(k, n, dtype);
+  assert_int_equal(nabla_ref_mask(&s, &algo, q, k, ref, near, 1e-6), NABLA_OK);
+
+  cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
+  nabla_mask *mask = NULL;
+  if (nabla_mask_build(ctx, &algo, &s, dtype, dq, dk, &mask, 0, NULL, NULL) != NABLA_OK)
+    fail_msg("nabla_mask_build(%s): %s", algo_text, nabla_last_error(ctx));
+  assert_int_equal(nabla_mask_read_bitmap(ctx, mask, dev, cells), NABLA_OK);
+  size_t differing = 0, near_rows = 0;
+  for (size_t r = 0; r < rows; r++) {
+    near_rows += near[r];
+    if (memcmp(ref + r * nb, dev + r * nb, nb) == 0) continue;
+    if (!near[r]) fail_msg("%s %s: row %zu differs from the reference and is not near the threshold",
+                           algo_text, nabla_dtype_name(dtype), r);
+    differing++;
+  }
+  /* Ambiguous rows must stay rare, or the comparison above would prove little. */
+  if (near_rows * 20 > rows) fail_msg("%s: %zu of %zu rows flagged near the threshold", algo_text, near_rows, rows);
+  (void)differing;
+  /* CSR read-back equals the CSR of the device bitmap; stats agree with it. */
+  int64_t kept = nabla_ref_csr(&s, dev, ref_ptr, ref_idx), dev_kept = -1;
+  double density = -1;
+  assert_int_equal(nabla_mask_stats(ctx, mask, &dev_kept, &density), NABLA_OK);
+  assert_int_equal(dev_kept, kept);
+  assert_int_equal(nabla_mask_read_csr(ctx, mask, row_ptr, rows + 1, col_idx, (size_t)kept), NABLA_OK);
+  assert_memory_equal(row_ptr, ref_ptr, (rows + 1) * sizeof *row_ptr);
+  assert_memory_equal(col_idx, ref_idx, (size_t)kept * sizeof *col_idx);
+  assert_true(fabs(density - (double)kept / (double)cells) < 1e-12);
+  /* Every row of a NABLA mask keeps at least one block (its arg-max). */
+  if (algo.nabla)
+    for (size_t r = 0; r < rows; r++) assert_true(row_ptr[r + 1] > row_ptr[r]);
+
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq);
+  clReleaseMemObject(dk);
+  free(q), free(k), free(tmp), free(ref), free(dev), free(near), free(row_ptr), free(col_idx);
+  free(ref_ptr), free(ref_idx);
+  return density;
+}
+
+static void test_thresholds_ragged_grid(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {1, 3, 720, 64, 3, 12, 20};
+  const char *algos[] = {"nabla-0.2", "nabla-0.5", "nabla-0.9", "nabla-1.0"};
+  double prev = 0;
+  for (int i = 0; i < 4; i++) {
+    double d = check_mask(ctx, s, NABLA_F32, algos[i], 5, 1);
+    assert_true(d >= prev); /* more mass retained keeps more blocks */
+    prev = d;
+  }
+  assert_true(prev == 1.0); /* thr = 1 keeps everything */
+}
+
+static void test_config_forms_and_dtypes(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {3, 1, 234, 32, 2, 9, 13}; /* batch 3, ragged 2x9x13 */
+  const char *algos[] = {"nabla-0.7", "sta-3-3-3", "nabla-0.6_sta-3-1-1", "dense"};
+  nabla_dtype dts[] = {NABLA_F32, NABLA_F16, NABLA_BF16};
+  for (int a = 0; a < 4; a++)
+    for (int d = 0; d < 3; d++) check_mask(ctx, s, dts[d], algos[a], 40 + a * 3 + d, 1);
+}
+
+static void test_head_dims_plain_sequence(void **state) {
+  CTX_OR_SKIP(state);
+  int dims[] = {32, 48, 64, 128};
+  for (int i = 0; i < 4; i++) {
+    nabla_shape s = {2, 2, 1000, dims[i], 0, 0, 0};
+    check_mask(ctx, s, NABLA_F32, "nabla-0.5", 70 + i, 0);
+  }
+}
+
+static void test_sta_densities_exact(void **state) {
+  CTX_OR_SKIP(state);
+  /* DESIGN.md §2: block grid 21x5x10 and 21x3x6. */
+  struct { int t, h, w; const char *algo; double percent; } cases[] = {
+      {21, 40, 80, "sta-11-3-3", 6.64}, {21, 40, 80, "sta-11-5-5", 15.24}, {21, 40, 80, "sta-3-3-3", 2.01},
+      {21, 24, 48, "sta-11-3-3", 15.76}, {21, 24, 48, "sta-11-5-5", 30.39}, {21, 24, 48, "sta-3-3-3", 4.78},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    nabla_shape s = {1, 1, cases[i].t * cases[i].h * cases[i].w, 8, cases[i].t, cases[i].h, cases[i].w};
+    nabla_algo algo;
+    assert_int_equal(nabla_algo_parse(cases[i].algo, &algo, NULL, 0), NABLA_OK);
+    nabla_mask *mask = NULL;
+    /* Pure STA reads neither Q nor K. */
+    assert_int_equal(nabla_mask_build(ctx, &algo, &s, NABLA_F32, NULL, NULL, &mask, 0, NULL, NULL), NABLA_OK);
+    double density = 0;
+    assert_int_equal(nabla_mask_stats(ctx, mask, NULL, &density), NABLA_OK);
+    assert_true(fabs(round(density * 10000.0) / 100.0 - cases[i].percent) < 1e-9);
+    nabla_mask_release(mask);
+  }
+}
+
+static void test_near_threshold_rows(void **state) {
+  CTX_OR_SKIP(state);
+  /* Identical pooled keys make exact ties and exact-threshold rows: both may go either way,
+   * the comparison accepts them only because the reference flags them. */
+  nabla_shape s = {1, 2, 512, 16, 0, 0, 0};
+  size_t n = (size_t)2 * 512 * 16;
+  double *q = calloc(n, sizeof *q), *k = calloc(n, sizeof *k);
+  uint64_t seed = 3;
+  tu_fill_normal(q, n, &seed, 1.0);
+  for (size_t i = 0; i < n; i++) k[i] = (double)((i / 16) % 2); /* two distinct key blocks patterns */
+  nabla_algo algo = {1, 0.5, 0, 0, 0, 0};
+  uint8_t *ref = malloc(2 * 8 * 8), *near = malloc(2 * 8), *dev = malloc(2 * 8 * 8);
+  assert_int_equal(nabla_ref_mask(&s, &algo, q, k, ref, near, 1e-6), NABLA_OK);
+  cl_mem dq = tu_buffer_from(ctx, q, n, NABLA_F32), dk = tu_buffer_from(ctx, k, n, NABLA_F32);
+  nabla_mask *mask = NULL;
+  assert_int_equal(nabla_mask_build(ctx, &algo, &s, NABLA_F32, dq, dk, &mask, 0, NULL, NULL), NABLA_OK);
+  assert_int_equal(nabla_mask_read_bitmap(ctx, mask, dev, 128), NABLA_OK);
+  for (int r = 0; r < 16; r++)
+    if (memcmp(ref + r * 8, dev + r * 8, 8) != 0) assert_true(near[r]);
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq);
+  clReleaseMemObject(dk);
+  free(q), free(k), free(ref), free(near), free(dev);
+}
+
+static void test_nan_rows_keep_everything(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {1, 1, 256, 16, 0, 0, 0};
+  size_t n = 256 * 16;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k);
+  uint64_t seed = 9;
+  tu_fill_normal(q, n, &seed, 2.0);
+  tu_fill_normal(k, n, &seed, 2.0);
+  q[64 * 16 + 3] = NAN; /* poisons the pooled query of block 1 */
+  cl_mem dq = tu_buffer_from(ctx, q, n, NABLA_F32), dk = tu_buffer_from(ctx, k, n, NABLA_F32);
+  nabla_algo algo = {1, 0.3, 0, 0, 0, 0};
+  nabla_mask *mask = NULL;
+  uint8_t bitmap[16];
+  assert_int_equal(nabla_mask_build(ctx, &algo, &s, NABLA_F32, dq, dk, &mask, 0, NULL, NULL), NABLA_OK);
+  assert_int_equal(nabla_mask_read_bitmap(ctx, mask, bitmap, 16), NABLA_OK);
+  for (int j = 0; j < 4; j++) assert_int_equal(bitmap[4 + j], 1); /* row 1: all kept */
+  /* ... and the attention output of that block is NaN rather than silently finite. */
+  cl_mem dv = tu_buffer_from(ctx, k, n, NABLA_F32), dout = tu_buffer_from(ctx, k, n, NABLA_F32);
+  assert_int_equal(nabla_attend(ctx, &s, NABLA_F32, mask, dq, dk, dv, dout, 0, NULL, NULL), NABLA_OK);
+  double *out = malloc(n * sizeof *out);
+  tu_buffer_read(ctx, dout, n, NABLA_F32, out);
+  assert_true(isnan(out[64 * 16 + 3]));
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
+  free(q), free(k), free(out);
+}
+
+static void test_flex_layout(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {1, 2, 300, 8, 3, 10, 10};
+  int nb = nabla_shape_blocks(&s);
+  size_t rows = 2 * (size_t)nb, cells = rows * nb;
+  uint8_t *bitmap = malloc(cells);
+  uint64_t seed = 5;
+  for (size_t i = 0; i < cells; i++) bitmap[i] = tu_rand_uniform(&seed) < 0.3;
+  nabla_mask *mask = NULL;
+  assert_int_equal(nabla_mask_from_bitmap(ctx, &s, bitmap, &mask), NABLA_OK);
+  int32_t *num = malloc(rows * sizeof *num), *idx = malloc(cells * sizeof *idx);
+  assert_int_equal(nabla_mask_read_flex(ctx, mask, num, rows, idx, cells), NABLA_OK);
+  for (size_t r = 0; r < rows; r++) {
+    int c = 0;
+    for (int j = 0; j < nb; j++)
+      if (bitmap[r * nb + j]) assert_int_equal(idx[r * nb + c++], j);
+    assert_int_equal(num[r], c);
+    for (; c < nb; c++) assert_int_equal(idx[r * nb + c], 0);
+  }
+  assert_int_equal(nabla_mask_read_flex(ctx, mask, num, rows - 1, idx, cells), NABLA_BUFFER_TOO_SMALL);
+  bitmap[0] = 2;
+  nabla_mask *bad = NULL;
+  assert_int_equal(nabla_mask_from_bitmap(ctx, &s, bitmap, &bad), NABLA_INVALID_ARGUMENT);
+  assert_null(bad);
+  nabla_mask_release(mask);
+  free(bitmap), free(num), free(idx);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_thresholds_ragged_grid),
+      cmocka_unit_test(test_config_forms_and_dtypes),
+      cmocka_unit_test(test_head_dims_plain_sequence),
+      cmocka_unit_test(test_sta_densities_exact),
+      cmocka_unit_test(test_near_threshold_rows),
+      cmocka_unit_test(test_nan_rows_keep_everything),
+      cmocka_unit_test(test_flex_layout),
+  };
+  return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
+}

@@ -1,0 +1,139 @@
+#include "testutil.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+nabla_context *tu_context(void) {
+  nabla_context *ctx = NULL;
+  char err[2048];
+  if (nabla_context_create(&ctx, NULL, err, sizeof err) != NABLA_OK) return NULL;
+  return ctx;
+}
+
+int tu_group_setup(void **state) {
+  nabla_context *ctx = tu_context();
+  if (!ctx) {
+    print_message("no OpenCL device: skipping device tests\n");
+    *state = NULL;
+    return 0;
+  }
+  *state = ctx;
+  return 0;
+}
+
+int tu_group_teardown(void **state) {
+  nabla_context_destroy(*state);
+  return 0;
+}
+
+uint64_t tu_rand_u64(uint64_t *seed) {
+  uint64_t x = *seed ? *seed : 0x9E3779B97F4A7C15ull;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  *seed = x;
+  return x * 0x2545F4914F6CDD1Dull;
+}
+
+double tu_rand_uniform(uint64_t *seed) { return (double)(tu_rand_u64(seed) >> 11) * 0x1.0p-53; }
+
+double tu_rand_normal(uint64_t *seed) {
+  double u1 = tu_rand_uniform(seed), u2 = tu_rand_uniform(seed);
+  if (u1 < 1e-300) u1 = 1e-300;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+void tu_fill_normal(double *x, size_t n, uint64_t *seed, double scale) {
+  for (size_t i = 0; i < n; i++) x[i] = scale * tu_rand_normal(seed);
+}
+
+void tu_quantize(double *x, size_t n, nabla_dtype dtype) {
+  for (size_t i = 0; i < n; i++) {
+    float f = (float)x[i];
+    if (dtype == NABLA_F16) f = nabla_f16_to_f32(nabla_f32_to_f16(f));
+    else if (dtype == NABLA_BF16) f = nabla_bf16_to_f32(nabla_f32_to_bf16(f));
+    x[i] = f;
+  }
+}
+
+void *tu_pack(const double *x, size_t n, nabla_dtype dtype) {
+  void *out = malloc(n * nabla_dtype_size(dtype) + 1);
+  if (!out) return NULL;
+  for (size_t i = 0; i < n; i++) {
+    float f = (float)x[i];
+    if (dtype == NABLA_F32) ((float *)out)[i] = f;
+    else if (dtype == NABLA_F16) ((uint16_t *)out)[i] = nabla_f32_to_f16(f);
+    else ((uint16_t *)out)[i] = nabla_f32_to_bf16(f);
+  }
+  return out;
+}
+
+void tu_unpack(const void *src, size_t n, nabla_dtype dtype, double *out) {
+  for (size_t i = 0; i < n; i++) {
+    if (dtype == NABLA_F32) out[i] = ((const float *)src)[i];
+    else if (dtype == NABLA_F16) out[i] = nabla_f16_to_f32(((const uint16_t *)src)[i]);
+    else out[i] = nabla_bf16_to_f32(((const uint16_t *)src)[i]);
+  }
+}
+
+cl_mem tu_buffer_from(nabla_context *ctx, const double *x, size_t n, nabla_dtype dtype) {
+  void *host = tu_pack(x, n, dtype);
+  assert_non_null(host);
+  cl_int err;
+  size_t bytes = n * nabla_dtype_size(dtype);
+  cl_mem buf = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                              bytes ? bytes : 4, host, &err);
+  assert_int_equal(err, CL_SUCCESS);
+  free(host);
+  return buf;
+}
+
+void tu_buffer_read(nabla_context *ctx, cl_mem buf, size_t n, nabla_dtype dtype, double *out) {
+  size_t bytes = n * nabla_dtype_size(dtype);
+  void *host = malloc(bytes + 1);
+  assert_non_null(host);
+  assert_int_equal(clEnqueueReadBuffer(nabla_context_queue(ctx), buf, CL_TRUE, 0, bytes, host, 0, NULL, NULL),
+                   CL_SUCCESS);
+  tu_unpack(host, n, dtype, out);
+  free(host);
+}
+
+double tu_max_abs_diff(const double *a, const double *b, size_t n) {
+  double m = 0;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs(a[i] - b[i]);
+    if (d > m || d != d) m = d;
+  }
+  return m;
+}
+
+void tu_fill_video_like(const nabla_shape *s, double *x, uint64_t *seed, double amp) {
+  /* Per head a few smooth spatial-temporal waves: nearby tokens get similar vectors, so pooled
+   * blocks are distinct and the reduced softmax is peaked around neighbours. */
+  int T = s->grid_t ? s->grid_t : 1, Ht = s->grid_t ? s->grid_h : 1, Wt = s->grid_t ? s->grid_w : s->seq;
+  int D = s->head_dim;
+  for (int bh = 0; bh < s->batch * s->heads; bh++) {
+    double fr[8][3], ph[8];
+    for (int c = 0; c < 8; c++) {
+      for (int a = 0; a < 3; a++) fr[c][a] = 0.05 + 0.4 * tu_rand_uniform(seed);
+      ph[c] = 6.28 * tu_rand_uniform(seed);
+    }
+    double *proj = malloc(sizeof(double) * 8 * (size_t)D);
+    tu_fill_normal(proj, 8 * (size_t)D, seed, 1.0);
+    for (int t = 0; t < T; t++)
+      for (int h = 0; h < Ht; h++)
+        for (int w = 0; w < Wt; w++) {
+          size_t n = ((size_t)t * Ht + h) * Wt + w;
+          double feat[8];
+          for (int c = 0; c < 8; c++) feat[c] = cos(fr[c][0] * t + fr[c][1] * h + fr[c][2] * w + ph[c]);
+          double *row = x + ((size_t)bh * s->seq + n) * D;
+          for (int d = 0; d < D; d++) {
+            double v = 0;
+            for (int c = 0; c < 8; c++) v += feat[c] * proj[c * D + d];
+            row[d] = amp * v + 0.3 * tu_rand_normal(seed);
+          }
+        }
+    free(proj);
+  }
+}

@@ -1,0 +1,43 @@
+/* Shared helpers of the cmocka tests. */
+#ifndef NABLA_TESTUTIL_H
+#define NABLA_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "nablacl.h"
+
+/* Creates a context on the default device (NABLACL_DEVICE honoured); NULL when none exists. */
+nabla_context *tu_context(void);
+
+/* cmocka group setup/teardown that put a context in *state, or skip when there is no device. */
+int tu_group_setup(void **state);
+int tu_group_teardown(void **state);
+
+/* Deterministic xorshift random numbers. */
+uint64_t tu_rand_u64(uint64_t *seed);
+double tu_rand_uniform(uint64_t *seed);          /* [0, 1) */
+double tu_rand_normal(uint64_t *seed);           /* N(0, 1) */
+void tu_fill_normal(double *x, size_t n, uint64_t *seed, double scale);
+
+/* Rounds doubles through a storage dtype (what the device will see). */
+void tu_quantize(double *x, size_t n, nabla_dtype dtype);
+/* Packs doubles into host storage of `dtype` (float, f16 bits or bf16 bits); malloc'd. */
+void *tu_pack(const double *x, size_t n, nabla_dtype dtype);
+/* Unpacks storage of `dtype` into doubles. */
+void tu_unpack(const void *src, size_t n, nabla_dtype dtype, double *out);
+
+/* Device buffer holding `x` packed as dtype (blocking write). */
+cl_mem tu_buffer_from(nabla_context *ctx, const double *x, size_t n, nabla_dtype dtype);
+/* Blocking read of a device buffer of dtype into doubles. */
+void tu_buffer_read(nabla_context *ctx, cl_mem buf, size_t n, nabla_dtype dtype, double *out);
+
+double tu_max_abs_diff(const double *a, const double *b, size_t n);
+
+/* Video-like Q/K: smooth in space and time plus noise, so NABLA masks are non-trivial. */
+void tu_fill_video_like(const nabla_shape *shape, double *x, uint64_t *seed, double amp);
+
+#endif

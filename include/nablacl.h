@@ -155,7 +155,7 @@ NABLA_API const char *nabla_context_device_key(const nabla_context *ctx);
 
 typedef enum { NABLA_F32 = 0, NABLA_F16 = 1, NABLA_BF16 = 2 } nabla_dtype;
 
-/** "f32", "f16", "bf16". */
+/** "f32", "f16", "bf16"; "unknown" for anything else. */
 NABLA_API const char *nabla_dtype_name(nabla_dtype dtype);
 /** Bytes per element: 4 or 2; 0 for an unknown dtype. */
 NABLA_API size_t nabla_dtype_size(nabla_dtype dtype);
@@ -191,7 +191,8 @@ NABLA_API nabla_status nabla_shape_check(const nabla_shape *shape, char *err, si
 NABLA_API nabla_status nabla_shape_block_starts(const nabla_shape *shape, int32_t *block_start,
                                                 size_t cap);
 
-/** Sparse-attention configuration. Dense when neither part is enabled. */
+/** Sparse-attention configuration. Dense when neither part is enabled (thr is then unused). Compare
+ * two configurations field by field (the struct has padding). */
 typedef struct {
   int nabla;          /* 1: keep the CDF top set of each row */
   double thr;         /* mass retained, in (0, 1] */
@@ -205,7 +206,8 @@ typedef struct {
  */
 NABLA_API nabla_status nabla_algo_parse(const char *text, nabla_algo *out, char *err,
                                         size_t err_len);
-/** Formats an algorithm in the parse syntax; returns the length it needed (snprintf-like). */
+/** Formats an algorithm in the parse syntax; returns the length it needed (snprintf-like), or -1
+ * for a NULL algo. thr is printed in the shortest form that parses back exactly. */
 NABLA_API int nabla_algo_format(const nabla_algo *algo, char *buf, size_t len);
 
 /* ---- Reorder ---------------------------------------------------------------------------- */
@@ -317,18 +319,23 @@ NABLA_API void nabla_ref_map_softmax(const nabla_shape *shape, const double *q_p
                                      const double *k_pooled, double *probs);
 /**
  * CDF selection: keeps block j of a row iff the mass of blocks with strictly larger probability
- * is <= thr. Sets bitmap (overwrites). When `near` is not NULL, near[row] = 1 marks rows where a
- * block's "mass above" or "mass above + own mass" lies within `eps` of thr (ambiguous rows).
+ * is <= thr. Sets bitmap (overwrites). When `near` is not NULL, near[row] = 1 marks the rows an
+ * fp32 implementation may legitimately decide differently: a block's mass above (or above plus
+ * its own) within `eps` of thr, a group of equal probabilities straddling the cut, or two
+ * probabilities on either side of the cut within a relative `eps` of each other. thr >= 1 keeps
+ * everything and flags nothing.
  */
 NABLA_API void nabla_ref_select(const nabla_shape *shape, const double *probs, double thr,
                                 uint8_t *bitmap, uint8_t *near, double eps);
 /** ORs the STA window (tile units, truncated at borders) into bitmap. Video shapes only. */
 NABLA_API void nabla_ref_sta(const nabla_shape *shape, int wt, int wh, int ww, uint8_t *bitmap);
-/** Full mask of an algorithm from Q and K (double, tile order). Dense sets every block. */
+/** Full mask of an algorithm from Q and K (double, tile order). Dense sets every block; q and k
+ * may be NULL for dense and pure-STA algorithms. */
 NABLA_API nabla_status nabla_ref_mask(const nabla_shape *shape, const nabla_algo *algo,
                                       const double *q, const double *k, uint8_t *bitmap,
                                       uint8_t *near, double eps);
-/** CSR of a bitmap: row_ptr [B*H*Nb + 1], col_idx [kept] ascending per row. Returns kept. */
+/** CSR of a bitmap: row_ptr [B*H*Nb + 1], col_idx [kept] ascending per row (NULL: only count).
+ * Returns kept, or -1 for bad arguments. */
 NABLA_API int64_t nabla_ref_csr(const nabla_shape *shape, const uint8_t *bitmap,
                                 int32_t *row_ptr, int32_t *col_idx);
 /** Block-sparse attention over a CSR mask (row_ptr/col_idx as nabla_ref_csr). */

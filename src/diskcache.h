@@ -27,6 +27,8 @@
  * Resolves the cache root: NABLACL_CACHE_DIR, else $XDG_CACHE_HOME/nablacl, else
  * $HOME/.cache/nablacl. Writes "" (and returns 0) when NABLACL_CACHE_DIR is "off" or no
  * location is known; returns 1 when a root was written. Does not create directories.
+ * An empty variable counts as unset, a relative XDG_CACHE_HOME is ignored (XDG spec), and a
+ * root that does not fit in `len` bytes is "" (0) rather than truncated.
  */
 int nabla_diskcache_root(char *out, size_t len);
 
@@ -34,11 +36,17 @@ int nabla_diskcache_root(char *out, size_t len);
  * Reads the entry of `key` in namespace `ns`. On a hit returns NABLA_OK with a malloc'd copy of
  * the payload in *data (caller frees) and its size in *len. A missing, truncated, corrupt or
  * foreign file returns NABLA_NOT_FOUND. Bad arguments (NULL, invalid ns) NABLA_INVALID_ARGUMENT.
+ * A root of "" (caching off) is a bad argument. On a hit *data is non-NULL even for a 0-byte
+ * payload; otherwise *data is NULL and *len 0.
  */
 nabla_status nabla_diskcache_get(const char *root, const char *ns, const char *key, void **data,
                                  size_t *len);
 
-/** Stores `data` under `key` atomically, creating directories as needed. NABLA_IO on failure. */
+/**
+ * Stores `data` under `key` atomically, creating directories as needed. NABLA_IO on failure.
+ * NABLA_INVALID_ARGUMENT as for get, and for NULL data with len > 0, a key over 16 MiB or a
+ * payload over 1 GiB. Concurrent puts of one key are safe: the last rename wins.
+ */
 nabla_status nabla_diskcache_put(const char *root, const char *ns, const char *key,
                                  const void *data, size_t len);
 
@@ -50,7 +58,10 @@ typedef void (*nabla_diskcache_visit)(const char *key, const void *data, size_t 
 nabla_status nabla_diskcache_foreach(const char *root, const char *ns,
                                      nabla_diskcache_visit visit, void *user);
 
-/** Removes every entry file of every namespace of the current schema, and stale temp files. */
+/**
+ * Removes every entry file of every namespace of the current schema, and temp files at least
+ * a minute old (younger ones may belong to a writer in flight). Keeps the directories.
+ */
 nabla_status nabla_diskcache_clear(const char *root);
 
 /** 64-bit FNV-1a style hash, used for keys and the device identity. */

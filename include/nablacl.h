@@ -293,6 +293,18 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
                                        cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
                                        const cl_event *wait, cl_event *done);
 
+/* ---- Kernel configuration ------------------------------------------------------------- */
+
+/**
+ * Describes the kernel parameters used on this context for `stage` ("attention" or "select")
+ * at this shape and dtype, e.g. "TILE_D=16 TILE_V=16 (tuned)"; the part in parentheses says
+ * where they came from: "tuned" (the on-disk tuning cache), "default-<class>" (built-in
+ * defaults of the device class) or "reference" (the kernel's own defaults).
+ */
+NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
+                                             const nabla_shape *shape, nabla_dtype dtype,
+                                             char *buf, size_t len);
+
 /* ---- Host conversions ------------------------------------------------------------------- */
 
 /** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */

@@ -165,3 +165,21 @@ void nabla_tuning_forget(nabla_context *ctx) {
   nabla_tuning_free(ctx->tuning);
   ctx->tuning = NULL;
 }
+
+nabla_status nabla_config_describe(nabla_context *ctx, const char *stage, const nabla_shape *shape,
+                                   nabla_dtype dtype, char *buf, size_t len) {
+  if (!ctx || !stage || !shape || !buf || !len) return NABLA_INVALID_ARGUMENT;
+  if (!nabla_kernel_space_find(stage))
+    return nabla_fail(ctx, NABLA_NOT_FOUND, "no tunable stage named \"%s\"", stage);
+  nabla_params params;
+  nabla_params_lookup(ctx, stage, dtype, shape->head_dim, nabla_shape_class(shape), &params);
+  size_t off = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < params.count && off < len; i++) {
+    int n = snprintf(buf + off, len - off, "%s%s=%d", i ? " " : "", params.names[i], params.values[i]);
+    if (n < 0) break;
+    off += (size_t)n;
+  }
+  if (off < len) snprintf(buf + off, len - off, " (%s)", params.origin);
+  return NABLA_OK;
+}

@@ -5,13 +5,11 @@
 #include "internal.h"
 #include "tune.h"
 
-nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                          const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
-                          cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+/* Everything nabla_attend checks before it enqueues. */
+static nabla_status check_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                 cl_uint num_wait, const cl_event *wait) {
   nabla_status st = NABLA_OK;
-  cl_program prog = NULL;
-  cl_kernel kernel = NULL;
-  cl_mem starts = NULL;
   TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
   TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
   TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
@@ -36,13 +34,33 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
       goto done;
     }
   }
+done:
+  return st;
+}
 
+nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                          const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                          cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_status st = check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait);
+  if (st != NABLA_OK) return st;
   nabla_params params;
   nabla_params_lookup(ctx, "attention", dtype, shape->head_dim, nabla_shape_class(shape), &params);
+  return nabla_attend_params(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
+}
+
+nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
+                                 cl_event *done_event) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  cl_kernel kernel = NULL;
+  cl_mem starts = NULL;
+  TRY(st, check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait));
   char options[256];
   snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
            shape->head_dim, mask ? 0 : 1);
-  nabla_params_options(&params, options, sizeof options);
+  nabla_params_options(params, options, sizeof options);
   TRY(st, nabla_program_get(ctx, "attention", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "attention", &kernel));
 

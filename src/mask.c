@@ -82,8 +82,8 @@ done:
 
 /* Enqueues pool(q), pool(k), the reduced map and the selection into m->bitmap. */
 static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
-                                  const nabla_algo *algo, cl_mem q, cl_mem k, cl_uint num_wait,
-                                  const cl_event *wait) {
+                                  const nabla_algo *algo, cl_mem q, cl_mem k,
+                                  const nabla_params *sel, cl_uint num_wait, const cl_event *wait) {
   nabla_status st = NABLA_OK;
   const nabla_shape *s = &m->shape;
   cl_mem qp = NULL, kp = NULL, logits = NULL;
@@ -93,9 +93,7 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks;
   size_t BH = (size_t)s->batch * s->heads, rows = BH * (size_t)Nb;
 
-  nabla_params sel;
-  nabla_params_lookup(ctx, "select", dtype, D, nabla_shape_class(s), &sel);
-  size_t sel_wg = (size_t)nabla_params_get(&sel, "SEL_WG", 256);
+  size_t sel_wg = (size_t)nabla_params_get(sel, "SEL_WG", 256);
   if ((size_t)Nb * sizeof(float) + sel_wg * sizeof(float) + 64 > ctx->caps.local_mem) {
     st = nabla_fail(ctx, NABLA_UNSUPPORTED, "%d blocks per row exceed the device's %llu bytes of local memory",
                     Nb, (unsigned long long)ctx->caps.local_mem);
@@ -125,7 +123,7 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
 
   char options[256];
   snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
-  nabla_params_options(&sel, options, sizeof options);
+  nabla_params_options(sel, options, sizeof options);
   TRY(st, nabla_program_get(ctx, "select", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "select_cdf", &select));
   cl_float thr = (cl_float)algo->thr;
@@ -188,6 +186,16 @@ done:
 nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
                               nabla_dtype dtype, cl_mem q, cl_mem k, nabla_mask **out,
                               cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_params sel;
+  if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
+  nabla_params_lookup(ctx, "select", dtype, shape->head_dim, nabla_shape_class(shape), &sel);
+  return nabla_mask_build_params(ctx, algo, shape, dtype, q, k, &sel, out, num_wait, wait, done_event);
+}
+
+nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
+                                     const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
+                                     cl_mem k, const nabla_params *sel, nabla_mask **out,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   nabla_mask *m = NULL;
   TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
@@ -203,7 +211,7 @@ nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const 
   }
   TRY(st, mask_alloc(ctx, shape, &m));
   if (algo->nabla) {
-    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, num_wait, wait));
+    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait));
   } else {
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;

@@ -59,4 +59,15 @@ void nabla_tuning_free(struct nabla_tuning *tuning);
 /* Drops memoized lookups so a fresh tuning result is seen (used by the tuner). */
 void nabla_tuning_forget(nabla_context *ctx);
 
+/* Attention / mask build with explicit kernel parameters (what the tuner measures). The public
+ * calls look the parameters up and call these. */
+nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
+                                 cl_event *done_event);
+nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
+                                     const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
+                                     cl_mem k, const nabla_params *select, nabla_mask **out,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *done_event);
+
 #endif

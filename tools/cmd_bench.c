@@ -29,9 +29,10 @@ static const cli_option options[] = {
     {"--density", "X", "random block mask of density X (diagonal kept) for the sparse run"},
     {"--repeat", "N", "timed runs per figure, median reported (default 5)"},
     {"--device", "SEL", "device index or name substring"},
+    {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
 };
-enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_JSON, O_COUNT };
+enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_STAGES, O_JSON, O_COUNT };
 
 typedef struct {
   nabla_shape shape;
@@ -39,13 +40,14 @@ typedef struct {
   nabla_algo algo;
   const char *algo_text;
   double density; /* < 0: use the algo's mask */
-  int repeat, json;
+  int repeat, json, stages;
   const char *device;
 } bench_args;
 
 typedef struct {
   double mask_ms, sparse_ms, dense_ms, density, sparse_tflops, dense_tflops;
   int64_t kept;
+  char stages[1024]; /* "stage ms" lines of one profiled mask build + sparse attention */
 } bench_result;
 
 static int parse(int argc, char **argv, bench_args *a) {
@@ -60,6 +62,7 @@ static int parse(int argc, char **argv, bench_args *a) {
   a->density = -1.0;
   a->repeat = 5;
   a->json = v[O_JSON] != NULL;
+  a->stages = v[O_STAGES] != NULL;
   a->device = v[O_DEVICE];
   if (v[O_GRID] && v[O_SEQ]) {
     cli_error("--grid and --seq exclude each other");
@@ -221,6 +224,14 @@ static int report(nabla_context *ctx, const bench_args *a, const bench_result *r
     cJSON_AddNumberToObject(cfg, "repeat", a->repeat);
     cJSON_AddStringToObject(cfg, "attention", attn_cfg);
     cJSON_AddStringToObject(cfg, "select", sel_cfg);
+    if (a->stages) {
+      cJSON *st = cJSON_CreateObject();
+      char name[64];
+      double ms;
+      for (const char *line = r->stages; sscanf(line, "%63s %lf", name, &ms) == 2; line = strchr(line, '\n') + 1)
+        cJSON_AddNumberToObject(st, name, ms);
+      cJSON_AddItemToObject(cfg, "stages_ms", st);
+    }
     cJSON_AddItemToObject(root, "config", cfg);
     cJSON_AddStringToObject(root, "device", device);
     cJSON_AddStringToObject(root, "driver", driver);
@@ -236,6 +247,7 @@ static int report(nabla_context *ctx, const bench_args *a, const bench_result *r
          r->sparse_tflops, r->density, sparse_mask, (long long)r->kept);
   printf("dense       %10.3f ms  %8.3f TFLOP/s\n", r->dense_ms, r->dense_tflops);
   printf("sparse/dense %.3f   mask/sparse %.3f\n", r->sparse_ms / r->dense_ms, r->mask_ms / r->sparse_ms);
+  if (a->stages) printf("stages (ms, one mask build + sparse attention):\n%s", r->stages);
   return 0;
 }
 
@@ -299,6 +311,17 @@ int cmd_bench(int argc, char **argv) {
   double dense_flops = 4.0 * a.shape.batch * a.shape.heads * (double)a.shape.seq * a.shape.seq * a.shape.head_dim;
   r.sparse_tflops = sparse_flops / (r.sparse_ms * 1e-3) * 1e-12;
   r.dense_tflops = dense_flops / (r.dense_ms * 1e-3) * 1e-12;
+  if (a.stages) {
+    nabla_mask *m = NULL;
+    double ms = 0;
+    nabla_profile_enable(ctx, 1);
+    if ((rc = cli_timed_mask_build(ctx, &a.algo, &a.shape, a.dtype, q, k, &m, &ms)) == 0)
+      rc = cli_timed_attend(ctx, &a.shape, a.dtype, sparse, q, k, v, o, &ms);
+    nabla_profile_report(ctx, r.stages, sizeof r.stages);
+    nabla_profile_enable(ctx, 0);
+    nabla_mask_release(m);
+    if (rc) goto done;
+  }
   rc = report(ctx, &a, &r);
 done:
   nabla_mask_release(algo_mask);

@@ -1,0 +1,536 @@
+/*
+ * Tests of the `nablacl` tool, run as a separate process like a script would: bad arguments
+ * fail with one "nablacl: ..." line and leave no output behind; good runs write .npy files of
+ * the documented shapes and dtypes; --json output parses.
+ *
+ * The binary is $NABLACL_TEST_HELPER_DIR/../tools/nablacl (the tests' build dir is
+ * NABLACL_TEST_HELPER_DIR); every test skips when it is missing.
+ */
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../tools/npy.c"
+
+#define B_ 1
+#define H_ 2
+#define T_ 2
+#define HT_ 16
+#define WT_ 16
+#define S_ (T_ * HT_ * WT_)
+#define D_ 32
+#define NB_ 8
+
+typedef struct {
+  char bin[1024];
+  char dir[1024];       /* scratch root */
+  char in[1100];        /* inputs */
+  char out[1100];       /* outputs: must stay empty after every failure */
+  int have_device;
+} fixture;
+
+typedef struct {
+  int status;           /* exit code, or -1 when killed */
+  char *out, *err;
+} result;
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static char *slurp(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return strdup("");
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  assert_non_null(s);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = '\0';
+  fclose(f);
+  return s;
+}
+
+static void result_free(result *r) {
+  free(r->out);
+  free(r->err);
+}
+
+/* Runs the tool with argv (NULL-terminated, without the program name). */
+static result run_tool(const fixture *fx, const char *const *args) {
+  char out_path[4300], err_path[4300];
+  snprintf(out_path, sizeof out_path, "%s/stdout.txt", fx->dir);
+  snprintf(err_path, sizeof err_path, "%s/stderr.txt", fx->dir);
+  const char *argv[64];
+  int n = 0;
+  argv[n++] = fx->bin;
+  while (args[n - 1] && n < 63) {
+    argv[n] = args[n - 1];
+    n++;
+  }
+  argv[n] = NULL;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (o < 0 || e < 0) _exit(126);
+    dup2(o, 1);
+    dup2(e, 2);
+    execv(fx->bin, (char *const *)argv);
+    _exit(127);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  result r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out_path), slurp(err_path)};
+  return r;
+}
+
+static int count_entries(const char *dir) {
+  DIR *d = opendir(dir);
+  int n = 0;
+  if (!d) return -1;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL)
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
+  closedir(d);
+  return n;
+}
+
+static void remove_tree(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d) return;
+  struct dirent *e;
+  char p[4096];
+  while ((e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+    struct stat st;
+    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
+    else unlink(p);
+  }
+  closedir(d);
+  rmdir(dir);
+}
+
+static const char *in_path(const fixture *fx, const char *name, char *buf, size_t len) {
+  snprintf(buf, len, "%s/%s", fx->in, name);
+  return buf;
+}
+
+static const char *out_path(const fixture *fx, const char *name, char *buf, size_t len) {
+  snprintf(buf, len, "%s/%s", fx->out, name);
+  return buf;
+}
+
+static void write_input(const fixture *fx, const char *name, npy_dtype dtype, size_t seq,
+                        const double *x) {
+  char path[1400], err[256];
+  size_t shape[4] = {B_, H_, seq, D_}, n = (size_t)B_ * H_ * seq * D_;
+  nabla_dtype storage = dtype == NPY_F32 ? NABLA_F32 : dtype == NPY_F16 ? NABLA_F16 : NABLA_BF16;
+  void *data = tu_pack(x, n, storage);
+  assert_non_null(data);
+  if (npy_write(in_path(fx, name, path, sizeof path), dtype, 4, shape, data, err, sizeof err) != 0)
+    fail_msg("writing %s: %s", name, err);
+  free(data);
+}
+
+/* Inputs: video-like Q/K/V of every dtype in tile and raster order, and broken variants. */
+static void write_inputs(const fixture *fx) {
+  nabla_shape s = {B_, H_, S_, D_, T_, HT_, WT_};
+  size_t n = (size_t)B_ * H_ * S_ * D_;
+  double *x[3], *raster = malloc(n * sizeof(double));
+  uint64_t seed = 42;
+  const char *names[3] = {"q", "k", "v"};
+  char name[64];
+  for (int i = 0; i < 3; i++) {
+    x[i] = malloc(n * sizeof(double));
+    tu_fill_video_like(&s, raster, &seed, i < 2 ? 1.0 : 0.5);
+    nabla_ref_reorder(&s, NABLA_RASTER_TO_TILE, raster, x[i]);
+    snprintf(name, sizeof name, "%s_f32.npy", names[i]);
+    write_input(fx, name, NPY_F32, S_, x[i]);
+    snprintf(name, sizeof name, "%s_f16.npy", names[i]);
+    write_input(fx, name, NPY_F16, S_, x[i]);
+    snprintf(name, sizeof name, "%s_bf16_raster.npy", names[i]);
+    write_input(fx, name, NPY_U16, S_, raster);
+    snprintf(name, sizeof name, "%s_bf16.npy", names[i]);
+    write_input(fx, name, NPY_U16, S_, x[i]);
+  }
+  write_input(fx, "k_short.npy", NPY_F32, S_ - 64, x[1]);
+  /* A valid file but for fortran_order: written with the right shape, then the flag flipped. */
+  char path[1400];
+  write_input(fx, "fortran.npy", NPY_F32, S_, x[0]);
+  FILE *f = fopen(in_path(fx, "fortran.npy", path, sizeof path), "r+b");
+  char head[128];
+  assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
+  char *flag = strstr(head + 10, "False");
+  assert_non_null(flag);
+  fseek(f, flag - head, SEEK_SET);
+  fwrite("True ", 1, 5, f);
+  fclose(f);
+  for (int i = 0; i < 3; i++) free(x[i]);
+  free(raster);
+}
+
+static int group_setup(void **state) {
+  fixture *fx = calloc(1, sizeof *fx);
+  const char *helper = getenv("NABLACL_TEST_HELPER_DIR");
+  snprintf(fx->bin, sizeof fx->bin, "%s/../tools/nablacl", helper ? helper : ".");
+  snprintf(fx->dir, sizeof fx->dir, "%s/cli-test-XXXXXX", helper ? helper : "/tmp");
+  if (!mkdtemp(fx->dir)) {
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/cli-test-XXXXXX");
+    if (!mkdtemp(fx->dir)) return -1;
+  }
+  snprintf(fx->in, sizeof fx->in, "%s/in", fx->dir);
+  snprintf(fx->out, sizeof fx->out, "%s/out", fx->dir);
+  mkdir(fx->in, 0777);
+  mkdir(fx->out, 0777);
+  nabla_context *ctx = tu_context();
+  fx->have_device = ctx != NULL;
+  nabla_context_destroy(ctx);
+  *state = fx;
+  if (access(fx->bin, X_OK) != 0) {
+    print_message("%s not built: skipping CLI tests\n", fx->bin);
+    return 0;
+  }
+  write_inputs(fx);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  fixture *fx = *state;
+  remove_tree(fx->dir);
+  free(fx);
+  return 0;
+}
+
+static void need_binary(const fixture *fx) {
+  if (access(fx->bin, X_OK) != 0) skip();
+}
+
+static void need_device(const fixture *fx) {
+  need_binary(fx);
+  if (!fx->have_device) skip();
+}
+
+static void empty_out_dir(const fixture *fx) {
+  DIR *d = opendir(fx->out);
+  struct dirent *e;
+  char p[1400];
+  while (d && (e = readdir(d)) != NULL) {
+    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+    snprintf(p, sizeof p, "%s/%s", fx->out, e->d_name);
+    unlink(p);
+  }
+  if (d) closedir(d);
+}
+
+/* A failure: the expected exit code, exactly one "nablacl: " line mentioning `needle` on
+ * stderr, and nothing in the output directory. */
+static void expect_failure(const fixture *fx, int code, const char *needle, const char *const *args) {
+  empty_out_dir(fx);
+  result r = run_tool(fx, args);
+  size_t len = strlen(r.err);
+  if (r.status != code || strncmp(r.err, "nablacl: ", 9) != 0 || len == 0 ||
+      strchr(r.err, '\n') != r.err + len - 1 || !strstr(r.err, needle))
+    fail_msg("%s ...: exit %d (want %d), stderr '%s' (want one line with '%s')", args[0],
+             r.status, code, r.err, needle);
+  if (count_entries(fx->out) != 0) fail_msg("'%s' left files in the output directory", needle);
+  result_free(&r);
+}
+
+/* Standard run arguments over the f32 tile-order inputs; `extra` is appended. */
+typedef struct {
+  char q[1400], k[1400], v[1400], o[1400], m[1400], p[1400];
+} run_paths;
+
+static void default_paths(const fixture *fx, run_paths *p, const char *dtype_suffix) {
+  char name[64];
+  snprintf(name, sizeof name, "q_%s.npy", dtype_suffix);
+  in_path(fx, name, p->q, sizeof p->q);
+  snprintf(name, sizeof name, "k_%s.npy", dtype_suffix);
+  in_path(fx, name, p->k, sizeof p->k);
+  snprintf(name, sizeof name, "v_%s.npy", dtype_suffix);
+  in_path(fx, name, p->v, sizeof p->v);
+  out_path(fx, "O.npy", p->o, sizeof p->o);
+  out_path(fx, "M.npy", p->m, sizeof p->m);
+  out_path(fx, "P", p->p, sizeof p->p);
+}
+
+/* ---- tests: no device needed ------------------------------------------------------------ */
+
+static void test_help_and_version(void **state) {
+  fixture *fx = *state;
+  need_binary(fx);
+  const char *v[] = {"--version", NULL};
+  result r = run_tool(fx, v);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, nabla_version_string()));
+  result_free(&r);
+  const char *h[] = {"--help", NULL};
+  r = run_tool(fx, h);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "devices"));
+  assert_non_null(strstr(r.out, "demo"));
+  result_free(&r);
+  const char *rh[] = {"run", "--help", NULL};
+  r = run_tool(fx, rh);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "--mask-out"));
+  result_free(&r);
+  const char *none[] = {NULL};
+  r = run_tool(fx, none);
+  assert_int_equal(r.status, 2);
+  result_free(&r);
+}
+
+static void test_bad_arguments(void **state) {
+  fixture *fx = *state;
+  need_binary(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  char k_short[1400], fortran[1400], missing[1400], qb[1400], kb[1400], vb[1400], nodir[1400];
+  in_path(fx, "k_short.npy", k_short, sizeof k_short);
+  in_path(fx, "fortran.npy", fortran, sizeof fortran);
+  in_path(fx, "nope.npy", missing, sizeof missing);
+  in_path(fx, "q_bf16.npy", qb, sizeof qb);
+  in_path(fx, "k_bf16.npy", kb, sizeof kb);
+  in_path(fx, "v_bf16.npy", vb, sizeof vb);
+  snprintf(nodir, sizeof nodir, "%s/no/such/dir/O.npy", fx->out);
+#define RUN(...) ((const char *const[]){"run", "--q", p.q, "--k", p.k, "--v", p.v, __VA_ARGS__, NULL})
+  expect_failure(fx, 2, "unknown command", (const char *const[]){"frobnicate", NULL});
+  expect_failure(fx, 2, "--frobnicate", RUN("--algo", "nabla-0.7", "--frobnicate", "--out", p.o));
+  expect_failure(fx, 2, "--algo", RUN("--algo", "nabla-x", "--out", p.o, "--mask-out", p.m));
+  expect_failure(fx, 2, "--algo", RUN("--algo", "nabla-1.5", "--out", p.o));
+  expect_failure(fx, 2, "--algo", RUN("--out", p.o));
+  expect_failure(fx, 2, "--grid 3,12,20 has 720 tokens but Q has S=512",
+                 RUN("--algo", "nabla-0.7", "--grid", "3,12,20", "--out", p.o));
+  expect_failure(fx, 2, "--grid", RUN("--algo", "nabla-0.7", "--grid", "2,16", "--out", p.o));
+  expect_failure(fx, 2, "--grid", RUN("--algo", "nabla-0.7", "--grid", "0,16,32", "--out", p.o));
+  expect_failure(fx, 2, "--algo", RUN("--algo", "sta-3-3-3", "--out", p.o));
+  expect_failure(fx, 2, "--order", RUN("--algo", "nabla-0.7", "--order", "diagonal", "--out", p.o));
+  expect_failure(fx, 2, "--out", RUN("--algo", "nabla-0.7", "--out", fx->out));
+  expect_failure(fx, 2, "--out", RUN("--algo", "nabla-0.7", "--out", nodir));
+  expect_failure(fx, 2, "--out", RUN("--algo", "nabla-0.7", "--mask-out", p.m, "--out"));
+  expect_failure(fx, 2, "--csr-out", RUN("--algo", "nabla-0.7", "--csr-out", nodir));
+  expect_failure(fx, 2, "--algo", RUN("--algo", "nabla-0.7", "--algo", "dense"));
+  expect_failure(fx, 2, "--dtype", RUN("--algo", "nabla-0.7", "--dtype", "bf16", "--out", p.o));
+  expect_failure(fx, 2, "--dtype", RUN("--algo", "nabla-0.7", "--dtype", "f8", "--out", p.o));
+  expect_failure(fx, 2, "unexpected argument", RUN("--algo", "nabla-0.7", "stray", "--out", p.o));
+#undef RUN
+  const char *const *cases[] = {
+    (const char *const[]){"run", "--q", p.q, "--k", k_short, "--v", p.v, "--algo", "nabla-0.7",
+                          "--out", p.o, NULL},
+    (const char *const[]){"run", "--q", missing, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
+                          "--out", p.o, NULL},
+    (const char *const[]){"run", "--q", fortran, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
+                          "--out", p.o, NULL},
+    (const char *const[]){"run", "--q", qb, "--k", kb, "--v", vb, "--algo", "nabla-0.7", "--out",
+                          p.o, NULL},
+    (const char *const[]){"run", "--q", qb, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
+                          "--dtype", "bf16", "--out", p.o, NULL},
+  };
+  const char *needles[] = {"--k", "--q", "Fortran", "--dtype bf16", "--k"};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    expect_failure(fx, 2, needles[i], cases[i]);
+  expect_failure(fx, 2, "--dim", (const char *const[]){"demo", "--dim", "60", NULL});
+  expect_failure(fx, 2, "--heads", (const char *const[]){"demo", "--heads", "0", NULL});
+  expect_failure(fx, 2, "--json", (const char *const[]){"devices", "--json=1", NULL});
+}
+
+/* ---- tests: device ---------------------------------------------------------------------- */
+
+static void test_devices_json(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  const char *args[] = {"devices", "--json", NULL};
+  result r = run_tool(fx, args);
+  assert_int_equal(r.status, 0);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "devices");
+  assert_true(cJSON_IsArray(list));
+  assert_true(cJSON_GetArraySize(list) >= 1);
+  int defaults = 0;
+  for (int i = 0; i < cJSON_GetArraySize(list); i++) {
+    cJSON *d = cJSON_GetArrayItem(list, i);
+    assert_true(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(d, "name")));
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(d, "compute_units")));
+    defaults += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(d, "default"));
+  }
+  assert_int_equal(defaults, 1);
+  cJSON_Delete(root);
+  result_free(&r);
+}
+
+static void expect_npy(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
+                       npy_array *out) {
+  char err[256] = "";
+  if (npy_read(path, out, err, sizeof err) != 0) fail_msg("%s: %s", path, err);
+  assert_int_equal(out->dtype, dtype);
+  assert_int_equal(out->ndim, ndim);
+  for (int i = 0; i < ndim; i++) assert_int_equal(out->shape[i], shape[i]);
+}
+
+static double json_number(cJSON *o, const char *key) {
+  cJSON *item = cJSON_GetObjectItemCaseSensitive(o, key);
+  if (!cJSON_IsNumber(item)) fail_msg("JSON lacks number '%s'", key);
+  return item->valuedouble;
+}
+
+/* The mask, the FlexAttention export and blocks_kept agree with each other. */
+static void check_mask_files(const run_paths *p, double kept) {
+  size_t mshape[4] = {B_, H_, NB_, NB_};
+  npy_array m, num, idx;
+  char num_path[1500], idx_path[1500];
+  snprintf(num_path, sizeof num_path, "%s_kv_num_blocks.npy", p->p);
+  snprintf(idx_path, sizeof idx_path, "%s_kv_indices.npy", p->p);
+  expect_npy(p->m, NPY_U8, 4, mshape, &m);
+  expect_npy(num_path, NPY_I32, 3, mshape, &num);
+  expect_npy(idx_path, NPY_I32, 4, mshape, &idx);
+  const uint8_t *bits = m.data;
+  const int32_t *n = num.data, *ix = idx.data;
+  long total = 0;
+  for (int row = 0; row < B_ * H_ * NB_; row++) {
+    int c = 0;
+    for (int j = 0; j < NB_; j++)
+      if (bits[row * NB_ + j]) assert_int_equal(ix[row * NB_ + c++], j);
+    assert_int_equal(n[row], c);
+    assert_true(c >= 1);
+    total += c;
+  }
+  assert_int_equal(total, (long)kept);
+  npy_free(&m);
+  npy_free(&num);
+  npy_free(&idx);
+}
+
+static void test_good_run(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  empty_out_dir(fx);
+  const char *args[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.5",
+                        "--grid", "2,16,16", "--out", p.o, "--mask-out", p.m, "--csr-out", p.p,
+                        "--check", "--json", NULL};
+  result r = run_tool(fx, args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  double density = json_number(root, "density"), kept = json_number(root, "blocks_kept");
+  json_number(root, "mask_ms");
+  json_number(root, "attn_ms");
+  assert_true(density > 0.0 && density <= 1.0);
+  assert_true(fabs(density - kept / (B_ * H_ * NB_ * NB_)) < 1e-9);
+  cJSON *check = cJSON_GetObjectItemCaseSensitive(root, "check");
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(check, "ok")));
+  size_t oshape[4] = {B_, H_, S_, D_};
+  npy_array o;
+  expect_npy(p.o, NPY_F32, 4, oshape, &o);
+  npy_free(&o);
+  check_mask_files(&p, kept);
+  assert_int_equal(count_entries(fx->out), 4);   /* O, M, two CSR files; no temps */
+  cJSON_Delete(root);
+  result_free(&r);
+}
+
+/* bf16 in raster order gives the raster reorder of the tile-order run, bit for bit. */
+static void test_raster_bf16_matches_tile(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p, pr;
+  default_paths(fx, &p, "bf16");
+  default_paths(fx, &pr, "bf16_raster");
+  char o_tile[1400], o_raster[1400];
+  out_path(fx, "tile.npy", o_tile, sizeof o_tile);
+  out_path(fx, "raster.npy", o_raster, sizeof o_raster);
+  empty_out_dir(fx);
+  const char *tile[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7_sta-1-3-3",
+                        "--grid", "2,16,16", "--dtype", "bf16", "--out", o_tile, NULL};
+  const char *raster[] = {"run", "--q", pr.q, "--k", pr.k, "--v", pr.v, "--algo",
+                          "nabla-0.7_sta-1-3-3", "--grid", "2,16,16", "--dtype", "bf16",
+                          "--order", "raster", "--out", o_raster, "--check", NULL};
+  result r = run_tool(fx, tile);
+  if (r.status != 0) fail_msg("tile run: exit %d: %s", r.status, r.err);
+  result_free(&r);
+  r = run_tool(fx, raster);
+  if (r.status != 0) fail_msg("raster run: exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.out, "density"));
+  result_free(&r);
+  size_t shape[4] = {B_, H_, S_, D_}, n = (size_t)B_ * H_ * S_ * D_;
+  npy_array a, b;
+  expect_npy(o_tile, NPY_U16, 4, shape, &a);
+  expect_npy(o_raster, NPY_U16, 4, shape, &b);
+  nabla_shape s = {B_, H_, S_, D_, T_, HT_, WT_};
+  double *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y), *z = malloc(n * sizeof *z);
+  tu_unpack(a.data, n, NABLA_BF16, x);
+  tu_unpack(b.data, n, NABLA_BF16, y);
+  nabla_ref_reorder(&s, NABLA_TILE_TO_RASTER, x, z);
+  assert_true(tu_max_abs_diff(z, y, n) == 0.0);
+  free(x);
+  free(y);
+  free(z);
+  npy_free(&a);
+  npy_free(&b);
+}
+
+/* A plain sequence in fp16, dense, human output. */
+static void test_plain_sequence_f16(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f16");
+  empty_out_dir(fx);
+  const char *args[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "dense", "--out",
+                        p.o, "--check", NULL};
+  result r = run_tool(fx, args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.out, "100.00 %"));
+  size_t shape[4] = {B_, H_, S_, D_};
+  npy_array o;
+  expect_npy(p.o, NPY_F16, 4, shape, &o);
+  npy_free(&o);
+  result_free(&r);
+}
+
+static void test_demo_small(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  const char *args[] = {"demo", "--grid", "2,16,24", "--heads", "2", "--dim", "32", "--dtype",
+                        "f16", "--json", NULL};
+  result r = run_tool(fx, args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  double density = json_number(root, "density");
+  assert_true(density > 0.0 && density < 1.0);
+  json_number(root, "dense_ms");
+  json_number(root, "max_abs_err_vs_dense");
+  cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "reference");
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ref, "ok")));
+  cJSON_Delete(root);
+  result_free(&r);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(test_help_and_version),
+    cmocka_unit_test(test_bad_arguments),
+    cmocka_unit_test(test_devices_json),
+    cmocka_unit_test(test_good_run),
+    cmocka_unit_test(test_raster_bf16_matches_tile),
+    cmocka_unit_test(test_plain_sequence_f16),
+    cmocka_unit_test(test_demo_small),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,127 @@
+/*
+ * nablacl devices [--json] — lists every OpenCL device in NABLACL_DEVICE index order.
+ *
+ * The default device is marked by the documented selection rule of nabla_context_create with
+ * no selector: NABLACL_DEVICE (an index, or a case-insensitive substring of the device or
+ * platform name) when set, else the first GPU, else the first accelerator, else the first CPU.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_common.h"
+
+static const char usage[] = "nablacl devices [--json]";
+
+static const cli_option options[] = {
+  {"--json", NULL, "print one JSON object {\"devices\": [...]}"},
+};
+enum { OPT_JSON, OPT_COUNT };
+
+static int contains_ci(const char *hay, const char *needle) {
+  size_t n = strlen(needle);
+  for (; *hay; hay++) {
+    size_t i = 0;
+    while (i < n && hay[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
+      i++;
+    if (i == n) return 1;
+  }
+  return n == 0;
+}
+
+static int env_selected(const nabla_device_info *devs, size_t count, const char *sel) {
+  char *end = NULL;
+  long index = strtol(sel, &end, 10);
+  if (end != sel && *end == '\0' && index >= 0) return (size_t)index < count ? (int)index : -1;
+  for (size_t i = 0; i < count; i++)
+    if (contains_ci(devs[i].name, sel) || contains_ci(devs[i].platform, sel)) return (int)i;
+  return -1;
+}
+
+/* Index of the device a context without selector would open, or -1. */
+static int default_device(const nabla_device_info *devs, size_t count) {
+  const char *sel = getenv("NABLACL_DEVICE");
+  if (sel && *sel) return env_selected(devs, count, sel);
+  static const char *const order[] = {"GPU", "ACCELERATOR", "CPU", "OTHER"};
+  for (size_t t = 0; t < sizeof order / sizeof order[0]; t++)
+    for (size_t i = 0; i < count; i++)
+      if (strcmp(devs[i].type, order[t]) == 0) return (int)i;
+  return -1;
+}
+
+static cJSON *device_json(const nabla_device_info *d, int is_default) {
+  cJSON *o = cJSON_CreateObject();
+  if (!o) return NULL;
+  cJSON_AddNumberToObject(o, "index", d->index);
+  cJSON_AddBoolToObject(o, "default", is_default);
+  cJSON_AddStringToObject(o, "platform", d->platform);
+  cJSON_AddStringToObject(o, "name", d->name);
+  cJSON_AddStringToObject(o, "vendor", d->vendor);
+  cJSON_AddStringToObject(o, "driver", d->driver);
+  cJSON_AddStringToObject(o, "opencl_c", d->opencl_c);
+  cJSON_AddStringToObject(o, "type", d->type);
+  cJSON_AddNumberToObject(o, "compute_units", d->compute_units);
+  cJSON_AddNumberToObject(o, "global_mem", (double)d->global_mem);
+  cJSON_AddNumberToObject(o, "local_mem", (double)d->local_mem);
+  cJSON_AddBoolToObject(o, "fp16", d->fp16);
+  cJSON_AddBoolToObject(o, "fp64", d->fp64);
+  cJSON_AddBoolToObject(o, "subgroups", d->subgroups);
+  return o;
+}
+
+static int print_json(const nabla_device_info *devs, size_t count, int def) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *list = cJSON_AddArrayToObject(root, "devices");
+  if (!list) {
+    cJSON_Delete(root);
+    cli_error("out of memory");
+    return CLI_EXIT_RUNTIME;
+  }
+  for (size_t i = 0; i < count; i++) cJSON_AddItemToArray(list, device_json(&devs[i], (int)i == def));
+  return cli_json_print(root);
+}
+
+static void print_human(const nabla_device_info *devs, size_t count, int def) {
+  if (count == 0) printf("no OpenCL devices found\n");
+  for (size_t i = 0; i < count; i++) {
+    const nabla_device_info *d = &devs[i];
+    printf("%s[%d] %s  (%s)\n", (int)i == def ? "*" : " ", d->index, d->name, d->type);
+    printf("      platform   %s\n", d->platform);
+    printf("      vendor     %s, driver %s, %s\n", d->vendor, d->driver, d->opencl_c);
+    printf("      compute    %u units, global %.1f GiB, local %.0f KiB\n", d->compute_units,
+           (double)d->global_mem / (1024.0 * 1024 * 1024), (double)d->local_mem / 1024.0);
+    printf("      features   fp16 %s, fp64 %s, subgroups %s\n", d->fp16 ? "yes" : "no",
+           d->fp64 ? "yes" : "no", d->subgroups ? "yes" : "no");
+  }
+  if (count) printf("* default device (NABLACL_DEVICE, else first GPU, accelerator, CPU)\n");
+}
+
+int cmd_devices(int argc, char **argv) {
+  const char *values[OPT_COUNT];
+  int rc = cli_parse(argc, argv, usage, options, OPT_COUNT, values);
+  if (rc != CLI_PARSED) return rc == CLI_HELP_SHOWN ? CLI_EXIT_OK : rc;
+  size_t cap = 0, count = 0;
+  nabla_status st = nabla_devices_list(NULL, 0, &cap);
+  if (st != NABLA_OK && st != NABLA_NO_DEVICE) {
+    cli_lib_error(NULL, st, "listing OpenCL devices");
+    return CLI_EXIT_RUNTIME;
+  }
+  nabla_device_info *devs = calloc(cap ? cap : 1, sizeof *devs);
+  if (!devs) {
+    cli_error("out of memory");
+    return CLI_EXIT_RUNTIME;
+  }
+  st = cap ? nabla_devices_list(devs, cap, &count) : NABLA_OK;
+  if (st != NABLA_OK) {
+    cli_lib_error(NULL, st, "listing OpenCL devices");
+    rc = CLI_EXIT_RUNTIME;
+    goto done;
+  }
+  if (count > cap) count = cap;   /* a device appeared between the two calls */
+  int def = default_device(devs, count);
+  if (values[OPT_JSON]) rc = print_json(devs, count, def);
+  else print_human(devs, count, def);
+done:
+  free(devs);
+  return rc;
+}

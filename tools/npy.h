@@ -1,0 +1,70 @@
+/*
+ * npy — reads and writes NumPy .npy files, the CLI's tensor interchange format.
+ *
+ * Reads format versions 1.0, 2.0 and 3.0 (3.0 differs only in allowing a UTF-8 header);
+ * writes 1.0, or 2.0 when the header would not fit a 16-bit length. Only C-order
+ * (fortran_order False), little-endian arrays of the dtypes below are accepted; anything else
+ * is rejected with a message saying why. Data is kept in host byte order in memory.
+ *
+ * Writes are atomic: the file is written under a temporary name next to the target and renamed
+ * into place only when complete, so a failed write never leaves a partial file behind.
+ * npy_write_temp exposes the first half so a caller producing several files can rename them all
+ * only after every one was written.
+ *
+ * No function here prints or exits; failures return -1 with a message in err[0..err_len).
+ */
+#ifndef NABLACL_TOOLS_NPY_H
+#define NABLACL_TOOLS_NPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+  NPY_F32 = 0,   /* '<f4' */
+  NPY_F16 = 1,   /* '<f2' */
+  NPY_U16 = 2,   /* '<u2' (the CLI's carrier for bf16 bits) */
+  NPY_U8 = 3,    /* '|u1' (block bitmaps) */
+  NPY_I32 = 4    /* '<i4' (CSR / FlexAttention indices) */
+} npy_dtype;
+
+#define NPY_MAX_DIMS 8
+
+typedef struct {
+  npy_dtype dtype;
+  int ndim;
+  size_t shape[NPY_MAX_DIMS];
+  size_t count;   /* number of elements: the product of shape (1 for ndim 0) */
+  void *data;     /* count * npy_dtype_size(dtype) bytes, host byte order; owned */
+} npy_array;
+
+/** The descr string of a dtype, e.g. "<f4"; "?" for an unknown value. */
+const char *npy_dtype_descr(npy_dtype dtype);
+/** Bytes per element (1, 2 or 4); 0 for an unknown value. */
+size_t npy_dtype_size(npy_dtype dtype);
+
+/**
+ * Reads a whole .npy file into *out (zeroed first; release with npy_free). Returns 0, or -1
+ * with the reason in err (bad magic, unsupported version or dtype, Fortran order, big-endian
+ * data, malformed header, truncated or oversized data).
+ */
+int npy_read(const char *path, npy_array *out, char *err, size_t err_len);
+
+/** Parses a header dictionary (the text after the length field); exposed for tests. */
+int npy_parse_header(const char *text, size_t len, npy_array *out, char *err, size_t err_len);
+
+/** Frees the data of an array (NULL allowed) and zeroes it. */
+void npy_free(npy_array *array);
+
+/**
+ * Writes an array to a new temporary file in the directory of `path` and returns its
+ * malloc'd name in *temp_path; the caller renames it onto `path` (or unlinks it). On failure
+ * nothing is left on disk and *temp_path is NULL.
+ */
+int npy_write_temp(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
+                   const void *data, char **temp_path, char *err, size_t err_len);
+
+/** npy_write_temp followed by the rename: `path` is either complete or untouched. */
+int npy_write(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
+              const void *data, char *err, size_t err_len);
+
+#endif

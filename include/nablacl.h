@@ -305,6 +305,199 @@ NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *sta
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
 
+/* ---- Profiling -------------------------------------------------------------------------- */
+
+/**
+ * Turns per-stage profiling on or off for this context (off by default; needs a queue with
+ * CL_QUEUE_PROFILING_ENABLE). While on, every kernel the library enqueues is recorded.
+ */
+NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
+
+/**
+ * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
+ * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
+ */
+NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
+
+/* ---- Tuning and caches ------------------------------------------------------------------ */
+/*
+ * The tuner measures every configuration of a kernel's tunables on this context's device,
+ * checks each one's output against the kernel's reference configuration before timing it, and
+ * stores the fastest per (device, kernel, dtype, head dim, shape class) in the on-disk tuning
+ * cache, where nabla_attend / nabla_mask_build find it (see docs/tuning.md). Each finished
+ * result is stored at once, and per-configuration measurements are checkpointed, so an
+ * interrupted run resumes where it stopped. The context's queue must have profiling enabled.
+ */
+
+typedef struct {
+  nabla_dtype dtype;        /* storage type to tune for */
+  int head_dim;             /* multiple of 8 up to NABLA_MAX_HEAD_DIM; 0 means 64 */
+  int full;                 /* 0 quick: the "small" shape class, short timing; 1: every shape
+                               class that fits the device, longer timing */
+  int force;                /* 1: retune results already in the cache (else they are kept) */
+  const char *kernels;      /* comma-separated stages ("attention,select"); NULL or "": all */
+  const nabla_shape *shape; /* NULL: a representative problem per shape class; else time on
+                               this shape (head_dim taken from it) for its class only */
+  double target_ms;         /* time each configuration until this much; 0: 200 quick, 1000 full */
+  int max_reps;             /* most timed runs per configuration; 0: 50 */
+  int max_candidates;       /* measure at most this many configurations per kernel (the
+                               reference and the device default first); 0: all */
+  double max_run_ms;        /* skip a shape class whose reference run takes longer; 0: 5000 */
+} nabla_tune_options;
+
+/** Fills `options` with the defaults: bf16, head dim 64, quick, everything else 0 (defaults). */
+NABLA_API void nabla_tune_options_init(nabla_tune_options *options);
+
+typedef enum {
+  NABLA_TUNE_CANDIDATE = 0, /* one configuration measured, rejected, failed or skipped */
+  NABLA_TUNE_RESULT = 1,    /* a (kernel, shape class) is finished: the winner */
+  NABLA_TUNE_CACHED = 2,    /* a (kernel, shape class) already in the cache: its stored winner */
+  NABLA_TUNE_SKIPPED = 3    /* a (kernel, shape class) not tuned (too big or slow, or failed) */
+} nabla_tune_event;
+
+typedef enum {
+  NABLA_TUNE_MEASURED = 0,  /* correct; `ms` is its median */
+  NABLA_TUNE_REJECTED = 1,  /* output differs from the reference configuration's: never chosen */
+  NABLA_TUNE_FAILED = 2,    /* build or launch failed */
+  NABLA_TUNE_UNFIT = 3      /* excluded by a constraint (local memory, work-group size, ...) */
+} nabla_tune_state;
+
+/** One report of the tuner. Pointers are valid during the callback only. */
+typedef struct {
+  nabla_tune_event event;
+  const char *kernel;       /* "attention", "select" */
+  const char *shape_class;  /* "small", "medium", "large" */
+  nabla_dtype dtype;
+  int head_dim;
+  const nabla_shape *shape; /* the timed problem */
+  int param_count;          /* the configuration (candidate, or the winner) */
+  const char *const *param_names;
+  const int *param_values;
+  const char *params;       /* the same as "NAME=value NAME=value" */
+  nabla_tune_state state;   /* CANDIDATE: what happened */
+  int is_reference;         /* CANDIDATE: the reference configuration */
+  int is_default;           /* CANDIDATE: the device's built-in default configuration */
+  int resumed;              /* CANDIDATE: taken from an interrupted run's checkpoint */
+  int reps;                 /* CANDIDATE: timed runs behind `ms` */
+  double ms;                /* median ms (CANDIDATE measured; RESULT/CACHED: the winner's) */
+  double reference_ms;      /* RESULT: the reference configuration's median */
+  double default_ms;        /* RESULT: the built-in default configuration's median */
+  double max_error;         /* CANDIDATE: max |output - reference output| (select: rows that
+                               differ beyond rounding) */
+  int candidates;           /* RESULT: configurations measured */
+  int stored;               /* RESULT: written to the cache */
+  const char *note;         /* why rejected / failed / unfit / skipped; "" otherwise */
+  int done, total;          /* progress: configurations handled / planned in this run */
+} nabla_tune_report;
+
+/** Receives reports; returning non-zero stops the tuner after the current configuration. */
+typedef int (*nabla_tune_callback)(const nabla_tune_report *report, void *user);
+
+typedef struct {
+  int results;              /* (kernel, shape class) pairs tuned in this run */
+  int stored;               /* of which written to the cache */
+  int cached;               /* already in the cache, kept */
+  int skipped;              /* too big, too slow or failed */
+  int interrupted;          /* the callback asked to stop; rerun to resume */
+  double seconds;           /* wall time of the run */
+} nabla_tune_summary;
+
+/**
+ * Tunes the kernels on ctx's device as `options` say (NULL: nabla_tune_options_init). Reports
+ * go to `callback` (may be NULL); `summary` (may be NULL) gets the totals. Results are usable
+ * even when the cache is off or unwritable (then nothing is stored). Returns NABLA_OK when every
+ * requested (kernel, shape class) was tuned, found in the cache or deliberately skipped, or the
+ * callback stopped the run; a failure of a kernel's reference configuration returns its status
+ * after the remaining kernels were tried. Invalid options: NABLA_INVALID_ARGUMENT.
+ */
+NABLA_API nabla_status nabla_tune(nabla_context *ctx, const nabla_tune_options *options,
+                                  nabla_tune_callback callback, void *user,
+                                  nabla_tune_summary *summary);
+
+/**
+ * Writes the cache root (NABLACL_CACHE_DIR, else $XDG_CACHE_HOME/nablacl, else
+ * ~/.cache/nablacl) to buf. NABLA_NOT_FOUND when caching is off (buf gets ""),
+ * NABLA_BUFFER_TOO_SMALL when it does not fit.
+ */
+NABLA_API nabla_status nabla_cache_dir(char *buf, size_t len);
+
+/** One valid entry of the on-disk caches. Pointers are valid during the callback only. */
+typedef struct {
+  const char *kind;         /* the namespace: "programs", "tuning", "tuning-progress", ... */
+  const char *key;          /* the full key text */
+  const char *device;       /* device description "platform|version|name|vendor|driver|version" */
+  const char *kernel;       /* stage name ("" when unknown) */
+  const char *params;       /* tuning: the parameters as JSON; programs: the build options */
+  const char *dtype;        /* tuning: "f32", "f16", "bf16"; else "" */
+  int head_dim;             /* tuning; else 0 */
+  const char *shape_class;  /* tuning; else "" */
+  double ms;                /* tuning: the winner's median time; else -1 */
+  const char *date;         /* tuning: when tuned; else the file's mtime (UTC, ISO 8601) */
+  size_t bytes;             /* payload size */
+} nabla_cache_entry;
+
+/** Receives entries; returning non-zero stops the walk. */
+typedef int (*nabla_cache_visit)(const nabla_cache_entry *entry, void *user);
+
+/**
+ * Visits every valid entry of every namespace under the cache root `dir` (NULL: nabla_cache_dir).
+ * Invalid, foreign and temporary files are skipped. A missing directory has no entries
+ * (NABLA_OK); caching off with dir NULL is NABLA_NOT_FOUND.
+ */
+NABLA_API nabla_status nabla_cache_list(const char *dir, nabla_cache_visit visit, void *user);
+
+/**
+ * Removes every entry (program binaries, tuning results, checkpoints) under `dir` (NULL:
+ * nabla_cache_dir). Directories and foreign files stay. Caching off with dir NULL:
+ * NABLA_NOT_FOUND; a file that cannot be removed: NABLA_IO.
+ */
+NABLA_API nabla_status nabla_cache_clear(const char *dir);
+
+/* ---- Variants --------------------------------------------------------------------------- */
+/*
+ * A stage can have several implementations ("variants"); the library picks one per device and
+ * problem, and the portable one is always there as the fallback. Variants of attention:
+ *   "portable"             OpenCL C, every device and dtype.
+ *   "nvidia-mma"           tensor cores through inline PTX mma.sync, on NVIDIA GPUs whose
+ *                          capability probe passes; f16/bf16 storage, head_dim a multiple of 16
+ *                          up to 128 (fp32 accumulation and softmax).
+ *   "nvidia-mma-emulated"  the nvidia-mma kernel with its PTX emulated in local memory: any
+ *                          device, slow; used only when forced (tests the kernel on CPUs).
+ * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
+ * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
+ * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated); the tuned VARIANT
+ * parameter; else the fastest eligible variant. A requested variant that cannot run falls
+ * back to portable, and nabla_variant_note says why. See docs/variants.md.
+ */
+
+/** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,
+ * nabla_variant_note says why. Never fails; unknown names and NULL give 0. */
+NABLA_API int nabla_variant_supported(nabla_context *ctx, const char *variant);
+
+/** Writes the space-separated names of the variants this device supports, e.g.
+ * "portable nvidia-mma" (the emulation, a test aid, is not listed). Probes as needed. */
+NABLA_API nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t len);
+
+/** Forces a variant for this context's later calls; NULL or "auto" restores the automatic
+ * choice. NABLA_INVALID_ARGUMENT for an unknown name. A forced variant that cannot run on a
+ * problem still falls back to portable (see nabla_variant_note). */
+NABLA_API nabla_status nabla_variant_force(nabla_context *ctx, const char *variant);
+
+/**
+ * Names the attention variant the next nabla_attend on this shape and dtype would use
+ * ("portable", "nvidia-mma", ...). Runs the probe and builds the kernel if needed, so a build
+ * failure is already accounted for. NABLA_BUFFER_TOO_SMALL when the name does not fit.
+ */
+NABLA_API nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shape,
+                                               nabla_dtype dtype, char *buf, size_t len);
+
+/** Why the last variant decision (nabla_attend, nabla_attention_variant,
+ * nabla_variant_supported) did not get the requested or preferred variant; "" if it did. */
+NABLA_API const char *nabla_variant_note(const nabla_context *ctx);
+
+/** Variant used by the last attention launch on this context ("" before the first). */
+NABLA_API const char *nabla_variant_last(const nabla_context *ctx);
+
 /* ---- Host conversions ------------------------------------------------------------------- */
 
 /** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */

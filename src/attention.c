@@ -1,9 +1,13 @@
-/* Block-sparse (and dense) attention launch (cl/attention.cl), and the one-shot call. */
+/* Block-sparse (and dense) attention launch, kernel variant choice (cl/attention.cl or
+ * cl/attention_mma.cl, see variant.h), and the one-shot call. */
 #include <math.h>
 #include <stdio.h>
 
+#include <string.h>
+
 #include "internal.h"
 #include "tune.h"
+#include "variant.h"
 
 /* Everything nabla_attend checks before it enqueues. */
 static nabla_status check_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
@@ -48,20 +52,35 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
   return nabla_attend_params(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
 }
 
-nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
-                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
-                                 cl_event *done_event) {
+/* Builds the kernel of a variant and enqueues it. Fails before enqueueing or not at all. */
+static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla_shape *shape,
+                                    nabla_dtype dtype, const nabla_mask *mask, cl_mem q, cl_mem k,
+                                    cl_mem v, cl_mem o, const nabla_params *params,
+                                    cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   cl_kernel kernel = NULL;
   cl_mem starts = NULL;
-  TRY(st, check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait));
-  char options[256];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
-           shape->head_dim, mask ? 0 : 1);
-  nabla_params_options(params, options, sizeof options);
-  TRY(st, nabla_program_get(ctx, "attention", options, &prog));
+  char options[320];
+  const int dense = mask ? 0 : 1;
+  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
+  size_t local[3] = {16, 16, 1};
+  size_t global[3] = {16, 16 * (size_t)Nb, (size_t)shape->batch * shape->heads};
+  if (variant == NABLA_VARIANT_PORTABLE) {
+    snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
+             shape->head_dim, dense);
+    nabla_params_options(params, options, sizeof options);
+    TRY(st, nabla_program_get(ctx, "attention", options, &prog));
+  } else {
+    /* Work-groups of MMA_QPW query blocks x 4 warps along dimension 0, (b, h) along 1. */
+    int qpw = nabla_attention_mma_qpw(shape, dense, params);
+    nabla_attention_mma_options(ctx, variant, shape, dtype, dense, params, options, sizeof options);
+    TRY(st, nabla_program_get(ctx, "attention_mma", options, &prog));
+    local[0] = 128 * (size_t)qpw, local[1] = 1;
+    global[0] = local[0] * (size_t)((Nb + qpw - 1) / qpw);
+    global[1] = (size_t)shape->batch * shape->heads;
+    global[2] = 1;
+  }
   TRY(st, nabla_kernel_create(ctx, prog, "attention", &kernel));
 
   cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
@@ -72,7 +91,6 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
     row_ptr = mask->row_ptr;
     col_idx = mask->col_idx;
   }
-  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
   cl_int rc = CL_SUCCESS;
   int a = 0;
@@ -87,12 +105,71 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
   rc |= clSetKernelArg(kernel, a++, sizeof Nb, &Nb);
   rc |= clSetKernelArg(kernel, a++, sizeof scale_log2, &scale_log2);
   TRY_CL(st, ctx, rc);
-  size_t local[3] = {16, 16, 1};
-  size_t global[3] = {16, 16 * (size_t)Nb, (size_t)shape->batch * shape->heads};
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait, done_event));
 done:
   if (kernel) clReleaseKernel(kernel);
   if (starts) clReleaseMemObject(starts);
+  return st;
+}
+
+nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
+                                 cl_event *done_event) {
+  nabla_status st = NABLA_OK;
+  TRY(st, check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait));
+  nabla_variant_state *vs = &ctx->variants;
+  int variant = nabla_attention_variant_choose(ctx, shape, dtype, params, vs->note, sizeof vs->note);
+  if (variant != NABLA_VARIANT_PORTABLE) {
+    st = enqueue_variant(ctx, variant, shape, dtype, mask, q, k, v, o, params, num_wait, wait, done_event);
+    if (st == NABLA_OK) {
+      snprintf(vs->last, sizeof vs->last, "%s", nabla_variant_name(variant));
+      return st;
+    }
+    /* Nothing was enqueued: fall back to the portable kernel for good on this context. */
+    char why[384];
+    snprintf(why, sizeof why, "%.370s", ctx->error);
+    nabla_variant_mark_broken(ctx, variant, why);
+    snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
+    nabla_clear_error(ctx);
+  }
+  TRY(st, enqueue_variant(ctx, NABLA_VARIANT_PORTABLE, shape, dtype, mask, q, k, v, o, params, num_wait,
+                          wait, done_event));
+  snprintf(vs->last, sizeof vs->last, "%s", nabla_variant_name(NABLA_VARIANT_PORTABLE));
+done:
+  return st;
+}
+
+nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                     char *buf, size_t len) {
+  nabla_status st = NABLA_OK;
+  TRY(st, nabla_check_common(ctx, shape, dtype, 0, NULL));
+  if (!buf || !len) {
+    st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "buf is NULL or len is 0");
+    goto done;
+  }
+  nabla_params params;
+  nabla_params_lookup(ctx, "attention", dtype, shape->head_dim, nabla_shape_class(shape), &params);
+  nabla_variant_state *vs = &ctx->variants;
+  int variant = nabla_attention_variant_choose(ctx, shape, dtype, &params, vs->note, sizeof vs->note);
+  if (variant != NABLA_VARIANT_PORTABLE) {
+    /* Build it now (cached), so a compiler failure is known before the first launch. */
+    char options[320];
+    cl_program prog = NULL;
+    nabla_attention_mma_options(ctx, variant, shape, dtype, 0, &params, options, sizeof options);
+    if (nabla_program_get(ctx, "attention_mma", options, &prog) != NABLA_OK) {
+      char why[384];
+      snprintf(why, sizeof why, "%.370s", ctx->error);
+      nabla_variant_mark_broken(ctx, variant, why);
+      snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
+      nabla_clear_error(ctx);
+      variant = NABLA_VARIANT_PORTABLE;
+    }
+  }
+  if ((size_t)snprintf(buf, len, "%s", nabla_variant_name(variant)) >= len)
+    st = nabla_fail(ctx, NABLA_BUFFER_TOO_SMALL, "variant name needs %zu bytes",
+                    strlen(nabla_variant_name(variant)) + 1);
+done:
   return st;
 }
 

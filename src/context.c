@@ -76,6 +76,7 @@ nabla_status nabla_context_create_from_cl(nabla_context **out, cl_context cl_ctx
                                           size_t err_len) {
   nabla_status st = NABLA_OK;
   nabla_context *ctx = NULL;
+  if (out) *out = NULL;
   if (!out || !cl_ctx || !device || !queue) {
     set_err(err, err_len, "nabla_context_create_from_cl: out, cl_ctx, device and queue must not be NULL");
     return NABLA_INVALID_ARGUMENT;
@@ -110,6 +111,7 @@ done:
 void nabla_context_destroy(nabla_context *ctx) {
   if (!ctx) return;
   if (ctx->queue) clFinish(ctx->queue);
+  nabla_profile_release(ctx);
   nabla_programs_release(ctx);
   nabla_tuning_free(ctx->tuning);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

@@ -42,10 +42,36 @@ typedef struct {
 
 enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VENDOR_INTEL, NABLA_VENDOR_POCL };
 
+/* Kernel variants (variant.c): the verdict of a variant's capability probe on this device. */
+typedef struct {
+  int probed;       /* the probe ran, or its cached verdict was read */
+  int supported;
+  int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
+  int broken;       /* building or launching it failed on this context: not used again */
+  char why[384];    /* why it is unsupported or broken */
+} nabla_variant_probe;
+
+#define NABLA_VARIANT_SLOTS 3
+
+typedef struct {
+  nabla_variant_probe probe[NABLA_VARIANT_SLOTS];
+  int forced;       /* 0 automatic, else 1 + a variant id (nabla_variant_force) */
+  char last[32];    /* variant of the last attention launch */
+  char note[512];   /* why the last choice is not the requested or preferred variant ("" if it is) */
+} nabla_variant_state;
+
 typedef struct {
   char *key;        /* stage name + '\n' + build options */
   cl_program program;
 } nabla_program_slot;
+
+#define NABLA_PROFILE_MAX 64
+
+typedef struct {
+  int on, count;
+  const char *stage[NABLA_PROFILE_MAX];
+  cl_event event[NABLA_PROFILE_MAX];
+} nabla_profile;
 
 struct nabla_context {
   cl_context cl_ctx;
@@ -59,6 +85,8 @@ struct nabla_context {
   nabla_program_slot programs[NABLA_MAX_PROGRAMS];
   int program_count;
   struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
+  nabla_variant_state variants;   /* kernel variant probes and choice (variant.c) */
+  nabla_profile profile;
   char error[NABLA_ERR_LEN];
 };
 
@@ -67,6 +95,15 @@ nabla_status nabla_fail(nabla_context *ctx, nabla_status st, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 const char *nabla_cl_error_name(cl_int err);
 void nabla_clear_error(nabla_context *ctx);
+
+/* profile.c: an event slot for a kernel of `stage` when profiling is on, else `fallback`
+ * (the caller's event pointer or NULL). When both are wanted the caller's event is retained. */
+cl_event *nabla_profile_slot(nabla_context *ctx, const char *stage);
+void nabla_profile_release(nabla_context *ctx);
+/* The event pointer to pass to an enqueue that also has a caller's `done` event. */
+#define NABLA_EVENT_OUT(slot, done) ((done) ? (done) : (slot))
+/* After such an enqueue: the profile slot shares the caller's event. */
+void nabla_profile_share(cl_event *slot, cl_event *done);
 
 /* device.c */
 nabla_status nabla_device_caps_query(nabla_context *ctx);

@@ -105,17 +105,19 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
 
   TRY(st, nabla_program_get(ctx, "pool", nabla_dtype_define(dtype), &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
-  size_t pool_global[3] = {(size_t)D, (size_t)Nb, BH};
+  size_t pool_global[3] = {(size_t)D / (nabla_dtype_size(dtype) == 4 ? 4 : 8), (size_t)Nb, BH};
   TRY_CL(st, ctx, set_args(pool, 6, ARG(q), ARG(qp), ARG(m->block_start), ARG(S), ARG(D), ARG(Nb)));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, num_wait, wait, NULL));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, num_wait, wait, nabla_profile_slot(ctx, "pool")));
   TRY_CL(st, ctx, set_args(pool, 2, ARG(k), ARG(kp)));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, 0, NULL, NULL));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, 0, NULL, nabla_profile_slot(ctx, "pool")));
 
   /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
   CLBlastStatusCode bs = CLBlastSgemmStridedBatched(
       CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)Nb, (size_t)Nb,
       (size_t)D, 1.0f / sqrtf((float)D), qp, 0, (size_t)D, (size_t)Nb * D, kp, 0, (size_t)D,
       (size_t)Nb * D, 0.0f, logits, 0, (size_t)Nb, (size_t)Nb * Nb, BH, &ctx->queue, &gemm_event);
+  cl_event *gemm_slot = nabla_profile_slot(ctx, "map");
+  nabla_profile_share(gemm_slot, &gemm_event);
   if (bs != CLBlastSuccess) {
     st = nabla_fail(ctx, NABLA_OPENCL, "CLBlastSgemmStridedBatched failed with CLBlast status %d", (int)bs);
     goto done;
@@ -130,7 +132,7 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   TRY_CL(st, ctx, set_args(select, 4, ARG(logits), ARG(m->bitmap), ARG(Nb), ARG(thr)));
   TRY_CL(st, ctx, clSetKernelArg(select, 4, (size_t)Nb * sizeof(float), NULL));
   size_t sel_global = rows * sel_wg;
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, NULL));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
 done:
   if (gemm_event) clReleaseEvent(gemm_event);
   if (pool) clReleaseKernel(pool);
@@ -153,7 +155,7 @@ static nabla_status enqueue_sta(nabla_context *ctx, nabla_mask *m, const nabla_a
   TRY(st, nabla_kernel_create(ctx, prog, "sta_or", &kernel));
   TRY_CL(st, ctx, set_args(kernel, 8, ARG(m->bitmap), ARG(Nb), ARG(BH), ARG(Hb), ARG(Wb), ARG(rt), ARG(rh), ARG(rw)));
   size_t global[2] = {(size_t)Nb, (size_t)Nb};
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 2, NULL, global, NULL, 0, NULL, NULL));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 2, NULL, global, NULL, 0, NULL, nabla_profile_slot(ctx, "sta")));
 done:
   if (kernel) clReleaseKernel(kernel);
   return st;
@@ -173,9 +175,11 @@ static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, cl_event *don
   TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
   TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
   size_t wg = 64, rows = ((size_t)R + wg - 1) / wg * wg, scan_wg = 256;
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, NULL));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, NULL));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &rows, &wg, 0, NULL, done_event));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+  cl_event *slot = nabla_profile_slot(ctx, "csr");
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &rows, &wg, 0, NULL, NABLA_EVENT_OUT(slot, done_event)));
+  nabla_profile_share(slot, done_event);
 done:
   if (count) clReleaseKernel(count);
   if (scan) clReleaseKernel(scan);
@@ -215,7 +219,7 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
   } else {
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
-    TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, NULL));
+    TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, nabla_profile_slot(ctx, "fill")));
   }
   if (algo->sta) TRY(st, enqueue_sta(ctx, m, algo));
   TRY(st, enqueue_csr(ctx, m, done_event));

@@ -42,7 +42,10 @@ nabla_status nabla_reorder(nabla_context *ctx, const nabla_shape *shape, nabla_d
   rc |= clSetKernelArg(kernel, a++, sizeof to_tile, &to_tile);
   TRY_CL(st, ctx, rc);
   size_t global[3] = {(size_t)D, (size_t)S, (size_t)shape->batch * shape->heads};
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, NULL, num_wait, wait, done_event));
+  cl_event *slot = nabla_profile_slot(ctx, "reorder");
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, NULL, num_wait, wait,
+                                         NABLA_EVENT_OUT(slot, done_event)));
+  nabla_profile_share(slot, done_event);
 done:
   if (kernel) clReleaseKernel(kernel);
   if (starts) clReleaseMemObject(starts); /* the runtime keeps it alive until the kernel ran */

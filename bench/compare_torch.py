@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Side-by-side timing of nablacl against PyTorch on one GPU, same inputs, same mask.
+
+Generates Q, K, V (bf16 or f16, tile order) on the GPU, writes them as .npy, runs
+`nablacl run` on them (which exports its mask through --csr-out, or takes a random mask
+through --mask-in), and times on the same device in the same process:
+
+  * torch.nn.functional.scaled_dot_product_attention (dense),
+  * flex_attention with BlockMask.from_kv_blocks(...) (64-token blocks), compiled plainly
+    (kernel_options BLOCK_M = BLOCK_N = 64) and with mode="max-autotune-no-cudagraphs",
+  * nablacl (its own event-profiled median, from `nablacl run --json --repeat N`).
+
+Checks that nablacl's output matches FlexAttention's (max abs <= 2e-2 in bf16) and prints a
+Markdown table (also written to --table). TFLOP/s count computed blocks only:
+4 * Sq * Sk_kept * D per head.
+
+Example (Wan2.1-14B, 1280x640, 81 frames):
+  python3 bench/compare_torch.py --nablacl build/tools/nablacl --grid 21,40,80 --heads 40 \
+      --dim 128 --density 0.1
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+
+def median_ms(fn, warmup=2, repeat=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return float(np.median(times))
+
+
+def save_npy(path, t):
+    """Saves a bf16/f16 CUDA tensor as .npy: f16 as '<f2', bf16 bits as '<u2'."""
+    if t.dtype == torch.bfloat16:
+        np.save(path, t.contiguous().view(torch.int16).cpu().numpy().view(np.uint16))
+    else:
+        np.save(path, t.contiguous().cpu().numpy())
+
+
+def load_npy(path, dtype):
+    a = np.load(path)
+    t = torch.from_numpy(a.view(np.int16) if dtype == torch.bfloat16 else a)
+    return t.view(dtype) if dtype == torch.bfloat16 else t
+
+
+def block_sizes(S, grid):
+    """Token count of every block in tile order (ragged edge tiles), as nablacl defines them."""
+    if grid is None:
+        return [min(64, S - i) for i in range(0, S, 64)]
+    T, H, W = grid
+    sizes = []
+    for _t in range(T):
+        for hb in range(0, H, 8):
+            for wb in range(0, W, 8):
+                sizes.append(min(8, H - hb) * min(8, W - wb))
+    return sizes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--nablacl", required=True, help="path to the nablacl binary")
+    ap.add_argument("--grid", default="21,40,80")
+    ap.add_argument("--heads", type=int, default=40)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16"])
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--density", type=float, help="random block mask of this density (diagonal kept)")
+    g.add_argument("--algo", help="nablacl mask algorithm, e.g. nabla-0.7 or sta-11-3-3")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--variant", default=None, help="NABLACL_VARIANT for the nablacl run")
+    ap.add_argument("--skip-dense", action="store_true", help="skip SDPA")
+    ap.add_argument("--table", default=None, help="write the Markdown table here")
+    ap.add_argument("--json", default=None, help="write the figures as JSON here")
+    args = ap.parse_args()
+
+    grid = tuple(int(x) for x in args.grid.split(","))
+    B, H, D = args.batch, args.heads, args.dim
+    S = grid[0] * grid[1] * grid[2]
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    # Tile-order inputs; structure does not matter for timing once the mask is fixed.
+    q = torch.randn(B, H, S, D, device=dev, dtype=dtype)
+    k = torch.randn(B, H, S, D, device=dev, dtype=dtype)
+    v = torch.randn(B, H, S, D, device=dev, dtype=dtype)
+    sizes = block_sizes(S, grid)
+    nb = len(sizes)
+
+    work = tempfile.mkdtemp(prefix="nablacl-cmp-")
+    paths = {n: os.path.join(work, n + ".npy") for n in ("q", "k", "v", "o", "mask")}
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        save_npy(paths[name], t)
+    cmd = [args.nablacl, "run", "--q", paths["q"], "--k", paths["k"], "--v", paths["v"],
+           "--grid", args.grid, "--out", paths["o"], "--csr-out", os.path.join(work, "csr"),
+           "--repeat", str(args.repeat), "--json"]
+    if args.dtype == "bf16":
+        cmd += ["--dtype", "bf16"]
+    if args.density is not None:
+        gen = np.random.default_rng(1)
+        mask = gen.random((B, H, nb, nb)) < args.density
+        mask[:, :, np.arange(nb), np.arange(nb)] = True
+        np.save(paths["mask"], mask.astype(np.uint8))
+        cmd += ["--mask-in", paths["mask"], "--algo", "dense"]
+        mask_name = f"random {args.density:g}"
+    else:
+        cmd += ["--algo", args.algo or "nabla-0.7"]
+        mask_name = args.algo or "nabla-0.7"
+    env = dict(os.environ)
+    if args.variant:
+        env["NABLACL_VARIANT"] = args.variant
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        sys.exit(f"nablacl failed ({res.returncode}): {res.stderr.strip()}")
+    ours = json.loads(res.stdout)
+    print(f"nablacl run took {time.time() - t0:.1f} s wall", file=sys.stderr)
+
+    num = torch.from_numpy(np.load(os.path.join(work, "csr_kv_num_blocks.npy"))).to(dev)
+    idx = torch.from_numpy(np.load(os.path.join(work, "csr_kv_indices.npy"))).to(dev)
+    block_mask = BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=64)
+    sz = torch.tensor(sizes, dtype=torch.float64)
+    numc, idxc = num.cpu(), idx.cpu()
+    valid = torch.arange(nb)[None, None, None, :] < numc[..., None]
+    kept_tokens = (sz[idxc.long()] * valid).sum(-1)  # [B, H, nb] key tokens per query block
+    sparse_flops = float((4.0 * D * sz[None, None, :] * kept_tokens).sum())
+    dense_flops = 4.0 * B * H * S * S * D
+    density = float(numc.sum()) / (B * H * nb * nb)
+
+    rows = []
+    if not args.skip_dense:
+        sdpa_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v), repeat=args.repeat)
+        rows.append(("PyTorch SDPA (dense)", sdpa_ms, dense_flops))
+    flex_plain = torch.compile(flex_attention)
+    opts = {"BLOCK_M": 64, "BLOCK_N": 64}
+    out_flex = flex_plain(q, k, v, block_mask=block_mask, kernel_options=opts)
+    plain_ms = median_ms(lambda: flex_plain(q, k, v, block_mask=block_mask, kernel_options=opts),
+                         repeat=args.repeat)
+    rows.append(("FlexAttention (compile)", plain_ms, sparse_flops))
+    flex_auto = torch.compile(flex_attention, mode="max-autotune-no-cudagraphs")
+    out_auto = flex_auto(q, k, v, block_mask=block_mask)
+    auto_ms = median_ms(lambda: flex_auto(q, k, v, block_mask=block_mask), repeat=args.repeat)
+    rows.append(("FlexAttention (max-autotune)", auto_ms, sparse_flops))
+    rows.append((f"nablacl ({ours.get('variant', 'portable')})", ours["attn_ms"], sparse_flops))
+
+    out_ours = load_npy(paths["o"], dtype).to(dev)
+    err = float((out_ours.float() - out_flex.float()).abs().max())
+    err_auto = float((out_auto.float() - out_flex.float()).abs().max())
+
+    head = (f"B={B} H={H} S={S} D={D} grid {args.grid} {args.dtype}, mask {mask_name}, "
+            f"density {density:.4f}; {torch.cuda.get_device_name()} torch {torch.__version__}")
+    lines = [head, "", "| implementation | ms | TFLOP/s (computed blocks) | vs FlexAttention max-autotune |",
+             "|---|---:|---:|---:|"]
+    for name, ms, flops in rows:
+        lines.append(f"| {name} | {ms:.2f} | {flops / (ms * 1e-3) * 1e-12:.1f} | {ms / auto_ms:.2f}x |")
+    lines += ["", f"nablacl mask build (its own, same run): {ours.get('mask_ms', float('nan')):.3f} ms",
+              f"max |nablacl - FlexAttention| = {err:.3e} (tolerance 2e-2); "
+              f"max |flex autotune - flex compile| = {err_auto:.3e}"]
+    text = "\n".join(lines)
+    print(text)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(text + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"shape": [B, H, S, D], "grid": grid, "density": density, "mask": mask_name,
+                       "rows": [{"name": n, "ms": m, "tflops": fl / (m * 1e-3) * 1e-12} for n, m, fl in rows],
+                       "max_abs_vs_flex": err, "nablacl": ours}, f, indent=1)
+    if not err <= 2e-2:
+        sys.exit(f"outputs disagree: max abs {err:.3e} > 2e-2")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,8 +64,8 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   char options[320];
   const int dense = mask ? 0 : 1;
   cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
-  size_t local[3] = {16, 16, 1};
-  size_t global[3] = {16, 16 * (size_t)Nb, (size_t)shape->batch * shape->heads};
+  size_t local[3] = {16, 8, 1};
+  size_t global[3] = {16, 8 * (size_t)Nb, (size_t)shape->batch * shape->heads};
   if (variant == NABLA_VARIANT_PORTABLE) {
     snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
              shape->head_dim, dense);

@@ -93,12 +93,11 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks;
   size_t BH = (size_t)s->batch * s->heads, rows = BH * (size_t)Nb;
 
-  size_t sel_wg = (size_t)nabla_params_get(sel, "SEL_WG", 256);
-  if ((size_t)Nb * sizeof(float) + sel_wg * sizeof(float) + 64 > ctx->caps.local_mem) {
-    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "%d blocks per row exceed the device's %llu bytes of local memory",
-                    Nb, (unsigned long long)ctx->caps.local_mem);
-    goto done;
-  }
+  /* Work-items per row: enough that each holds at most ~48 values in registers. */
+  size_t sel_wg = (size_t)nabla_params_get(sel, "SEL_WG", 256), tpr = 32;
+  while ((size_t)Nb > 48 * tpr && tpr < sel_wg) tpr *= 2;
+  int per_thread = (int)(((size_t)Nb + tpr - 1) / tpr);
+  per_thread = (per_thread + 3) / 4 * 4; /* fewer distinct programs */
   TRY(st, buffer(ctx, rows * D * sizeof(float), "pooled Q", &qp));
   TRY(st, buffer(ctx, rows * D * sizeof(float), "pooled K", &kp));
   TRY(st, buffer(ctx, rows * Nb * sizeof(float), "reduced map", &logits));
@@ -126,12 +125,15 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   char options[256];
   snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
   nabla_params_options(sel, options, sizeof options);
+  size_t used = strlen(options);
+  snprintf(options + used, sizeof options - used, " -DSEL_TPR=%zu -DSEL_PT=%d", tpr, per_thread);
   TRY(st, nabla_program_get(ctx, "select", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "select_cdf", &select));
   cl_float thr = (cl_float)algo->thr;
-  TRY_CL(st, ctx, set_args(select, 4, ARG(logits), ARG(m->bitmap), ARG(Nb), ARG(thr)));
-  TRY_CL(st, ctx, clSetKernelArg(select, 4, (size_t)Nb * sizeof(float), NULL));
-  size_t sel_global = rows * sel_wg;
+  cl_int nrows = (cl_int)rows;
+  TRY_CL(st, ctx, set_args(select, 5, ARG(logits), ARG(m->bitmap), ARG(Nb), ARG(nrows), ARG(thr)));
+  size_t rows_per_group = sel_wg / tpr;
+  size_t sel_global = (rows + rows_per_group - 1) / rows_per_group * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
 done:
   if (gemm_event) clReleaseEvent(gemm_event);
@@ -174,7 +176,8 @@ static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, cl_event *don
   TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
   TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
   TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
-  size_t wg = 64, rows = ((size_t)R + wg - 1) / wg * wg, scan_wg = 256;
+  size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
+  size_t rows = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   cl_event *slot = nabla_profile_slot(ctx, "csr");

@@ -34,19 +34,21 @@ static const cli_option options[] = {
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
   {"--device", "SEL", "device index or name substring (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--warmup", "N", "untimed runs before the timed one (default 0: only the mask build)"},
+  {"--repeat", "N", "timed runs; mask_ms and attn_ms are their medians (default 1)"},
+  {"--mask-in", "M.npy", "attend with this '|u1' [B,H,Nb,Nb] block mask instead of --algo's (still built and timed)"},
   {"--check", NULL, "compare with the float64 reference (mask and attention)"},
   {"--json", NULL, "print one JSON object"},
 };
 enum {
   OPT_Q, OPT_K, OPT_V, OPT_ALGO, OPT_GRID, OPT_ORDER, OPT_DTYPE, OPT_OUT, OPT_MASK_OUT,
-  OPT_CSR_OUT, OPT_DEVICE, OPT_WARMUP, OPT_CHECK, OPT_JSON, OPT_COUNT
+  OPT_CSR_OUT, OPT_DEVICE, OPT_WARMUP, OPT_REPEAT, OPT_MASK_IN, OPT_CHECK, OPT_JSON, OPT_COUNT
 };
 
 typedef struct {
   const char *v[OPT_COUNT];
   nabla_algo algo;
   int grid[3];
-  int raster, warmup;
+  int raster, warmup, repeat;
   int dtype_given;
   nabla_dtype dtype;
   char *csr_num_path, *csr_idx_path;
@@ -54,6 +56,7 @@ typedef struct {
 
 typedef struct {
   npy_array q, k, v;
+  npy_array mask_in;    /* --mask-in, empty when absent */
   nabla_shape shape;
   nabla_dtype dtype;
   size_t elems, bytes;
@@ -111,6 +114,8 @@ static int parse_values(run_args *a) {
   if (!rc && a->v[OPT_GRID]) rc = cli_parse_grid("--grid", a->v[OPT_GRID], a->grid);
   if (!rc && a->v[OPT_DTYPE]) rc = cli_parse_dtype("--dtype", a->v[OPT_DTYPE], &a->dtype);
   if (!rc && a->v[OPT_WARMUP]) rc = cli_parse_int("--warmup", a->v[OPT_WARMUP], 0, 1000, &a->warmup);
+  a->repeat = 1;
+  if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
   if (rc) return rc;
   a->dtype_given = a->v[OPT_DTYPE] != NULL;
   const char *order = a->v[OPT_ORDER] ? a->v[OPT_ORDER] : "tile";
@@ -223,6 +228,29 @@ static int input_shape(const run_args *a, const npy_array *q, nabla_shape *s) {
   return 0;
 }
 
+/* --mask-in: '|u1' [B, H, Nb, Nb] of 0/1. */
+static int load_mask_in(const run_args *a, run_inputs *in) {
+  const char *path = a->v[OPT_MASK_IN];
+  int rc = load_one("--mask-in", path, &in->mask_in);
+  if (rc) return rc;
+  const npy_array *m = &in->mask_in;
+  size_t nb = (size_t)nabla_shape_blocks(&in->shape);
+  const nabla_shape *s = &in->shape;
+  if (m->dtype != NPY_U8 || m->ndim != 4 || m->shape[0] != (size_t)s->batch ||
+      m->shape[1] != (size_t)s->heads || m->shape[2] != nb || m->shape[3] != nb) {
+    cli_error("--mask-in %s: needs a '|u1' array of shape [%d, %d, %zu, %zu]", path, s->batch,
+              s->heads, nb, nb);
+    return CLI_EXIT_USAGE;
+  }
+  const uint8_t *bits = m->data;
+  for (size_t i = 0; i < m->count; i++)
+    if (bits[i] > 1) {
+      cli_error("--mask-in %s: element %zu is %u; entries must be 0 or 1", path, i, bits[i]);
+      return CLI_EXIT_USAGE;
+    }
+  return 0;
+}
+
 static int load_inputs(const run_args *a, run_inputs *in) {
   int rc = load_one("--q", a->v[OPT_Q], &in->q);
   if (!rc) rc = load_one("--k", a->v[OPT_K], &in->k);
@@ -234,7 +262,7 @@ static int load_inputs(const run_args *a, run_inputs *in) {
   if (rc) return rc;
   in->elems = cli_shape_elems(&in->shape);
   in->bytes = in->elems * nabla_dtype_size(in->dtype);
-  return 0;
+  return a->v[OPT_MASK_IN] ? load_mask_in(a, in) : 0;
 }
 
 /* ---- device ----------------------------------------------------------------------------- */
@@ -326,6 +354,16 @@ static int read_mask(nabla_context *ctx, const run_args *a, const run_inputs *in
   return 0;
 }
 
+static int cmp_ms(const void *x, const void *y) {
+  double a = *(const double *)x, b = *(const double *)y;
+  return (a > b) - (a < b);
+}
+
+static double median_ms(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_ms);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *in,
                       run_results *r) {
   run_buffers b = {0};
@@ -340,8 +378,27 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
     nabla_mask_release(mask);
     mask = NULL;
   }
-  if (!rc) rc = timed_mask(ctx, a, in, &b, &mask, &r->mask_ms);
-  if (!rc) rc = cli_timed_attend(ctx, &in->shape, in->dtype, mask, b.q, b.k, b.v, b.o, &r->attn_ms);
+  double *times = calloc((size_t)a->repeat, sizeof *times);
+  if (!times) rc = CLI_EXIT_RUNTIME;
+  for (int i = 0; !rc && i < a->repeat; i++) {
+    nabla_mask_release(mask);
+    mask = NULL;
+    rc = timed_mask(ctx, a, in, &b, &mask, &times[i]);
+  }
+  if (!rc) r->mask_ms = median_ms(times, a->repeat);
+  if (!rc && in->mask_in.data) { /* attend with the caller's mask instead */
+    nabla_mask_release(mask);
+    mask = NULL;
+    nabla_status st = nabla_mask_from_bitmap(ctx, &in->shape, in->mask_in.data, &mask);
+    if (st != NABLA_OK) {
+      cli_lib_error(ctx, st, "--mask-in");
+      rc = CLI_EXIT_RUNTIME;
+    }
+  }
+  for (int i = 0; !rc && i < a->repeat; i++)
+    rc = cli_timed_attend(ctx, &in->shape, in->dtype, mask, b.q, b.k, b.v, b.o, &times[i]);
+  if (!rc) r->attn_ms = median_ms(times, a->repeat);
+  free(times);
   if (!rc) rc = read_output(ctx, a, in, &b, r);
   if (!rc) rc = read_mask(ctx, a, in, mask, r);
   nabla_mask_release(mask);
@@ -521,6 +578,7 @@ done:
   npy_free(&in.q);
   npy_free(&in.k);
   npy_free(&in.v);
+  npy_free(&in.mask_in);
   free(r.out);
   free(r.bitmap);
   free(r.kv_num);

@@ -90,6 +90,12 @@ nabla_status nabla_context_create_from_cl(nabla_context **out, cl_context cl_ctx
     set_err(err, err_len, "nabla_context_create_from_cl: the queue does not belong to cl_ctx and device");
     return NABLA_INVALID_ARGUMENT;
   }
+  cl_command_queue_properties props = 0;
+  if (clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS ||
+      (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)) {
+    set_err(err, err_len, "nabla_context_create_from_cl: the queue must be in-order (the library relies on queue order)");
+    return NABLA_INVALID_ARGUMENT;
+  }
   ctx = calloc(1, sizeof *ctx);
   if (!ctx) {
     set_err(err, err_len, "out of memory");

@@ -72,10 +72,13 @@ void select_cdf(__global const float *logits, __global uchar *bitmap, int Nb, in
   const float inv = 1.0f / zb.s0;
   for (int c = 0; c < SEL_PT; c++) p[c] *= inv;
 
-  /* Invariant: f(hi) <= thr (hi = bits of the largest p, whose f is 0) and f(lo - 1) > thr.
-   * Pivot k (1..7) sits at lo + span*k/8; the first pivot with f <= thr becomes hi, the one
-   * before it + 1 becomes lo. */
+  /* Invariant: f(hi) <= thr (hi starts at the bits of the largest p, whose f is 0) and
+   * f(lo - 1) > thr. Pivot k (1..7) sits at lo + span*k/8; the first pivot with f <= thr
+   * becomes hi, the one before it + 1 becomes lo. Values above hi add the known mass s_hi to
+   * every pivot and values below lo add nothing, so only values inside [lo, hi] are looked
+   * at: after the first steps that is a handful per row. */
   uint lo = 0u, hi = as_uint(inv);
+  float s_hi = 0.0f; /* f(hi): mass of the values above hi */
   for (int step = 0; step < 12; step++) {
     ulong span = hi - lo;
     uint piv[8];
@@ -85,16 +88,20 @@ void select_cdf(__global const float *logits, __global uchar *bitmap, int Nb, in
                         as_float(piv[4]), as_float(piv[5]), as_float(piv[6]), as_float(piv[7]));
     float8 above = (float8)(0.0f);
     for (int c = 0; c < SEL_PT; c++) {
-      float8 pj = (float8)(p[c]);
-      above += select((float8)(0.0f), pj, isgreater(pj, t));
+      uint bits = as_uint(p[c]);
+      if (bits >= lo && bits <= hi) {
+        float8 pj = (float8)(p[c]);
+        above += select((float8)(0.0f), pj, isgreater(pj, t));
+      }
     }
-    above = row_sum8(red8, r, lt, above);
+    above = row_sum8(red8, r, lt, above) + (float8)(s_hi);
     float f[8];
     vstore8(above, 0, f);
-    f[7] = 0.0f; /* f(hi) <= thr by the invariant, whatever rounding says */
+    f[7] = s_hi; /* <= thr by the invariant */
     int k = 0;
     while (f[k] > thr) k++;
     uint new_lo = k ? piv[k - 1] + 1u : lo;
+    s_hi = f[k];
     hi = piv[k];
     lo = min(new_lo, hi);
   }

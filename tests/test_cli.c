@@ -444,6 +444,45 @@ static void test_good_run(void **state) {
   result_free(&r);
 }
 
+/* --mask-in: the attention uses the caller's mask, which --csr-out / --mask-out echo back. */
+static void test_mask_in(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  char mask_path[1400], bad_path[1400], err[256];
+  uint8_t bits[B_ * H_ * NB_ * NB_];
+  long kept = 0;
+  for (int i = 0; i < B_ * H_ * NB_ * NB_; i++) {
+    int row = i / NB_, j = i % NB_;
+    bits[i] = (j == row % NB_) || (j == (row * 3 + 1) % NB_); /* diagonal + one other block */
+    kept += bits[i];
+  }
+  size_t mshape[4] = {B_, H_, NB_, NB_}, bad_shape[4] = {B_, H_, NB_, NB_ - 1};
+  assert_int_equal(npy_write(in_path(fx, "mask_in.npy", mask_path, sizeof mask_path), NPY_U8, 4, mshape, bits, err, sizeof err), 0);
+  assert_int_equal(npy_write(in_path(fx, "mask_bad.npy", bad_path, sizeof bad_path), NPY_U8, 4, bad_shape, bits, err, sizeof err), 0);
+  const char *bad[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.5", "--grid", "2,16,16",
+                       "--out", p.o, "--mask-in", bad_path, NULL};
+  expect_failure(fx, 2, "--mask-in", bad);
+  empty_out_dir(fx);
+  const char *args[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.5", "--grid", "2,16,16",
+                        "--mask-in", mask_path, "--out", p.o, "--mask-out", p.m, "--csr-out", p.p,
+                        "--repeat", "2", "--check", "--json", NULL};
+  result r = run_tool(fx, args);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  cJSON *check = cJSON_GetObjectItemCaseSensitive(root, "check");
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(check, "ok")));
+  check_mask_files(&p, (double)kept);
+  npy_array m;
+  expect_npy(p.m, NPY_U8, 4, mshape, &m);
+  assert_memory_equal(m.data, bits, sizeof bits);
+  npy_free(&m);
+  cJSON_Delete(root);
+  result_free(&r);
+}
+
 /* bf16 in raster order gives the raster reorder of the tile-order run, bit for bit. */
 static void test_raster_bf16_matches_tile(void **state) {
   fixture *fx = *state;
@@ -528,6 +567,7 @@ int main(void) {
     cmocka_unit_test(test_bad_arguments),
     cmocka_unit_test(test_devices_json),
     cmocka_unit_test(test_good_run),
+    cmocka_unit_test(test_mask_in),
     cmocka_unit_test(test_raster_bf16_matches_tile),
     cmocka_unit_test(test_plain_sequence_f16),
     cmocka_unit_test(test_demo_small),

@@ -441,7 +441,14 @@ static int run_check(const run_args *a, const run_inputs *in, run_results *r) {
     cli_error("--check: out of memory for the float64 reference");
     goto done;
   }
-  nabla_status st = nabla_ref_mask(s, &a->algo, q, k, ref_mask, near, 1e-6);
+  /* With --mask-in the device attended with the caller's mask: that is the expected mask. */
+  nabla_status st = NABLA_OK;
+  if (in->mask_in.data) {
+    memcpy(ref_mask, in->mask_in.data, rows * nb);
+    memset(near, 0, rows);
+  } else {
+    st = nabla_ref_mask(s, &a->algo, q, k, ref_mask, near, 1e-6);
+  }
   if (st != NABLA_OK) {
     cli_lib_error(NULL, st, "--check: nabla_ref_mask");
     goto done;

@@ -2,31 +2,141 @@
 #include "tune.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "diskcache.h"
 
+/* ---- attention (cl/attention.cl) ------------------------------------------------------ */
+
+/* Mirrors cl/attention.cl: 64x64 blocks, work-groups of 16 x 8, Q/K rows staged with a stride
+ * of TILE_D + 4 floats, P with a stride of 64 + 4, a reduction buffer of 64 x 17. */
+enum { ATT_BQ = 64, ATT_BK = 64, ATT_WX = 16, ATT_WY = 8 };
+
+/* Bytes of __local memory the attention kernel declares. */
+static size_t attention_local_bytes(int tile_d, int tile_v, int head_dim) {
+  size_t qk = 2u * ATT_BQ * (size_t)(tile_d + 4), vv = (size_t)tile_v * (size_t)head_dim;
+  return 4u * ((qk > vv ? qk : vv) + (size_t)ATT_BQ * (ATT_BK + 4) + (size_t)ATT_BQ * (ATT_WX + 1));
+}
+
+static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *p, char *why,
+                          size_t len) {
+  int tile_d = nabla_params_get(p, "TILE_D", 16), tile_v = nabla_params_get(p, "TILE_V", 16);
+  if (tile_d <= 0 || tile_d % 4 || tile_v <= 0 || tile_v % 4 || ATT_BK % tile_v != 0) {
+    snprintf(why, len, "TILE_D=%d and TILE_V=%d must be multiples of 4, TILE_V dividing %d", tile_d,
+             tile_v, ATT_BK);
+    return 0;
+  }
+  size_t local = attention_local_bytes(tile_d, tile_v, head_dim);
+  if (local > ctx->caps.local_mem) {
+    snprintf(why, len, "needs %zu bytes of local memory, the device has %llu", local,
+             (unsigned long long)ctx->caps.local_mem);
+    return 0;
+  }
+  if ((size_t)ATT_WX * ATT_WY > ctx->caps.max_wg) {
+    snprintf(why, len, "needs work-groups of %d, the device allows %zu", ATT_WX * ATT_WY,
+             ctx->caps.max_wg);
+    return 0;
+  }
+  return 1;
+}
+
+/* The options attention.c builds the portable kernel with. */
+static nabla_status attention_build(nabla_context *ctx, nabla_dtype dtype, int head_dim,
+                                    const nabla_params *params, cl_kernel *kernel, size_t *wg) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  char options[512];
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=0", nabla_dtype_define(dtype), head_dim);
+  nabla_params_options(params, options, sizeof options);
+  TRY(st, nabla_program_get(ctx, "attention", options, &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "attention", kernel));
+  *wg = (size_t)ATT_WX * ATT_WY;
+done:
+  return st;
+}
+
+/* ---- select (cl/select.cl) ------------------------------------------------------------ */
+
+static int select_fits(nabla_context *ctx, int head_dim, const nabla_params *p, char *why,
+                       size_t len) {
+  int wg = nabla_params_get(p, "SEL_WG", 256);
+  if (wg < 32 || (wg & (wg - 1)) != 0) {
+    snprintf(why, len, "SEL_WG=%d is not a power of two >= 32 (the work-items of one row)", wg);
+    return 0;
+  }
+  if ((size_t)wg > ctx->caps.max_wg) {
+    snprintf(why, len, "SEL_WG=%d exceeds the device's work-group limit %zu", wg, ctx->caps.max_wg);
+    return 0;
+  }
+  /* The row reductions: SEL_WG float8 partials. */
+  size_t local = 32u * (size_t)wg;
+  if (local > ctx->caps.local_mem) {
+    snprintf(why, len, "needs %zu bytes of local memory, the device has %llu", local,
+             (unsigned long long)ctx->caps.local_mem);
+    return 0;
+  }
+  return 1;
+}
+
+/* The selection kernel with its default rows-per-work-item split (mask.c adds SEL_TPR/SEL_PT
+ * for the problem's row length; those do not change the work-group size). */
+static nabla_status select_build(nabla_context *ctx, nabla_dtype dtype, int head_dim,
+                                 const nabla_params *params, cl_kernel *kernel, size_t *wg) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  char options[512];
+  snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
+  nabla_params_options(params, options, sizeof options);
+  TRY(st, nabla_program_get(ctx, "select", options, &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "select_cdf", kernel));
+  *wg = (size_t)nabla_params_get(params, "SEL_WG", 256);
+done:
+  return st;
+}
+
+/* ---- the spaces ------------------------------------------------------------------------ */
+
 static const nabla_kernel_space kernel_spaces[] = {
-    {"attention", {{"TILE_D", 16, {8, 16, 32, 0}}, {"TILE_V", 16, {8, 16, 32, 0}}}},
-    {"select", {{"SEL_WG", 256, {64, 128, 256, 0}}}},
+    {"attention",
+     {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim chunk of Q and K staged in local memory per step of Q·Kᵀ"},
+      {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V staged in local memory per step of P·V"}},
+     attention_fits,
+     attention_build,
+     "TILE_D, TILE_V multiples of 4, 64 % TILE_V == 0; "
+     "4*(max(2*64*(TILE_D+4), TILE_V*HEAD_DIM) + 64*68 + 64*17) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
+     "work-groups of 16x8: CL_KERNEL_WORK_GROUP_SIZE >= 128"},
+    {"select",
+     {{"SEL_WG", 256, 3, {64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
+     select_fits,
+     select_build,
+     "SEL_WG a power of two, 32 <= SEL_WG <= CL_DEVICE_MAX_WORK_GROUP_SIZE and <= "
+     "CL_KERNEL_WORK_GROUP_SIZE; 32*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
 };
 
-/* Built-in defaults per device class, used when nothing is tuned. */
+/* Built-in defaults per device class, used when nothing is tuned. Parameters not named keep
+ * their reference value; a default that does not fit the device falls back to the reference. */
 typedef struct {
   int vendor;   /* NABLA_VENDOR_* or -1 for any */
   int is_cpu;   /* -1 any */
   const char *kernel;
   const char *origin;
-  int values[NABLA_MAX_PARAMS];
+  const char *values;  /* "NAME=value ..." */
 } builtin_default;
 
 static const builtin_default builtin_defaults[] = {
-    {-1, 1, "attention", "default-cpu", {16, 16}},
-    {-1, 1, "select", "default-cpu", {64}},
-    {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", {16, 16}},
-    {NABLA_VENDOR_NVIDIA, 0, "select", "default-gpu-nvidia", {256}},
+    {-1, 1, "attention", "default-cpu", "TILE_D=16 TILE_V=16"},
+    {-1, 1, "select", "default-cpu", "SEL_WG=64"},
+    {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", "TILE_D=16 TILE_V=16"},
+    {NABLA_VENDOR_NVIDIA, 0, "select", "default-gpu-nvidia", "SEL_WG=256"},
+    {NABLA_VENDOR_AMD, 0, "attention", "default-gpu-amd", "TILE_D=16 TILE_V=16"},
+    {NABLA_VENDOR_AMD, 0, "select", "default-gpu-amd", "SEL_WG=256"},
+    {NABLA_VENDOR_INTEL, 0, "attention", "default-gpu-intel", "TILE_D=16 TILE_V=16"},
+    {NABLA_VENDOR_INTEL, 0, "select", "default-gpu-intel", "SEL_WG=128"},
+    {-1, 0, "attention", "default-gpu", "TILE_D=16 TILE_V=16"},
+    {-1, 0, "select", "default-gpu", "SEL_WG=256"},
 };
 
 typedef struct {
@@ -34,15 +144,22 @@ typedef struct {
   nabla_params params;
 } memo_entry;
 
+#define MEMO_CAP 64
+
 struct nabla_tuning {
   int count;
-  memo_entry entries[64];
+  memo_entry entries[MEMO_CAP];
 };
 
 const nabla_kernel_space *nabla_kernel_space_find(const char *kernel) {
+  if (!kernel) return NULL;
   for (size_t i = 0; i < sizeof kernel_spaces / sizeof kernel_spaces[0]; i++)
     if (strcmp(kernel_spaces[i].kernel, kernel) == 0) return &kernel_spaces[i];
   return NULL;
+}
+
+const nabla_kernel_space *nabla_kernel_space_at(size_t i) {
+  return i < sizeof kernel_spaces / sizeof kernel_spaces[0] ? &kernel_spaces[i] : NULL;
 }
 
 const char *nabla_shape_class(const nabla_shape *shape) {
@@ -58,7 +175,7 @@ void nabla_tuning_key(const nabla_context *ctx, const char *kernel, nabla_dtype 
            shape_class);
 }
 
-static void reference_params(const nabla_kernel_space *space, nabla_params *out) {
+void nabla_params_reference(const nabla_kernel_space *space, nabla_params *out) {
   memset(out, 0, sizeof *out);
   for (int i = 0; i < NABLA_MAX_PARAMS && space->params[i].name; i++) {
     out->names[i] = space->params[i].name;
@@ -69,51 +186,132 @@ static void reference_params(const nabla_kernel_space *space, nabla_params *out)
 }
 
 static int is_candidate(const nabla_tunable *t, int v) {
-  for (int c = 0; c < NABLA_MAX_CANDIDATES && t->candidates[c]; c++)
+  for (int c = 0; c < t->count && c < NABLA_MAX_CANDIDATES; c++)
     if (t->candidates[c] == v) return 1;
   return 0;
 }
 
-/* Reads a tuned entry: {"params": {"NAME": value, ...}, ...}. Unknown or out-of-space values
- * make the entry invalid (a miss), so a stale or hostile file cannot inject build options. */
-static int load_tuned(const nabla_context *ctx, const nabla_kernel_space *space, const char *key,
-                      nabla_params *out) {
-  void *data = NULL;
-  size_t len = 0;
-  int ok = 0;
-  cJSON *root = NULL;
-  if (!ctx->cache_root[0] || nabla_diskcache_get(ctx->cache_root, "tuning", key, &data, &len) != NABLA_OK)
+int nabla_params_valid(nabla_context *ctx, const nabla_kernel_space *space, int head_dim,
+                       const nabla_params *params, char *why, size_t len) {
+  char scratch[8];
+  if (!why) why = scratch, len = sizeof scratch;
+  why[0] = '\0';
+  int n = 0;
+  while (n < NABLA_MAX_PARAMS && space->params[n].name) n++;
+  if (params->count != n) {
+    snprintf(why, len, "%d parameters, the space has %d", params->count, n);
     return 0;
-  root = cJSON_ParseWithLength(data, len);
-  cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
-  if (!cJSON_IsObject(params)) goto done;
-  nabla_params p;
-  reference_params(space, &p);
-  for (int i = 0; i < p.count; i++) {
-    cJSON *v = cJSON_GetObjectItemCaseSensitive(params, p.names[i]);
-    if (!cJSON_IsNumber(v) || !is_candidate(&space->params[i], v->valueint)) goto done;
-    p.values[i] = v->valueint;
   }
-  snprintf(p.origin, sizeof p.origin, "tuned");
-  *out = p;
-  ok = 1;
-done:
-  cJSON_Delete(root);
-  free(data);
-  return ok;
+  for (int i = 0; i < n; i++) {
+    const nabla_tunable *t = &space->params[i];
+    if (!params->names[i] || strcmp(params->names[i], t->name) != 0) {
+      snprintf(why, len, "parameter %d is not %s", i, t->name);
+      return 0;
+    }
+    if (!is_candidate(t, params->values[i])) {
+      snprintf(why, len, "%s=%d is not a candidate", t->name, params->values[i]);
+      return 0;
+    }
+    if (t->allowed && !t->allowed(ctx, params->values[i])) {
+      snprintf(why, len, "%s=%d is not available on this device", t->name, params->values[i]);
+      return 0;
+    }
+  }
+  return space->fits ? space->fits(ctx, head_dim, params, why, len) : 1;
 }
 
-static void builtin_params(const nabla_context *ctx, const nabla_kernel_space *space, nabla_params *out) {
-  reference_params(space, out);
+/* Sets NAME=value pairs of `text` in `p` (names must exist in p). 0 on a malformed text. */
+static int apply_values(const char *text, nabla_params *p) {
+  const char *s = text;
+  while (*s) {
+    while (*s == ' ') s++;
+    if (!*s) break;
+    const char *eq = strchr(s, '=');
+    if (!eq) return 0;
+    char *end = NULL;
+    long v = strtol(eq + 1, &end, 10);
+    if (end == eq + 1) return 0;
+    int found = 0;
+    for (int i = 0; i < p->count; i++)
+      if (strlen(p->names[i]) == (size_t)(eq - s) && strncmp(p->names[i], s, (size_t)(eq - s)) == 0) {
+        p->values[i] = (int)v;
+        found = 1;
+      }
+    if (!found) return 0;
+    s = end;
+  }
+  return 1;
+}
+
+void nabla_params_builtin(nabla_context *ctx, const nabla_kernel_space *space, int head_dim,
+                          nabla_params *out) {
+  nabla_params_reference(space, out);
   for (size_t i = 0; i < sizeof builtin_defaults / sizeof builtin_defaults[0]; i++) {
     const builtin_default *d = &builtin_defaults[i];
     if (strcmp(d->kernel, space->kernel) != 0) continue;
     if (d->vendor >= 0 && d->vendor != ctx->caps.vendor) continue;
     if (d->is_cpu >= 0 && d->is_cpu != ctx->caps.is_cpu) continue;
-    for (int p = 0; p < out->count; p++) out->values[p] = d->values[p];
-    snprintf(out->origin, sizeof out->origin, "%s", d->origin);
+    nabla_params p = *out;
+    if (!apply_values(d->values, &p) || !nabla_params_valid(ctx, space, head_dim, &p, NULL, 0)) return;
+    snprintf(p.origin, sizeof p.origin, "%s", d->origin);
+    *out = p;
     return;
   }
+}
+
+/* An integer-valued JSON number within int range. */
+static int json_int(const cJSON *item, int *out) {
+  if (!cJSON_IsNumber(item)) return 0;
+  double v = item->valuedouble;
+  if (!(v >= -2147483648.0 && v <= 2147483647.0) || v != floor(v)) return 0;
+  *out = (int)v;
+  return 1;
+}
+
+static int json_string_is(const cJSON *obj, const char *name, const char *want) {
+  const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+  return cJSON_IsString(item) && item->valuestring && strcmp(item->valuestring, want) == 0;
+}
+
+int nabla_tuning_load(nabla_context *ctx, const nabla_kernel_space *space, nabla_dtype dtype,
+                      int head_dim, const char *shape_class, nabla_params *out, double *ms,
+                      int *full) {
+  void *data = NULL;
+  size_t len = 0;
+  int ok = 0, value = 0;
+  cJSON *root = NULL;
+  char key[256];
+  if (!ctx->cache_root[0]) return 0;
+  nabla_tuning_key(ctx, space->kernel, dtype, head_dim, shape_class, key, sizeof key);
+  if (nabla_diskcache_get(ctx->cache_root, NABLA_TUNING_NS, key, &data, &len) != NABLA_OK) return 0;
+  root = cJSON_ParseWithLength(data, len);
+  if (!cJSON_IsObject(root)) goto done;
+  if (!json_int(cJSON_GetObjectItemCaseSensitive(root, "schema"), &value) || value != NABLA_TUNING_SCHEMA)
+    goto done;
+  if (!json_string_is(root, "kernel", space->kernel) || !json_string_is(root, "dtype", nabla_dtype_name(dtype)) ||
+      !json_string_is(root, "shape_class", shape_class))
+    goto done;
+  if (!json_int(cJSON_GetObjectItemCaseSensitive(root, "head_dim"), &value) || value != head_dim) goto done;
+  const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "params");
+  if (!cJSON_IsObject(params)) goto done;
+  nabla_params p;
+  nabla_params_reference(space, &p);
+  if (cJSON_GetArraySize(params) != p.count) goto done; /* unknown extra parameters: a miss */
+  for (int i = 0; i < p.count; i++)
+    if (!json_int(cJSON_GetObjectItemCaseSensitive(params, p.names[i]), &p.values[i])) goto done;
+  if (!nabla_params_valid(ctx, space, head_dim, &p, NULL, 0)) goto done;
+  snprintf(p.origin, sizeof p.origin, "tuned");
+  *out = p;
+  if (ms) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "ms");
+    *ms = cJSON_IsNumber(m) ? m->valuedouble : -1.0;
+  }
+  if (full) *full = json_string_is(root, "mode", "full");
+  ok = 1;
+done:
+  cJSON_Delete(root);
+  free(data);
+  return ok;
 }
 
 void nabla_params_lookup(nabla_context *ctx, const char *kernel, nabla_dtype dtype, int head_dim,
@@ -133,8 +331,9 @@ void nabla_params_lookup(nabla_context *ctx, const char *kernel, nabla_dtype dty
       *out = memo->entries[i].params;
       return;
     }
-  if (!load_tuned(ctx, space, key, out)) builtin_params(ctx, space, out);
-  if (memo && memo->count < 64 && (memo->entries[memo->count].key = strdup(key))) {
+  if (!nabla_tuning_load(ctx, space, dtype, head_dim, shape_class, out, NULL, NULL))
+    nabla_params_builtin(ctx, space, head_dim, out);
+  if (memo && memo->count < MEMO_CAP && (memo->entries[memo->count].key = strdup(key))) {
     memo->entries[memo->count].params = *out;
     memo->count++;
   }
@@ -149,10 +348,44 @@ void nabla_params_options(const nabla_params *params, char *buf, size_t len) {
   }
 }
 
+void nabla_params_text(const nabla_params *params, char *buf, size_t len) {
+  size_t off = 0;
+  if (!len) return;
+  buf[0] = '\0';
+  for (int i = 0; i < params->count && off < len; i++) {
+    int n = snprintf(buf + off, len - off, "%s%s=%d", i ? " " : "", params->names[i], params->values[i]);
+    if (n < 0) break;
+    off += (size_t)n;
+  }
+}
+
 int nabla_params_get(const nabla_params *params, const char *name, int fallback) {
   for (int i = 0; i < params->count; i++)
     if (strcmp(params->names[i], name) == 0) return params->values[i];
   return fallback;
+}
+
+nabla_status nabla_params_build_check(nabla_context *ctx, const nabla_kernel_space *space,
+                                      nabla_dtype dtype, int head_dim, const nabla_params *params) {
+  nabla_status st = NABLA_OK;
+  cl_kernel kernel = NULL;
+  size_t wg = 0, need = 1;
+  cl_ulong local = 0;
+  TRY(st, space->build(ctx, dtype, head_dim, params, &kernel, &need));
+  TRY_CL(st, ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof wg, &wg, NULL));
+  TRY_CL(st, ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local, &local, NULL));
+  if (wg < need) {
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "CL_KERNEL_WORK_GROUP_SIZE %zu < %zu work-items", wg, need);
+    goto done;
+  }
+  if (local > ctx->caps.local_mem) {
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "CL_KERNEL_LOCAL_MEM_SIZE %llu > the device's %llu bytes",
+                    (unsigned long long)local, (unsigned long long)ctx->caps.local_mem);
+    goto done;
+  }
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
 }
 
 void nabla_tuning_free(struct nabla_tuning *tuning) {
@@ -173,13 +406,8 @@ nabla_status nabla_config_describe(nabla_context *ctx, const char *stage, const 
     return nabla_fail(ctx, NABLA_NOT_FOUND, "no tunable stage named \"%s\"", stage);
   nabla_params params;
   nabla_params_lookup(ctx, stage, dtype, shape->head_dim, nabla_shape_class(shape), &params);
-  size_t off = 0;
-  buf[0] = '\0';
-  for (int i = 0; i < params.count && off < len; i++) {
-    int n = snprintf(buf + off, len - off, "%s%s=%d", i ? " " : "", params.names[i], params.values[i]);
-    if (n < 0) break;
-    off += (size_t)n;
-  }
-  if (off < len) snprintf(buf + off, len - off, " (%s)", params.origin);
+  nabla_params_text(&params, buf, len);
+  size_t off = strlen(buf);
+  if (off + 1 < len) snprintf(buf + off, len - off, " (%s)", params.origin);
   return NABLA_OK;
 }

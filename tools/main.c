@@ -22,6 +22,8 @@ static const cli_command commands[] = {
   {"run", cmd_run, "run NABLA attention on Q/K/V .npy files (optionally check in float64)"},
   {"demo", cmd_demo, "generate a video-like problem; compare sparse vs dense attention"},
   {"bench", cmd_bench, "time mask build, sparse and dense attention (median, event profiling)"},
+  {"tune", cmd_tune, "autotune the kernels for a device; results go to the tuning cache"},
+  {"cache", cmd_cache, "show the cache directory, list its entries or clear it"},
 };
 
 static void print_usage(FILE *out) {

@@ -181,9 +181,8 @@ nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *algo, const n
   if (!algo) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "algo is NULL") : NABLA_INVALID_ARGUMENT;
   if (!algo->nabla && !algo->sta) /* dense: no mask at all */
     return nabla_attend(ctx, shape, dtype, NULL, q, k, v, o, num_wait, wait, done_event);
-  TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
-  TRY(st, nabla_check_tensor(ctx, "v", v, shape, dtype));
-  TRY(st, nabla_check_tensor(ctx, "o", o, shape, dtype));
+  /* Everything attend will check, checked before the mask build enqueues anything. */
+  TRY(st, check_attend(ctx, shape, dtype, NULL, q, k, v, o, num_wait, wait));
   TRY(st, nabla_mask_build(ctx, algo, shape, dtype, q, k, &mask, num_wait, wait, NULL));
   TRY(st, nabla_attend(ctx, shape, dtype, mask, q, k, v, o, 0, NULL, done_event));
 done:

@@ -299,23 +299,24 @@ done:
 nabla_status nabla_mask_read_csr(nabla_context *ctx, const nabla_mask *mask, int32_t *row_ptr,
                                  size_t row_ptr_cap, int32_t *col_idx, size_t col_idx_cap) {
   nabla_status st = NABLA_OK;
+  int64_t kept = 0;
   TRY(st, check_mask(ctx, mask));
   size_t rows = mask_rows(mask);
+  TRY(st, nabla_mask_stats(ctx, mask, &kept, NULL)); /* sizes first: nothing is written on failure */
   if (!row_ptr || row_ptr_cap < rows + 1) {
     st = nabla_fail(ctx, row_ptr ? NABLA_BUFFER_TOO_SMALL : NABLA_INVALID_ARGUMENT,
                     "row_ptr needs %zu entries (has %zu)", rows + 1, row_ptr ? row_ptr_cap : 0);
     goto done;
   }
-  TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, mask->row_ptr, CL_TRUE, 0, (rows + 1) * sizeof(cl_int),
-                                      row_ptr, 0, NULL, NULL));
-  size_t nnz = (size_t)row_ptr[rows];
-  if (nnz && (!col_idx || col_idx_cap < nnz)) {
+  if (kept && (!col_idx || col_idx_cap < (size_t)kept)) {
     st = nabla_fail(ctx, col_idx ? NABLA_BUFFER_TOO_SMALL : NABLA_INVALID_ARGUMENT,
-                    "col_idx needs %zu entries (has %zu)", nnz, col_idx ? col_idx_cap : 0);
+                    "col_idx needs %lld entries (has %zu)", (long long)kept, col_idx ? col_idx_cap : 0);
     goto done;
   }
-  if (nnz)
-    TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, mask->col_idx, CL_TRUE, 0, nnz * sizeof(cl_int),
+  TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, mask->row_ptr, CL_TRUE, 0, (rows + 1) * sizeof(cl_int),
+                                      row_ptr, 0, NULL, NULL));
+  if (kept)
+    TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, mask->col_idx, CL_TRUE, 0, (size_t)kept * sizeof(cl_int),
                                         col_idx, 0, NULL, NULL));
 done:
   return st;

@@ -332,8 +332,9 @@ NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_
 typedef struct {
   nabla_dtype dtype;        /* storage type to tune for */
   int head_dim;             /* multiple of 8 up to NABLA_MAX_HEAD_DIM; 0 means 64 */
-  int full;                 /* 0 quick: the "small" shape class, short timing; 1: every shape
-                               class that fits the device, longer timing */
+  int full;                 /* 0 quick: the "small" shape class, the default configuration and
+                               its neighbours (one tunable changed), short timing; 1: every shape
+                               class that fits the device, every configuration, longer timing */
   int force;                /* 1: retune results already in the cache (else they are kept) */
   const char *kernels;      /* comma-separated stages ("attention,select"); NULL or "": all */
   const nabla_shape *shape; /* NULL: a representative problem per shape class; else time on
@@ -342,7 +343,8 @@ typedef struct {
   int max_reps;             /* most timed runs per configuration; 0: 50 */
   int max_candidates;       /* measure at most this many configurations per kernel (the
                                reference and the device default first); 0: all */
-  double max_run_ms;        /* skip a shape class whose reference run takes longer; 0: 5000 */
+  double max_run_ms;        /* skip a shape class whose reference run takes (or, predicted from
+                               the check problem, would take) longer; 0: 5000 */
 } nabla_tune_options;
 
 /** Fills `options` with the defaults: bf16, head dim 64, quick, everything else 0 (defaults). */

@@ -16,7 +16,7 @@
 static const char usage[] =
     "nablacl bench [--grid T,H,W | --seq S] [--batch B] [--heads H] [--dim D]\n"
     "              [--dtype f32|f16|bf16] [--algo STR | --density X] [--repeat N]\n"
-    "              [--device SEL] [--json]";
+    "              [--variant NAME] [--device SEL] [--json]";
 
 static const cli_option options[] = {
     {"--grid", "T,H,W", "video grid (default 4,32,32)"},
@@ -31,8 +31,9 @@ static const cli_option options[] = {
     {"--device", "SEL", "device index or name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
+    {"--variant", "NAME", "attention variant: auto (default), portable, nvidia-mma, nvidia-mma-emulated"},
 };
-enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_STAGES, O_JSON, O_COUNT };
+enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_STAGES, O_JSON, O_VARIANT, O_COUNT };
 
 typedef struct {
   nabla_shape shape;
@@ -42,11 +43,13 @@ typedef struct {
   double density; /* < 0: use the algo's mask */
   int repeat, json, stages;
   const char *device;
+  const char *variant; /* NULL: automatic */
 } bench_args;
 
 typedef struct {
   double mask_ms, sparse_ms, dense_ms, density, sparse_tflops, dense_tflops;
   int64_t kept;
+  char variant[32], variant_dense[32], variant_note[512]; /* what ran, and why not the wanted */
   char stages[1024]; /* "stage ms" lines of one profiled mask build + sparse attention */
 } bench_result;
 
@@ -64,6 +67,7 @@ static int parse(int argc, char **argv, bench_args *a) {
   a->json = v[O_JSON] != NULL;
   a->stages = v[O_STAGES] != NULL;
   a->device = v[O_DEVICE];
+  a->variant = v[O_VARIANT];
   if (v[O_GRID] && v[O_SEQ]) {
     cli_error("--grid and --seq exclude each other");
     return CLI_EXIT_USAGE;
@@ -224,6 +228,9 @@ static int report(nabla_context *ctx, const bench_args *a, const bench_result *r
     cJSON_AddNumberToObject(cfg, "repeat", a->repeat);
     cJSON_AddStringToObject(cfg, "attention", attn_cfg);
     cJSON_AddStringToObject(cfg, "select", sel_cfg);
+    cJSON_AddStringToObject(cfg, "variant", r->variant);
+    cJSON_AddStringToObject(cfg, "variant_dense", r->variant_dense);
+    cJSON_AddStringToObject(cfg, "variant_note", r->variant_note);
     if (a->stages) {
       cJSON *st = cJSON_CreateObject();
       char name[64];
@@ -242,6 +249,8 @@ static int report(nabla_context *ctx, const bench_args *a, const bench_result *r
   printf("device      %s (driver %s)\n", device, driver);
   printf("shape       %s %s\n", shape, nabla_dtype_name(a->dtype));
   printf("config      attention %s; select %s\n", attn_cfg, sel_cfg);
+  printf("variant     %s (dense: %s)%s%s\n", r->variant, r->variant_dense, r->variant_note[0] ? "; " : "",
+         r->variant_note);
   printf("mask build  %10.3f ms  (%s, median of %d)\n", r->mask_ms, a->algo_text, a->repeat);
   printf("sparse      %10.3f ms  %8.3f TFLOP/s  density %.4f (%s, %lld blocks)\n", r->sparse_ms,
          r->sparse_tflops, r->density, sparse_mask, (long long)r->kept);
@@ -265,6 +274,14 @@ int cmd_bench(int argc, char **argv) {
   bench_result r = {0};
   size_t elems = cli_shape_elems(&a.shape), bytes = elems * nabla_dtype_size(a.dtype);
   if ((rc = cli_context(a.device, &ctx))) goto done;
+  if (a.variant) {
+    nabla_status vst = nabla_variant_force(ctx, a.variant);
+    if (vst != NABLA_OK) {
+      cli_lib_error(ctx, vst, "--variant");
+      rc = CLI_EXIT_USAGE;
+      goto done;
+    }
+  }
   for (int i = 0; i < 3; i++) host[i] = malloc(bytes);
   if (!times || !host[0] || !host[1] || !host[2] || synth_video_qkv(&a.shape, a.dtype, 1, host[0], host[1], host[2])) {
     cli_error("out of memory generating inputs (%zu bytes each)", bytes);
@@ -306,8 +323,11 @@ int cmd_bench(int argc, char **argv) {
   if ((rc = flops_of(ctx, &a.shape, sparse, &sparse_flops, &r.kept, &r.density))) goto done;
   if ((rc = time_attend(ctx, &a, sparse, q, k, v, o, times))) goto done;
   r.sparse_ms = median(times, a.repeat);
+  snprintf(r.variant, sizeof r.variant, "%s", nabla_variant_last(ctx));
+  snprintf(r.variant_note, sizeof r.variant_note, "%s", nabla_variant_note(ctx));
   if ((rc = time_attend(ctx, &a, NULL, q, k, v, o, times))) goto done;
   r.dense_ms = median(times, a.repeat);
+  snprintf(r.variant_dense, sizeof r.variant_dense, "%s", nabla_variant_last(ctx));
   double dense_flops = 4.0 * a.shape.batch * a.shape.heads * (double)a.shape.seq * a.shape.seq * a.shape.head_dim;
   r.sparse_tflops = sparse_flops / (r.sparse_ms * 1e-3) * 1e-12;
   r.dense_tflops = dense_flops / (r.dense_ms * 1e-3) * 1e-12;

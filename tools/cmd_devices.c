@@ -49,6 +49,18 @@ static int default_device(const nabla_device_info *devs, size_t count) {
   return -1;
 }
 
+/* Space-separated attention variants the device supports (a context is opened to probe them;
+ * the verdicts are cached on disk), or "?" when no context can be opened. */
+static void device_variants(const nabla_device_info *d, char *buf, size_t len) {
+  char sel[16];
+  nabla_context *ctx = NULL;
+  snprintf(sel, sizeof sel, "%d", d->index);
+  snprintf(buf, len, "?");
+  if (nabla_context_create(&ctx, sel, NULL, 0) != NABLA_OK) return;
+  if (nabla_variant_list(ctx, buf, len) != NABLA_OK) snprintf(buf, len, "?");
+  nabla_context_destroy(ctx);
+}
+
 static cJSON *device_json(const nabla_device_info *d, int is_default) {
   cJSON *o = cJSON_CreateObject();
   if (!o) return NULL;
@@ -66,6 +78,11 @@ static cJSON *device_json(const nabla_device_info *d, int is_default) {
   cJSON_AddBoolToObject(o, "fp16", d->fp16);
   cJSON_AddBoolToObject(o, "fp64", d->fp64);
   cJSON_AddBoolToObject(o, "subgroups", d->subgroups);
+  char variants[256];
+  device_variants(d, variants, sizeof variants);
+  cJSON *list = cJSON_AddArrayToObject(o, "variants");
+  for (char *tok = strtok(variants, " "); list && tok; tok = strtok(NULL, " "))
+    cJSON_AddItemToArray(list, cJSON_CreateString(tok));
   return o;
 }
 
@@ -92,6 +109,9 @@ static void print_human(const nabla_device_info *devs, size_t count, int def) {
            (double)d->global_mem / (1024.0 * 1024 * 1024), (double)d->local_mem / 1024.0);
     printf("      features   fp16 %s, fp64 %s, subgroups %s\n", d->fp16 ? "yes" : "no",
            d->fp64 ? "yes" : "no", d->subgroups ? "yes" : "no");
+    char variants[256];
+    device_variants(d, variants, sizeof variants);
+    printf("      variants   %s\n", variants);
   }
   if (count) printf("* default device (NABLACL_DEVICE, else first GPU, accelerator, CPU)\n");
 }

@@ -1,0 +1,507 @@
+/*
+ * Block-sparse flash attention on NVIDIA tensor cores ("nvidia-mma" variant of "attention").
+ *
+ * Same arguments and results as cl/attention.cl; fp16 or bf16 storage only, HEAD_DIM a
+ * multiple of 16 up to 128. Products run on `mma.sync.aligned.m16n8k16` (16-bit inputs, fp32
+ * accumulation) through inline PTX; softmax stays fp32.
+ *
+ * A work-group is MMA_QPW query blocks x 4 warps; warp w owns 16 query rows of block w / 4.
+ * Per kept key block (the union of the work-group's CSR rows, ascending; every block when
+ * NABLA_DENSE) the work-group stages K and V (64 x HEAD_DIM, 16-bit, padded rows) in local
+ * memory, and each warp whose own row keeps the block computes:
+ *   S = Q Kᵀ      8 n-tiles of m16n8, k-loop over HEAD_DIM; Q stays in registers as A fragments
+ *   online softmax on the S fragments (row max / sum over the 4 lanes of a row by shuffles)
+ *   O += P V      P converted to 16 bit is directly the A fragment (the m16n8 accumulator
+ *                 layout of two adjacent n-tiles is the m16n8k16 A layout); V as B fragments.
+ * Loads overlap compute: V(j) is copied while S(j) is computed, K(j+1) while P·V(j) is.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16, lane = 4 * g + t):
+ *   A (16x16, row): reg0 = A[g][2t..2t+1], reg1 = A[g+8][2t..], reg2 = A[g][2t+8..], reg3 = A[g+8][2t+8..]
+ *   B (16x8, col):  reg0 = B[2t..2t+1][g], reg1 = B[2t+8..2t+9][g]
+ *   C (16x8 fp32):  c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
+ * (each 32-bit register holds two 16-bit values, the lower index in the low half).
+ *
+ * MMA_SMEM_PTX=1 (the host sets it when the probe of ldmatrix/cp.async passed): K/V copies use
+ * cp.async and fragments come from ldmatrix(.trans). 0: plain local loads and stores.
+ * NABLA_NO_PTX: every PTX instruction is replaced by a local-memory emulation with barriers,
+ * so the fragment logic of this file runs (slowly) on any OpenCL device; it is the
+ * "nvidia-mma-emulated" variant used by the tests on CPUs.
+ */
+#if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
+#error "attention_mma needs fp16 or bf16 storage"
+#endif
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#ifndef NABLA_DENSE
+#define NABLA_DENSE 0
+#endif
+#ifndef MMA_QPW
+#define MMA_QPW 1 /* query blocks per work-group (they share staged K/V blocks) */
+#endif
+#ifndef MMA_SMEM_PTX
+#define MMA_SMEM_PTX 1
+#endif
+#if HEAD_DIM % 16 != 0 || HEAD_DIM > 128
+#error "attention_mma needs HEAD_DIM a multiple of 16, at most 128"
+#endif
+#if MMA_QPW != 1 && MMA_QPW != 2
+#error "MMA_QPW must be 1 or 2"
+#endif
+/* MMA_LDSM: fragments through ldmatrix; MMA_CPASYNC: copies through cp.async. The emulation
+ * emulates ldmatrix when MMA_SMEM_PTX is set (so its addressing is tested) and copies plainly. */
+#define MMA_LDSM MMA_SMEM_PTX
+#ifdef NABLA_NO_PTX
+#define MMA_CPASYNC 0
+#else
+#define MMA_CPASYNC MMA_SMEM_PTX
+#endif
+
+/* Full unrolling keeps the fragment arrays in registers; the emulation's loops hold barriers,
+ * which cannot be unrolled. */
+#ifdef NABLA_NO_PTX
+#define UNROLL
+#else
+#define UNROLL _Pragma("unroll")
+#endif
+
+#define BQ 64
+#define BK 64
+#define NWARP (4 * MMA_QPW)
+#define NTHREADS (32 * NWARP)
+#define KSTEPS (HEAD_DIM / 16)       /* k-steps of Q Kᵀ */
+#define DTILES (HEAD_DIM / 8)        /* n-tiles of O */
+#define LDS (HEAD_DIM + 8)           /* row stride of staged K/V in 16-bit words (bank spread) */
+#define ROW_CHUNKS (HEAD_DIM / 8)    /* 16-byte chunks per row */
+#define BLOCK_CHUNKS (BK * ROW_CHUNKS)
+
+/* ---- PTX primitives and their emulation ------------------------------------------------ */
+
+#ifdef NABLA_NO_PTX
+/* Per-warp scratch of the emulation: 6 words per lane for mma, 1 for shuffles/ldmatrix. */
+#define EMU_WORDS (32 * 6)
+#define EMU_ARGS , __local uint *emu, int lane
+#define EMU_PASS , emu, lane
+
+inline float emu_half(uint bits) {
+#if NABLA_DTYPE == 1
+  ushort h = (ushort)bits;
+  return vload_half(0, (const __private half *)&h);
+#else
+  return as_float((bits & 0xffffu) << 16);
+#endif
+}
+
+/* A[r][k] of the fragments stored by all lanes at emu (6 words per lane). */
+inline float emu_a(__local const uint *emu, int r, int k) {
+  int src = (r & 7) * 4 + ((k & 7) >> 1), reg = (r >> 3) + ((k >> 3) << 1);
+  uint w = emu[src * 6 + reg];
+  return emu_half((k & 1) ? w >> 16 : w);
+}
+inline float emu_b(__local const uint *emu, int k, int n) {
+  int src = n * 4 + ((k & 7) >> 1), reg = 4 + (k >> 3);
+  uint w = emu[src * 6 + reg];
+  return emu_half((k & 1) ? w >> 16 : w);
+}
+
+inline void mma16816(float *c, const uint *a, uint b0, uint b1 EMU_ARGS) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int i = 0; i < 4; i++) emu[lane * 6 + i] = a[i];
+  emu[lane * 6 + 4] = b0;
+  emu[lane * 6 + 5] = b1;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    int r = g + 8 * (i >> 1), n = 2 * t + (i & 1);
+    float acc = c[i];
+    for (int k = 0; k < 16; k++) acc = fma(emu_a(emu, r, k), emu_b(emu, k, n), acc);
+    c[i] = acc;
+  }
+}
+
+inline float shfl_xor(float v, int m EMU_ARGS) {
+  __local float *f = (__local float *)emu;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  f[lane] = v;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return f[lane ^ m];
+}
+
+#define exp2_ftz native_exp2
+
+/* Whether any lane of the warp passes a true flag. The emulation says yes: every warp then
+ * takes the same path (its barriers need that), and rescaling by 1 changes nothing. */
+inline int warp_any(int flag EMU_ARGS) { return 1; }
+
+inline uint pack2(float lo, float hi) {
+#if NABLA_DTYPE == 1
+  ushort h[2];
+  vstore_half_rte(lo, 0, (__private half *)h);
+  vstore_half_rte(hi, 1, (__private half *)h);
+  return (uint)h[0] | ((uint)h[1] << 16);
+#else
+  return (uint)nabla_to_bf16(lo) | ((uint)nabla_to_bf16(hi) << 16);
+#endif
+}
+
+/* ldmatrix.x4 (trans = 0/1): lane l gives the row address (offset into base) of row l & 7 of
+ * matrix l >> 3 and receives register i of matrix i. */
+inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans EMU_ARGS) {
+  __local int *addr = (__local int *)emu;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  addr[lane] = off;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    uint lo, hi;
+    if (trans) {
+      lo = base[addr[8 * i + 2 * t] + g];
+      hi = base[addr[8 * i + 2 * t + 1] + g];
+    } else {
+      lo = base[addr[8 * i + g] + 2 * t];
+      hi = base[addr[8 * i + g] + 2 * t + 1];
+    }
+    r[i] = lo | (hi << 16);
+  }
+}
+
+#else /* real PTX */
+#define EMU_ARGS
+#define EMU_PASS
+
+#if NABLA_DTYPE == 1
+#define MMA_TYPES ".f32.f16.f16.f32"
+#define CVT_X2 "cvt.rn.f16x2.f32"
+#else
+#define MMA_TYPES ".f32.bf16.bf16.f32"
+#define CVT_X2 "cvt.rn.bf16x2.f32"
+#endif
+
+inline void mma16816(float *c, const uint *a, uint b0, uint b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col" MMA_TYPES
+               " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+               : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]),
+                 "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+inline float shfl_xor(float v, int m) {
+  float r;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
+  return r;
+}
+
+/* 2^x flushing tiny results to zero: one MUFU instruction, without the denormal fix-up that
+ * plain ex2.approx.f32 costs (softmax weights below 2^-126 do not matter). */
+inline float exp2_ftz(float x) {
+  float r;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+inline int warp_any(int flag) {
+  int r;
+  asm volatile("{ .reg .pred p, q; setp.ne.s32 p, %1, 0; vote.sync.any.pred q, p, 0xffffffff;"
+               " selp.s32 %0, 1, 0, q; }"
+               : "=r"(r) : "r"(flag));
+  return r;
+}
+
+/* cvt packs its first source into the upper half. */
+inline uint pack2(float lo, float hi) {
+  uint r;
+  asm volatile(CVT_X2 " %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+#if MMA_SMEM_PTX
+/* A __local pointer converted to an integer is its .shared address (the probe checks this). */
+#define SHARED_ADDR(p) ((uint)(size_t)(p))
+
+inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans) {
+  uint a = SHARED_ADDR(base + off);
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+
+/* 16-byte asynchronous copy; src_bytes 0 zero-fills the destination. */
+inline void cp_async16(__local uint4 *dst, __global const uint4 *src, uint src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+               :: "r"(SHARED_ADDR(dst)), "l"((ulong)(size_t)src), "r"(src_bytes) : "memory");
+}
+inline void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+inline void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+#endif
+#endif
+
+/* ---- staging ------------------------------------------------------------------------- */
+
+/* Copies rows [0, kn) of a 64-row block (src = its first row) into dst, zero-filling the rest. */
+inline void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, int lid) {
+  for (int i = 0; i < (BLOCK_CHUNKS + NTHREADS - 1) / NTHREADS; i++) {
+    int c = lid + i * NTHREADS;
+    if (BLOCK_CHUNKS % NTHREADS != 0 && c >= BLOCK_CHUNKS) break;
+    int r = c / ROW_CHUNKS, cc = c - r * ROW_CHUNKS;
+    __local uint4 *d = dst + r * (LDS / 8) + cc;
+#if MMA_CPASYNC
+    cp_async16(d, r < kn ? src + r * ROW_CHUNKS + cc : src, r < kn ? 16u : 0u);
+#else
+    *d = r < kn ? src[r * ROW_CHUNKS + cc] : (uint4)(0u);
+#endif
+  }
+#if MMA_CPASYNC
+  cp_async_commit();
+#endif
+}
+
+inline void stage_wait(void) {
+#if MMA_CPASYNC
+  cp_async_wait_all();
+#endif
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* ---- the kernel ---------------------------------------------------------------------- */
+
+/* MMA_MAXRREG: the host caps registers (-cl-nv-maxrregcount) so more work-groups fit on a
+ * multiprocessor; a required work-group size would make the compiler ignore the cap. */
+#ifndef MMA_MAXRREG
+#define MMA_MAXRREG 0
+#endif
+#if MMA_MAXRREG
+__kernel
+#else
+__kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
+#endif
+void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
+               __global ushort *o, __global const int *block_start,
+               __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
+               float scale_log2) {
+  __local uint4 kbuf[BK * LDS / 8], vbuf[BK * LDS / 8];
+  __local const ushort *ks = (__local const ushort *)kbuf;
+  __local const ushort *vs = (__local const ushort *)vbuf;
+#ifdef NABLA_NO_PTX
+  __local uint emu_all[NWARP * EMU_WORDS];
+#endif
+
+  const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int sub = warp >> 2;                     /* which query block of the work-group */
+  const int qb0 = get_group_id(0) * MMA_QPW;
+  const int qb = qb0 + sub;
+  const size_t bh = get_group_id(1);
+  const size_t base = bh * (size_t)S * HEAD_DIM; /* element offset of this (b, h) */
+#ifdef NABLA_NO_PTX
+  __local uint *emu = emu_all + warp * EMU_WORDS;
+#endif
+
+  /* This warp's 16 query rows; rows beyond the block (or a missing block) are zero. */
+  const int have_qb = qb < Nb;
+  const int q0 = have_qb ? block_start[qb] : 0;
+  const int qn = have_qb ? block_start[qb + 1] - q0 : 0;
+  const int r0 = 16 * (warp & 3);
+  const int ra = r0 + g, rb = r0 + g + 8;        /* rows of c0,c1 and c2,c3 */
+  uint qf[KSTEPS][4];
+  {
+    __global const uint *qw = (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM);
+    UNROLL
+    for (int s = 0; s < KSTEPS; s++) {
+      int w = 8 * s + t;
+      qf[s][0] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w] : 0u;
+      qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
+      qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
+      qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
+    }
+  }
+
+  float acc[DTILES][4];
+  UNROLL
+  for (int j = 0; j < DTILES; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+
+  /* CSR rows of the work-group's query blocks (a missing block has an empty row). */
+#if NABLA_DENSE
+  int pa = 0, ea = Nb;
+#if MMA_QPW == 2
+  int pb = 0, eb = qb0 + 1 < Nb ? Nb : 0;
+#endif
+#else
+  const size_t row0 = bh * Nb + qb0;
+  int pa = row_ptr[row0], ea = row_ptr[row0 + 1];
+#if MMA_QPW == 2
+  int pb = 0, eb = 0;
+  if (qb0 + 1 < Nb) pb = row_ptr[row0 + 1], eb = row_ptr[row0 + 2];
+#endif
+#endif
+#if NABLA_DENSE
+#define COL(p) (p)
+#else
+#define COL(p) col_idx[p]
+#endif
+  /* Next key block of the union of the rows, or Nb when both are done. */
+#if MMA_QPW == 2
+#define NEXT_KB() min(pa < ea ? COL(pa) : Nb, pb < eb ? COL(pb) : Nb)
+#else
+#define NEXT_KB() (pa < ea ? COL(pa) : Nb)
+#endif
+
+  __global const uint4 *kg = (__global const uint4 *)(k + base);
+  __global const uint4 *vg = (__global const uint4 *)(v + base);
+  int kb = NEXT_KB();
+  if (kb < Nb) {
+    int k0 = block_start[kb];
+    stage_block(kbuf, kg + (size_t)k0 * ROW_CHUNKS, block_start[kb + 1] - k0, lid);
+  }
+  while (kb < Nb) {
+    const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
+    /* Whether this warp's row keeps kb; advance the rows past kb. */
+    int mine = pa < ea && COL(pa) == kb;
+#if MMA_QPW == 2
+    int mine_b = pb < eb && COL(pb) == kb;
+    if (sub) mine = mine_b;
+    if (pb < eb && COL(pb) == kb) pb++;
+#endif
+    if (pa < ea && COL(pa) == kb) pa++;
+    const int next = NEXT_KB();
+
+    stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
+    stage_block(vbuf, vg + (size_t)k0 * ROW_CHUNKS, kn, lid);
+
+    float s[8][4];
+#ifdef NABLA_NO_PTX
+    /* The emulation's barriers need every warp on the same path: a warp whose row does not
+     * keep kb computes with every key masked, which leaves its state unchanged. */
+    const int compute = 1, kvalid = mine ? kn : 0;
+#else
+    const int compute = mine, kvalid = kn;
+#endif
+    if (compute) {
+      UNROLL
+      for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      UNROLL
+      for (int st = 0; st < KSTEPS; st++) {
+#if MMA_LDSM
+        const int mi = lane >> 3, mr = lane & 7;
+        UNROLL
+        for (int jj = 0; jj < 4; jj++) {
+          uint kf[4];
+          ldsm_x4(kf, ks, (16 * jj + 8 * (mi >> 1) + mr) * LDS + 16 * st + 8 * (mi & 1), 0 EMU_PASS);
+          mma16816(s[2 * jj], qf[st], kf[0], kf[1] EMU_PASS);
+          mma16816(s[2 * jj + 1], qf[st], kf[2], kf[3] EMU_PASS);
+        }
+#else
+        __local const uint *kw = (__local const uint *)kbuf;
+        UNROLL
+        for (int j = 0; j < 8; j++) {
+          int w = ((8 * j + g) * LDS + 16 * st) / 2 + t;
+          mma16816(s[j], qf[st], kw[w], kw[w + 4] EMU_PASS);
+        }
+#endif
+      }
+
+      /* Online softmax in base 2 on the fragments: row ra holds c0,c1, row rb c2,c3. The
+       * running maxima are in the scaled domain; raw scores enter exp2 through one fma. */
+      if (kvalid < BK) { /* ragged (or, emulated, not this warp's) block: mask the tail */
+        UNROLL
+        for (int j = 0; j < 8; j++) {
+          int c = 8 * j + 2 * t;
+          if (c >= kvalid) s[j][0] = s[j][2] = -INFINITY;
+          if (c + 1 >= kvalid) s[j][1] = s[j][3] = -INFINITY;
+        }
+      }
+      float xa = -INFINITY, xb = -INFINITY;
+      UNROLL
+      for (int j = 0; j < 8; j++) {
+        xa = fmax(xa, fmax(s[j][0], s[j][1]));
+        xb = fmax(xb, fmax(s[j][2], s[j][3]));
+      }
+      xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
+      xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
+      xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
+      xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
+      float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
+      float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
+      float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
+      ma = na;
+      mb = nb;
+      if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
+      if (nb == -INFINITY) nb = 0.0f;
+      float sa = 0.0f, sb = 0.0f;
+      UNROLL
+      for (int j = 0; j < 8; j++) {
+        s[j][0] = exp2_ftz(fma(s[j][0], scale_log2, -na));
+        s[j][1] = exp2_ftz(fma(s[j][1], scale_log2, -na));
+        s[j][2] = exp2_ftz(fma(s[j][2], scale_log2, -nb));
+        s[j][3] = exp2_ftz(fma(s[j][3], scale_log2, -nb));
+        sa += s[j][0] + s[j][1];
+        sb += s[j][2] + s[j][3];
+      }
+      la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
+      lb = lb * alpha_b + sb;
+      /* Once the maxima settle, most blocks change no row's maximum: skip the rescale then. */
+      if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
+        UNROLL
+        for (int j = 0; j < DTILES; j++) {
+          acc[j][0] *= alpha_a;
+          acc[j][1] *= alpha_a;
+          acc[j][2] *= alpha_b;
+          acc[j][3] *= alpha_b;
+        }
+      }
+    }
+
+    stage_wait(); /* V(kb) is in; every warp is done with K(kb) */
+    if (next < Nb) {
+      int n0 = block_start[next];
+      stage_block(kbuf, kg + (size_t)n0 * ROW_CHUNKS, block_start[next + 1] - n0, lid);
+    }
+
+    if (compute) {
+      UNROLL
+      for (int kc = 0; kc < 4; kc++) {
+        uint pf[4];
+        pf[0] = pack2(s[2 * kc][0], s[2 * kc][1]);
+        pf[1] = pack2(s[2 * kc][2], s[2 * kc][3]);
+        pf[2] = pack2(s[2 * kc + 1][0], s[2 * kc + 1][1]);
+        pf[3] = pack2(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+#if MMA_LDSM
+        const int mi = lane >> 3, mr = lane & 7;
+        UNROLL
+        for (int j = 0; j < DTILES; j += 2) {
+          uint vf[4];
+          ldsm_x4(vf, vs, (16 * kc + 8 * (mi & 1) + mr) * LDS + 8 * (j + (mi >> 1)), 1 EMU_PASS);
+          mma16816(acc[j], pf, vf[0], vf[1] EMU_PASS);
+          mma16816(acc[j + 1], pf, vf[2], vf[3] EMU_PASS);
+        }
+#else
+        UNROLL
+        for (int j = 0; j < DTILES; j++) {
+          int c = 8 * j + g, r = 16 * kc + 2 * t;
+          uint b0 = (uint)vs[r * LDS + c] | ((uint)vs[(r + 1) * LDS + c] << 16);
+          uint b1 = (uint)vs[(r + 8) * LDS + c] | ((uint)vs[(r + 9) * LDS + c] << 16);
+          mma16816(acc[j], pf, b0, b1 EMU_PASS);
+        }
+#endif
+      }
+    }
+    kb = next;
+  }
+
+  la += shfl_xor(la, 1 EMU_PASS);
+  lb += shfl_xor(lb, 1 EMU_PASS);
+  la += shfl_xor(la, 2 EMU_PASS);
+  lb += shfl_xor(lb, 2 EMU_PASS);
+  const float ia = la == 0.0f ? 0.0f : 1.0f / la; /* no kept block: zeros */
+  const float ib = lb == 0.0f ? 0.0f : 1.0f / lb;
+  __global uint *ow = (__global uint *)(o + base + (size_t)q0 * HEAD_DIM);
+  UNROLL
+  for (int j = 0; j < DTILES; j++) {
+    int w = 4 * j + t;
+    if (ra < qn) ow[ra * (HEAD_DIM / 2) + w] = pack2(acc[j][0] * ia, acc[j][1] * ia);
+    if (rb < qn) ow[rb * (HEAD_DIM / 2) + w] = pack2(acc[j][2] * ib, acc[j][3] * ib);
+  }
+}

@@ -1,0 +1,389 @@
+/* Kernel variants: registry, capability probes (cached on disk) and the attention choice. */
+#include "variant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "diskcache.h"
+
+static const char *const variant_names[NABLA_VARIANT_COUNT] = {"portable", "nvidia-mma",
+                                                               "nvidia-mma-emulated"};
+
+/* Register cap of the mma attention kernel on NVIDIA (0: none); see docs/variants.md. */
+#define MMA_MAXRREG_DEFAULT 0
+
+/* Bump when the probes change meaning, so cached verdicts are not reused. */
+#define PROBE_VERSION 1
+
+const char *nabla_variant_name(int id) {
+  if (id == NABLA_VARIANT_AUTO) return "auto";
+  return id >= 0 && id < NABLA_VARIANT_COUNT ? variant_names[id] : NULL;
+}
+
+int nabla_variant_id(const char *name) {
+  if (!name || !*name || strcmp(name, "auto") == 0) return NABLA_VARIANT_AUTO;
+  for (int i = 0; i < NABLA_VARIANT_COUNT; i++)
+    if (strcmp(name, variant_names[i]) == 0) return i;
+  return -2;
+}
+
+/* ---- the nvidia-mma probes ------------------------------------------------------------- */
+
+typedef enum { PROBE_PASS = 1, PROBE_FAIL = 0, PROBE_ERROR = -1 } probe_verdict;
+
+/* Small integers: every product and sum is exact in fp32, and every position differs. */
+static float mat_a(int pass, int r, int c) { return (float)((r * 3 + c * 5 + pass) % 7 - 3); }
+static float mat_b(int pass, int r, int c) { return (float)((r * 2 + c * 7 + 2 * pass) % 5 - 2); }
+
+static cl_mem probe_buffer(nabla_context *ctx, size_t bytes, const void *init) {
+  cl_int rc = CL_SUCCESS;
+  cl_mem m = clCreateBuffer(ctx->cl_ctx, init ? CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR : CL_MEM_READ_WRITE,
+                            bytes, (void *)init, &rc);
+  return rc == CL_SUCCESS ? m : NULL;
+}
+
+/* Builds `kernel` of cl/probe_mma.cl with PROBE_SMEM=smem, binds `nbuf` buffers, runs one warp
+ * and reads the buffers flagged in `readback` back into host[i]. */
+static probe_verdict probe_launch(nabla_context *ctx, int smem, const char *kernel, int nbuf,
+                                  const size_t *bytes, void **host, const int *readback,
+                                  char *why, size_t why_len) {
+  probe_verdict v = PROBE_ERROR;
+  cl_program prog = NULL;
+  cl_kernel k = NULL;
+  cl_mem bufs[8] = {0};
+  char options[64];
+  snprintf(options, sizeof options, "-DPROBE_SMEM=%d", smem);
+  if (nabla_program_get(ctx, "probe_mma", options, &prog) != NABLA_OK) {
+    snprintf(why, why_len, "probe kernel %s does not build: %.300s", kernel, ctx->error);
+    return PROBE_FAIL; /* a compiler that rejects the PTX will keep rejecting it */
+  }
+  if (nabla_kernel_create(ctx, prog, kernel, &k) != NABLA_OK) {
+    snprintf(why, why_len, "%.300s", ctx->error);
+    return PROBE_FAIL;
+  }
+  cl_int rc = CL_SUCCESS;
+  for (int i = 0; i < nbuf; i++) {
+    if (!(bufs[i] = probe_buffer(ctx, bytes[i], readback[i] ? NULL : host[i]))) {
+      snprintf(why, why_len, "probe buffer allocation failed");
+      goto done;
+    }
+    rc |= clSetKernelArg(k, (cl_uint)i, sizeof bufs[i], &bufs[i]);
+  }
+  size_t one = 32;
+  if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL);
+  for (int i = 0; i < nbuf && rc == CL_SUCCESS; i++)
+    if (readback[i]) rc = clEnqueueReadBuffer(ctx->queue, bufs[i], CL_TRUE, 0, bytes[i], host[i], 0, NULL, NULL);
+  if (rc == CL_SUCCESS) rc = clFinish(ctx->queue);
+  if (rc != CL_SUCCESS) {
+    /* A launch refused for the kernel's sake (e.g. invalid PTX only found at run time) would
+     * repeat; an out-of-resources error might not. Both count as "not now". */
+    snprintf(why, why_len, "probe kernel %s failed to run: %s", kernel, nabla_cl_error_name(rc));
+    goto done;
+  }
+  v = PROBE_PASS;
+done:
+  for (int i = 0; i < nbuf; i++)
+    if (bufs[i]) clReleaseMemObject(bufs[i]);
+  if (k) clReleaseKernel(k);
+  return v;
+}
+
+static probe_verdict probe_mma_core(nabla_context *ctx, char *why, size_t why_len) {
+  uint16_t a16[256], b16[128], abf[256], bbf[128];
+  float d16[128], dbf[128], shfl[32];
+  uint32_t cvt[64];
+  for (int r = 0; r < 16; r++)
+    for (int c = 0; c < 16; c++) {
+      a16[r * 16 + c] = nabla_f32_to_f16(mat_a(0, r, c));
+      abf[r * 16 + c] = nabla_f32_to_bf16(mat_a(1, r, c));
+    }
+  for (int r = 0; r < 16; r++)
+    for (int c = 0; c < 8; c++) {
+      b16[r * 8 + c] = nabla_f32_to_f16(mat_b(0, r, c));
+      bbf[r * 8 + c] = nabla_f32_to_bf16(mat_b(1, r, c));
+    }
+  size_t bytes[8] = {sizeof a16, sizeof b16, sizeof abf, sizeof bbf, sizeof d16, sizeof dbf, sizeof shfl, sizeof cvt};
+  void *host[8] = {a16, b16, abf, bbf, d16, dbf, shfl, cvt};
+  int readback[8] = {0, 0, 0, 0, 1, 1, 1, 1};
+  probe_verdict v = probe_launch(ctx, 0, "probe_mma", 8, bytes, host, readback, why, why_len);
+  if (v != PROBE_PASS) return v;
+  for (int pass = 0; pass < 2; pass++) {
+    const float *d = pass ? dbf : d16;
+    for (int r = 0; r < 16; r++)
+      for (int c = 0; c < 8; c++) {
+        float want = 0.5f;
+        for (int kk = 0; kk < 16; kk++) want += mat_a(pass, r, kk) * mat_b(pass, kk, c);
+        if (d[r * 8 + c] != want) {
+          snprintf(why, why_len, "mma.sync %s gave D[%d][%d] = %g, expected %g",
+                   pass ? "bf16" : "f16", r, c, (double)d[r * 8 + c], (double)want);
+          return PROBE_FAIL;
+        }
+      }
+  }
+  for (int l = 0; l < 32; l++) {
+    float want = (float)(l ^ 1) + 100.0f * (float)(l ^ 2);
+    if (shfl[l] != want) {
+      snprintf(why, why_len, "shfl.sync.bfly gave %g on lane %d, expected %g", (double)shfl[l], l, (double)want);
+      return PROBE_FAIL;
+    }
+    float lo = (float)l + 1.0f / 3.0f, hi = -(float)l * 0.14285714f;
+    uint32_t w16 = (uint32_t)nabla_f32_to_f16(lo) | ((uint32_t)nabla_f32_to_f16(hi) << 16);
+    uint32_t wbf = (uint32_t)nabla_f32_to_bf16(lo) | ((uint32_t)nabla_f32_to_bf16(hi) << 16);
+    if (cvt[2 * l] != w16 || cvt[2 * l + 1] != wbf) {
+      snprintf(why, why_len, "cvt.rn.f16x2/bf16x2 gave %08x/%08x on lane %d, expected %08x/%08x",
+               cvt[2 * l], cvt[2 * l + 1], l, w16, wbf);
+      return PROBE_FAIL;
+    }
+  }
+  return PROBE_PASS;
+}
+
+static probe_verdict probe_mma_smem(nabla_context *ctx, char *why, size_t why_len) {
+  uint16_t m[256];
+  uint32_t out[260];
+  for (int i = 0; i < 256; i++) m[i] = (uint16_t)(0x1000 + i * 7);
+  memset(out, 0xff, sizeof out);
+  size_t bytes[2] = {sizeof m, sizeof out};
+  void *host[2] = {m, out};
+  int readback[2] = {0, 1};
+  probe_verdict v = probe_launch(ctx, 1, "probe_smem", 2, bytes, host, readback, why, why_len);
+  if (v != PROBE_PASS) return v;
+#define M(r, c) ((uint32_t)m[(r) * 16 + (c)])
+  for (int l = 0; l < 32; l++) {
+    int g = l >> 2, t = l & 3;
+    for (int i = 0; i < 4; i++) {
+      int r0 = 8 * (i & 1), c0 = 8 * (i >> 1);
+      uint32_t plain = M(r0 + g, c0 + 2 * t) | (M(r0 + g, c0 + 2 * t + 1) << 16);
+      uint32_t trans = M(r0 + 2 * t, c0 + g) | (M(r0 + 2 * t + 1, c0 + g) << 16);
+      if (out[l * 8 + i] != plain || out[l * 8 + 4 + i] != trans) {
+        snprintf(why, why_len, "ldmatrix gave %08x/%08x (lane %d, matrix %d), expected %08x/%08x",
+                 out[l * 8 + i], out[l * 8 + 4 + i], l, i, plain, trans);
+        return PROBE_FAIL;
+      }
+    }
+  }
+#undef M
+  for (int i = 0; i < 4; i++)
+    if (out[256 + i] != 0) {
+      snprintf(why, why_len, "cp.async with src-size 0 did not zero-fill");
+      return PROBE_FAIL;
+    }
+  return PROBE_PASS;
+}
+
+static void probe_cache_key(const nabla_context *ctx, char *buf, size_t len) {
+  snprintf(buf, len, "nvidia-mma|probe v%d|%s", PROBE_VERSION, ctx->device_key);
+}
+
+static int probe_cache_read(nabla_context *ctx, nabla_variant_probe *pr) {
+  char key[128];
+  void *data = NULL;
+  size_t len = 0;
+  int ok = 0;
+  if (!ctx->cache_root[0]) return 0;
+  probe_cache_key(ctx, key, sizeof key);
+  if (nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &len) != NABLA_OK) return 0;
+  char text[512];
+  size_t n = len < sizeof text - 1 ? len : sizeof text - 1;
+  memcpy(text, data, n);
+  text[n] = '\0';
+  int mma = -1, smem = -1, used = 0;
+  if (sscanf(text, "mma=%d smem=%d%n", &mma, &smem, &used) == 2 && (mma == 0 || mma == 1) &&
+      (smem == 0 || smem == 1)) {
+    pr->supported = mma;
+    pr->smem_ptx = mma && smem;
+    const char *w = strstr(text + used, "why=");
+    snprintf(pr->why, sizeof pr->why, "%s", w ? w + 4 : "");
+    ok = 1;
+  }
+  free(data);
+  return ok;
+}
+
+static void probe_cache_write(nabla_context *ctx, const nabla_variant_probe *pr) {
+  char key[128], text[512];
+  if (!ctx->cache_root[0]) return;
+  probe_cache_key(ctx, key, sizeof key);
+  int n = snprintf(text, sizeof text, "mma=%d smem=%d why=%s", pr->supported, pr->smem_ptx, pr->why);
+  if (n > 0) nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text)); /* best effort */
+}
+
+static void probe_nvidia_mma(nabla_context *ctx, nabla_variant_probe *pr) {
+  char saved[NABLA_ERR_LEN];
+  memcpy(saved, ctx->error, sizeof saved);
+  pr->probed = 1;
+  pr->supported = pr->smem_ptx = 0;
+  if (ctx->caps.vendor != NABLA_VENDOR_NVIDIA) {
+    snprintf(pr->why, sizeof pr->why, "not an NVIDIA device");
+    return;
+  }
+  if (probe_cache_read(ctx, pr)) return;
+  char why[384] = "";
+  probe_verdict v = probe_mma_core(ctx, why, sizeof why);
+  if (v == PROBE_PASS) {
+    pr->supported = 1;
+    char why_smem[384] = "";
+    probe_verdict s = probe_mma_smem(ctx, why_smem, sizeof why_smem);
+    pr->smem_ptx = s == PROBE_PASS;
+    if (s != PROBE_PASS) snprintf(pr->why, sizeof pr->why, "ldmatrix/cp.async path off: %s", why_smem);
+    else pr->why[0] = '\0';
+    if (s != PROBE_ERROR) probe_cache_write(ctx, pr);
+  } else {
+    snprintf(pr->why, sizeof pr->why, "%s", why);
+    if (v == PROBE_FAIL) probe_cache_write(ctx, pr);
+  }
+  memcpy(ctx->error, saved, sizeof saved); /* a failed probe is no error of the caller's call */
+}
+
+int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_len) {
+  if (why && why_len) why[0] = '\0';
+  if (id < 0 || id >= NABLA_VARIANT_COUNT) {
+    if (why && why_len) snprintf(why, why_len, "unknown variant");
+    return 0;
+  }
+  nabla_variant_probe *pr = &ctx->variants.probe[id];
+  if (!pr->probed) {
+    if (id == NABLA_VARIANT_NVIDIA_MMA) {
+      probe_nvidia_mma(ctx, pr);
+    } else { /* portable and the emulation run wherever OpenCL C does */
+      pr->probed = pr->supported = 1;
+    }
+  }
+  int ok = pr->supported && !pr->broken;
+  if (!ok && why && why_len) snprintf(why, why_len, "%s", pr->why);
+  return ok;
+}
+
+void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why) {
+  if (id < 0 || id >= NABLA_VARIANT_COUNT || id == NABLA_VARIANT_PORTABLE) return;
+  nabla_variant_probe *pr = &ctx->variants.probe[id];
+  pr->broken = 1;
+  snprintf(pr->why, sizeof pr->why, "%s", why ? why : "failed");
+}
+
+/* ---- attention -------------------------------------------------------------------------- */
+
+/* Whether the mma kernel handles this problem; else writes why. */
+static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {
+  if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
+    snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
+    return 0;
+  }
+  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
+    snprintf(why, len, "needs head_dim a multiple of 16 up to 128, not %d", shape->head_dim);
+    return 0;
+  }
+  return 1;
+}
+
+int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                   const nabla_params *params, char *note, size_t note_len) {
+  note[0] = '\0';
+  int want = NABLA_VARIANT_AUTO;
+  const char *source = "automatic";
+  const char *env = getenv("NABLACL_VARIANT");
+  if (ctx->variants.forced) {
+    want = ctx->variants.forced - 1;
+    source = "forced";
+  } else if (env && *env) {
+    want = nabla_variant_id(env);
+    source = "NABLACL_VARIANT";
+    if (want == -2) {
+      snprintf(note, note_len, "NABLACL_VARIANT=%.64s is no variant; using portable", env);
+      return NABLA_VARIANT_PORTABLE;
+    }
+  } else if (params) {
+    int p = nabla_params_get(params, "VARIANT", NABLA_VARIANT_AUTO);
+    if (p >= 0 && p < NABLA_VARIANT_COUNT) {
+      want = p;
+      source = "tuned";
+    }
+  }
+  if (want == NABLA_VARIANT_PORTABLE) return NABLA_VARIANT_PORTABLE;
+  int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
+  char why[384] = "";
+  if (!mma_eligible(shape, dtype, why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
+    /* Automatic choice on a device without the variant is no fallback worth a note. */
+    if (want != NABLA_VARIANT_AUTO || ctx->caps.vendor == NABLA_VENDOR_NVIDIA)
+      snprintf(note, note_len, "%s (%s) unavailable: %s; using portable", nabla_variant_name(id),
+               source, why);
+    return NABLA_VARIANT_PORTABLE;
+  }
+  return id;
+}
+
+int nabla_attention_mma_qpw(const nabla_shape *shape, int dense, const nabla_params *params) {
+  const char *env = getenv("NABLACL_MMA_QPW"); /* developer override */
+  int qpw = params ? nabla_params_get(params, "MMA_QPW", 0) : 0;
+  if (env && (env[0] == '1' || env[0] == '2') && !env[1]) qpw = env[0] - '0';
+  if (qpw != 1 && qpw != 2) qpw = dense ? 2 : 1;
+  (void)shape;
+  return qpw;
+}
+
+void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
+                                 nabla_dtype dtype, int dense, const nabla_params *params,
+                                 char *buf, size_t len) {
+  /* The emulation always can (it emulates ldmatrix and copies plainly). */
+  int smem = id == NABLA_VARIANT_MMA_EMULATED || ctx->variants.probe[id].smem_ptx;
+  const char *env = getenv("NABLACL_MMA_SMEM"); /* developer override: 0 turns the path off */
+  if (env && strcmp(env, "0") == 0) smem = 0;
+  /* A register cap (NVIDIA's cl_nv_compiler_options) lets more work-groups share a
+   * multiprocessor at the price of a few spills. */
+  int maxrreg = params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT;
+  env = getenv("NABLACL_MMA_MAXRREG"); /* developer override; 0 = no cap */
+  if (env && *env) maxrreg = atoi(env);
+  if (id != NABLA_VARIANT_NVIDIA_MMA || maxrreg < 64 || maxrreg > 255) maxrreg = 0;
+  char cap[64] = "";
+  if (maxrreg) snprintf(cap, sizeof cap, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d%s%s",
+           nabla_dtype_define(dtype), shape->head_dim, dense,
+           nabla_attention_mma_qpw(shape, dense, params), smem,
+           id == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
+}
+
+/* ---- public API ------------------------------------------------------------------------- */
+
+int nabla_variant_supported(nabla_context *ctx, const char *variant) {
+  if (!ctx || !variant) return 0;
+  int id = nabla_variant_id(variant);
+  char why[384];
+  if (id < 0) {
+    snprintf(ctx->variants.note, sizeof ctx->variants.note, "\"%.64s\" is no variant", variant);
+    return 0;
+  }
+  int ok = nabla_variant_probe_run(ctx, id, why, sizeof why);
+  if (ok) ctx->variants.note[0] = '\0';
+  else snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s", variant, why);
+  return ok;
+}
+
+nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t len) {
+  if (!ctx || !buf || !len) return NABLA_INVALID_ARGUMENT;
+  buf[0] = '\0';
+  size_t off = 0;
+  for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
+    if (id == NABLA_VARIANT_MMA_EMULATED) continue; /* a test aid, not a device capability */
+    if (!nabla_variant_probe_run(ctx, id, NULL, 0)) continue;
+    int n = snprintf(buf + off, len - off, "%s%s", off ? " " : "", variant_names[id]);
+    if (n < 0 || (size_t)n >= len - off) return NABLA_BUFFER_TOO_SMALL;
+    off += (size_t)n;
+  }
+  return NABLA_OK;
+}
+
+nabla_status nabla_variant_force(nabla_context *ctx, const char *variant) {
+  if (!ctx) return NABLA_INVALID_ARGUMENT;
+  int id = nabla_variant_id(variant);
+  if (id == -2)
+    return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
+                      "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated)",
+                      variant);
+  ctx->variants.forced = id == NABLA_VARIANT_AUTO ? 0 : id + 1;
+  return NABLA_OK;
+}
+
+const char *nabla_variant_note(const nabla_context *ctx) { return ctx ? ctx->variants.note : ""; }
+
+const char *nabla_variant_last(const nabla_context *ctx) { return ctx ? ctx->variants.last : ""; }

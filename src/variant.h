@@ -1,0 +1,62 @@
+/*
+ * Kernel variants: several implementations of one stage, chosen per device and problem.
+ *
+ * Variants of "attention" (ids are stable; they are also the values of the tunable VARIANT,
+ * where -1 means automatic):
+ *   0 portable             cl/attention.cl, every device, every dtype; always the fallback
+ *   1 nvidia-mma           cl/attention_mma.cl, tensor cores through inline PTX mma.sync;
+ *                          NVIDIA devices whose probe passes, fp16/bf16, head_dim % 16 == 0, <= 128
+ *   2 nvidia-mma-emulated  the same kernel with every PTX instruction emulated in local memory;
+ *                          any device, slow, only when forced (tests the kernel's logic on CPUs)
+ *
+ * Probes: a variant that needs a device feature compiles and runs a tiny kernel once per device
+ * (cl/probe_mma.cl) and compares its output with values computed here. The verdict is kept in
+ * the context and in the disk cache (namespace "probes", keyed by the device key), so a device
+ * is probed once per driver. The vendor is checked before anything is compiled, so no foreign
+ * compiler ever sees PTX. Any failure (build, launch, wrong result) means "unsupported".
+ *
+ * Choice, first match: nabla_variant_force on the context; NABLACL_VARIANT in the environment;
+ * the tuned VARIANT parameter; automatic = nvidia-mma where supported and eligible, else
+ * portable. A requested variant that is unsupported, ineligible for the problem or broken
+ * falls back to portable; the context's variant note says why.
+ */
+#ifndef NABLA_VARIANT_H
+#define NABLA_VARIANT_H
+
+#include "internal.h"
+#include "tune.h"
+
+enum {
+  NABLA_VARIANT_AUTO = -1,
+  NABLA_VARIANT_PORTABLE = 0,
+  NABLA_VARIANT_NVIDIA_MMA = 1,
+  NABLA_VARIANT_MMA_EMULATED = 2,
+  NABLA_VARIANT_COUNT = 3
+};
+
+/* Name of a variant id ("portable", ...); "auto" for NABLA_VARIANT_AUTO, NULL if unknown. */
+const char *nabla_variant_name(int id);
+/* Id of a name (case-sensitive; "auto" and "" are NABLA_VARIANT_AUTO); -2 if unknown. */
+int nabla_variant_id(const char *name);
+
+/* Whether the device can run a variant at all (runs its probe once). On 0, `why` (may be NULL)
+ * receives the reason. */
+int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_len);
+
+/* The attention variant to launch for a problem; never fails. Writes the reason of a fallback
+ * (or "") to note. */
+int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                   const nabla_params *params, char *note, size_t note_len);
+
+/* Marks a variant unusable on this context (a build or launch failed), with the reason. */
+void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
+
+/* Build options of the mma attention kernel (variant 1 or 2), after nabla_dtype_define. */
+void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
+                                 nabla_dtype dtype, int dense, const nabla_params *params,
+                                 char *buf, size_t len);
+/* Query blocks per work-group of the mma kernel (1 or 2): the developer override
+ * NABLACL_MMA_QPW, else the MMA_QPW parameter when set, else a default by mask kind. */
+int nabla_attention_mma_qpw(const nabla_shape *shape, int dense, const nabla_params *params);
+
+#endif

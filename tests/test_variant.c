@@ -1,0 +1,221 @@
+/*
+ * Kernel variants: probes, names, forcing and fallback, and the mma attention kernel against the
+ * float64 reference. On every device the "nvidia-mma-emulated" variant runs the mma kernel's
+ * fragment logic with PTX emulated in local memory; on NVIDIA devices whose probe passes the
+ * real "nvidia-mma" kernel is checked too (with and without the ldmatrix/cp.async path, and
+ * with one and two query blocks per work-group).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define CTX_OR_SKIP(state)        \
+  nabla_context *ctx = *(state); \
+  if (!ctx) skip()
+
+static double tolerance(nabla_dtype dtype) { return dtype == NABLA_F16 ? 4e-3 : 3e-2; }
+
+static int is_nvidia(nabla_context *ctx) {
+  char vendor[256] = "";
+  clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_VENDOR, sizeof vendor - 1, vendor, NULL);
+  return strstr(vendor, "NVIDIA") != NULL;
+}
+
+/* Random Q/K/V, a random mask of `density` (dense when < 0; row 2 empty when sparse), attention
+ * with the context's current variant setting, compared with the float64 reference. Checks that
+ * `expect` was the variant used. */
+static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
+                     uint64_t seed, const char *expect) {
+  size_t n = (size_t)s.batch * s.heads * s.seq * s.head_dim;
+  int nb = nabla_shape_blocks(&s);
+  size_t rows = (size_t)s.batch * s.heads * nb;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
+  double *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
+  uint8_t *bitmap = malloc(rows * nb);
+  int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(rows * nb * sizeof *col_idx);
+  assert_non_null(q), assert_non_null(k), assert_non_null(v), assert_non_null(ref);
+  assert_non_null(out), assert_non_null(bitmap), assert_non_null(row_ptr), assert_non_null(col_idx);
+  tu_fill_normal(q, n, &seed, 1.5);
+  tu_fill_normal(k, n, &seed, 1.0);
+  tu_fill_normal(v, n, &seed, 1.0);
+  tu_quantize(q, n, dtype);
+  tu_quantize(k, n, dtype);
+  tu_quantize(v, n, dtype);
+  for (size_t i = 0; i < rows * nb; i++) bitmap[i] = density < 0 || tu_rand_uniform(&seed) < density;
+  if (density >= 0 && rows > 2) memset(bitmap + 2 * (size_t)nb, 0, nb); /* an empty row: zeros */
+  nabla_ref_csr(&s, bitmap, row_ptr, col_idx);
+  nabla_ref_attention_sparse(&s, q, k, v, row_ptr, col_idx, ref);
+
+  cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
+  cl_mem dv = tu_buffer_from(ctx, v, n, dtype), dout = tu_buffer_from(ctx, q, n, dtype);
+  nabla_mask *mask = NULL;
+  if (density >= 0) assert_int_equal(nabla_mask_from_bitmap(ctx, &s, bitmap, &mask), NABLA_OK);
+  nabla_status st = nabla_attend(ctx, &s, dtype, mask, dq, dk, dv, dout, 0, NULL, NULL);
+  if (st != NABLA_OK) fail_msg("nabla_attend: %s", nabla_last_error(ctx));
+  if (strcmp(nabla_variant_last(ctx), expect) != 0)
+    fail_msg("ran %s, expected %s (%s)", nabla_variant_last(ctx), expect, nabla_variant_note(ctx));
+  tu_buffer_read(ctx, dout, n, dtype, out);
+  double err = tu_max_abs_diff(out, ref, n), tol = tolerance(dtype);
+  if (getenv("NABLACL_TEST_VERBOSE"))
+    print_message("  %s B%d H%d S%d D%d %s density %.2f: max abs error %.3g\n", expect, s.batch,
+                  s.heads, s.seq, s.head_dim, nabla_dtype_name(dtype), density, err);
+  if (!(err <= tol))
+    fail_msg("%s B%d H%d S%d D%d grid %dx%dx%d %s density %.2f: max abs error %.3g > %.3g", expect,
+             s.batch, s.heads, s.seq, s.head_dim, s.grid_t, s.grid_h, s.grid_w,
+             nabla_dtype_name(dtype), density, err, tol);
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
+  free(q), free(k), free(v), free(ref), free(out), free(bitmap), free(row_ptr), free(col_idx);
+}
+
+/* Every mma case: ragged grids, several head dims, batch > 1, empty rows, dense. */
+static void run_mma_cases(nabla_context *ctx, const char *variant, int big) {
+  const nabla_shape shapes[] = {
+      {2, 2, 720, 64, 3, 12, 20},  /* ragged 8x8 tiles, batch 2 */
+      {1, 3, 234, 32, 2, 9, 13},   /* ragged, 2 k-steps */
+      {1, 2, 200, 48, 0, 0, 0},    /* plain sequence, ragged last block, odd k-steps */
+      {1, 1, 130, 16, 0, 0, 0},    /* one k-step */
+      {1, 2, 300, 128, 3, 10, 10}, /* the Wan head dim */
+  };
+  const nabla_dtype dts[] = {NABLA_BF16, NABLA_F16};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (int d = 0; d < 2; d++) run_case(ctx, shapes[i], dts[d], 0.4, 100 + 10 * i + d, variant);
+  run_case(ctx, shapes[0], NABLA_BF16, -1.0, 7, variant);
+  run_case(ctx, shapes[4], NABLA_F16, -1.0, 8, variant);
+  if (big) {
+    nabla_shape wan = {1, 4, 3600, 128, 4, 30, 30};
+    run_case(ctx, wan, NABLA_BF16, 0.1, 9, variant);
+    run_case(ctx, wan, NABLA_BF16, -1.0, 10, variant);
+  }
+}
+
+static void test_names_and_force(void **state) {
+  CTX_OR_SKIP(state);
+  assert_int_equal(nabla_variant_force(ctx, "no-such-variant"), NABLA_INVALID_ARGUMENT);
+  assert_int_equal(nabla_variant_supported(ctx, "no-such-variant"), 0);
+  assert_int_equal(nabla_variant_supported(NULL, "portable"), 0);
+  assert_int_equal(nabla_variant_supported(ctx, "portable"), 1);
+  assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma-emulated"), 1);
+  char buf[128];
+  assert_int_equal(nabla_variant_list(ctx, buf, sizeof buf), NABLA_OK);
+  assert_non_null(strstr(buf, "portable"));
+  assert_null(strstr(buf, "emulated"));
+  assert_int_equal(nabla_variant_list(ctx, buf, 3), NABLA_BUFFER_TOO_SMALL);
+
+  nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
+  assert_int_equal(nabla_variant_force(ctx, "portable"), NABLA_OK);
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  assert_int_equal(nabla_variant_force(ctx, "nvidia-mma-emulated"), NABLA_OK);
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "nvidia-mma-emulated");
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, 4), NABLA_BUFFER_TOO_SMALL);
+  /* Ineligible problems fall back, with a note. */
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_F32, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  assert_non_null(strstr(nabla_variant_note(ctx), "f32"));
+  nabla_shape d8 = {1, 1, 130, 8, 0, 0, 0};
+  assert_int_equal(nabla_attention_variant(ctx, &d8, NABLA_F16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+  assert_int_equal(nabla_variant_force(ctx, "auto"), NABLA_OK);
+  /* Automatic choice never picks the emulation. */
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_null(strstr(buf, "emulated"));
+}
+
+static void test_probe_by_vendor(void **state) {
+  CTX_OR_SKIP(state);
+  int mma = nabla_variant_supported(ctx, "nvidia-mma");
+  if (!is_nvidia(ctx)) {
+    assert_int_equal(mma, 0);
+    assert_non_null(strstr(nabla_variant_note(ctx), "not an NVIDIA device"));
+  } else {
+    print_message("nvidia-mma probe: %s%s\n", mma ? "supported" : "unsupported: ",
+                  mma ? "" : nabla_variant_note(ctx));
+  }
+  char buf[128];
+  nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, mma ? "nvidia-mma" : "portable");
+  /* Asking twice gives the same verdict (memoized, and cached on disk). */
+  assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);
+}
+
+static void test_env_forces_and_falls_back(void **state) {
+  CTX_OR_SKIP(state);
+  char buf[128];
+  nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
+  setenv("NABLACL_VARIANT", "portable", 1);
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  setenv("NABLACL_VARIANT", "bogus", 1);
+  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  assert_non_null(strstr(nabla_variant_note(ctx), "bogus"));
+  setenv("NABLACL_VARIANT", "nvidia-mma", 1);
+  if (!nabla_variant_supported(ctx, "nvidia-mma")) {
+    /* Forced but impossible: attention still works, through portable. */
+    run_case(ctx, s, NABLA_BF16, 0.5, 3, "portable");
+    assert_non_null(strstr(nabla_variant_note(ctx), "unavailable"));
+  }
+  unsetenv("NABLACL_VARIANT");
+}
+
+/* The emulation is slow: a selection that still covers every path of the kernel. */
+static void test_emulated_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  const char *emu = "nvidia-mma-emulated";
+  const nabla_shape ragged = {2, 2, 720, 64, 3, 12, 20}, odd = {1, 3, 234, 32, 2, 9, 13};
+  const nabla_shape seq48 = {1, 2, 200, 48, 0, 0, 0}, d16 = {1, 1, 130, 16, 0, 0, 0};
+  const nabla_shape d128 = {1, 2, 300, 128, 3, 10, 10};
+  assert_int_equal(nabla_variant_force(ctx, emu), NABLA_OK);
+  setenv("NABLACL_MMA_QPW", "1", 1);
+  run_case(ctx, ragged, NABLA_BF16, 0.4, 1, emu);
+  run_case(ctx, odd, NABLA_F16, 0.4, 2, emu);
+  run_case(ctx, seq48, NABLA_BF16, 0.5, 3, emu);
+  run_case(ctx, d16, NABLA_F16, -1.0, 4, emu);
+  run_case(ctx, d128, NABLA_F16, 0.3, 5, emu);
+  setenv("NABLACL_MMA_SMEM", "0", 1); /* plain local loads instead of (emulated) ldmatrix */
+  run_case(ctx, odd, NABLA_BF16, 0.4, 6, emu);
+  run_case(ctx, seq48, NABLA_F16, -1.0, 7, emu);
+  unsetenv("NABLACL_MMA_SMEM");
+  setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks share the staged K/V */
+  run_case(ctx, odd, NABLA_F16, 0.4, 8, emu); /* odd block count: a missing second block */
+  run_case(ctx, seq48, NABLA_BF16, -1.0, 9, emu);
+  unsetenv("NABLACL_MMA_QPW");
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
+static void test_nvidia_mma_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  if (!nabla_variant_supported(ctx, "nvidia-mma")) skip();
+  assert_int_equal(nabla_variant_force(ctx, "nvidia-mma"), NABLA_OK);
+  for (int smem = 1; smem >= 0; smem--)
+    for (int qpw = 1; qpw <= 2; qpw++) {
+      setenv("NABLACL_MMA_SMEM", smem ? "1" : "0", 1);
+      setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
+      print_message("nvidia-mma smem %d qpw %d\n", smem, qpw);
+      run_mma_cases(ctx, "nvidia-mma", smem);
+    }
+  unsetenv("NABLACL_MMA_SMEM");
+  unsetenv("NABLACL_MMA_QPW");
+  setenv("NABLACL_MMA_MAXRREG", "168", 1); /* a register cap (spills) must not change results */
+  print_message("nvidia-mma maxrregcount 168\n");
+  run_mma_cases(ctx, "nvidia-mma", 0);
+  unsetenv("NABLACL_MMA_MAXRREG");
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_names_and_force),
+      cmocka_unit_test(test_probe_by_vendor),
+      cmocka_unit_test(test_env_forces_and_falls_back),
+      cmocka_unit_test(test_emulated_matches_reference),
+      cmocka_unit_test(test_nvidia_mma_matches_reference),
+  };
+  return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
+}

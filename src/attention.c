@@ -105,7 +105,10 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   rc |= clSetKernelArg(kernel, a++, sizeof Nb, &Nb);
   rc |= clSetKernelArg(kernel, a++, sizeof scale_log2, &scale_log2);
   TRY_CL(st, ctx, rc);
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait, done_event));
+  cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait,
+                                         NABLA_EVENT_OUT(slot, done_event)));
+  nabla_profile_share(slot, done_event);
 done:
   if (kernel) clReleaseKernel(kernel);
   if (starts) clReleaseMemObject(starts);

@@ -226,7 +226,7 @@ static void probe_nvidia_mma(nabla_context *ctx, nabla_variant_probe *pr) {
     char why_smem[384] = "";
     probe_verdict s = probe_mma_smem(ctx, why_smem, sizeof why_smem);
     pr->smem_ptx = s == PROBE_PASS;
-    if (s != PROBE_PASS) snprintf(pr->why, sizeof pr->why, "ldmatrix/cp.async path off: %s", why_smem);
+    if (s != PROBE_PASS) snprintf(pr->why, sizeof pr->why, "ldmatrix/cp.async path off: %.300s", why_smem);
     else pr->why[0] = '\0';
     if (s != PROBE_ERROR) probe_cache_write(ctx, pr);
   } else {

@@ -1,4 +1,5 @@
 /* Device enumeration, identity key and capabilities. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,7 +180,7 @@ static int contains_ci(const char *hay, const char *needle) {
   size_t n = strlen(needle);
   for (; *hay; hay++) {
     size_t i = 0;
-    while (i < n && hay[i] && (hay[i] | 32) == (needle[i] | 32)) i++;
+    while (i < n && hay[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i])) i++;
     if (i == n) return 1;
   }
   return n == 0;

@@ -71,6 +71,7 @@ typedef struct {
   int checked, check_ok;
   double max_abs_err, tolerance;
   cli_mask_compare masks;
+  char variant[32];     /* attention kernel variant that ran (nabla_variant_last) */
 } run_results;
 
 /* ---- arguments -------------------------------------------------------------------------- */
@@ -398,6 +399,7 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
   for (int i = 0; !rc && i < a->repeat; i++)
     rc = cli_timed_attend(ctx, &in->shape, in->dtype, mask, b.q, b.k, b.v, b.o, &times[i]);
   if (!rc) r->attn_ms = median_ms(times, a->repeat);
+  if (!rc) snprintf(r->variant, sizeof r->variant, "%s", nabla_variant_last(ctx));
   free(times);
   if (!rc) rc = read_output(ctx, a, in, &b, r);
   if (!rc) rc = read_mask(ctx, a, in, mask, r);
@@ -521,6 +523,7 @@ static int report_json(const run_args *a, const run_inputs *in, const run_result
   cJSON_AddNumberToObject(o, "blocks_total", total);
   cJSON_AddNumberToObject(o, "mask_ms", r->mask_ms);
   cJSON_AddNumberToObject(o, "attn_ms", r->attn_ms);
+  cJSON_AddStringToObject(o, "variant", r->variant);
   if (r->checked) cJSON_AddItemToObject(o, "check", check_json(r));
   return cli_json_print(o);
 }
@@ -538,7 +541,7 @@ static void report_human(const run_args *a, const run_inputs *in, const run_resu
   printf("blocks kept  %lld of %.0f (density %.2f %%)\n", (long long)r->kept, total,
          100.0 * r->density);
   printf("mask build   %.3f ms\n", r->mask_ms);
-  printf("attention    %.3f ms\n", r->attn_ms);
+  printf("attention    %.3f ms (%s kernel)\n", r->attn_ms, r->variant);
   if (!r->checked) return;
   printf("check        max abs err %.3g (tolerance %.3g)\n", r->max_abs_err, r->tolerance);
   printf("             mask rows identical %lld / %lld, %lld near threshold, %lld unexplained: %s\n",

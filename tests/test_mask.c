@@ -205,6 +205,38 @@ static void test_flex_layout(void **state) {
   free(bitmap), free(num), free(idx);
 }
 
+/* thr = 1.0 keeps every block, so NABLA attention equals dense attention. */
+static void test_thr_one_equals_dense(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {2, 2, 234, 32, 2, 9, 13};
+  size_t n = (size_t)2 * 2 * 234 * 32;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
+  double *dense = malloc(n * sizeof *dense), *sparse = malloc(n * sizeof *sparse);
+  uint64_t seed = 77;
+  tu_fill_normal(q, n, &seed, 2.0);
+  tu_fill_normal(k, n, &seed, 2.0);
+  tu_fill_normal(v, n, &seed, 1.0);
+  cl_mem dq = tu_buffer_from(ctx, q, n, NABLA_F32), dk = tu_buffer_from(ctx, k, n, NABLA_F32);
+  cl_mem dv = tu_buffer_from(ctx, v, n, NABLA_F32), d1 = tu_buffer_from(ctx, v, n, NABLA_F32);
+  cl_mem d2 = tu_buffer_from(ctx, v, n, NABLA_F32);
+  nabla_algo one;
+  assert_int_equal(nabla_algo_parse("nabla-1.0", &one, NULL, 0), NABLA_OK);
+  assert_int_equal(nabla_attend(ctx, &s, NABLA_F32, NULL, dq, dk, dv, d1, 0, NULL, NULL), NABLA_OK);
+  assert_int_equal(nabla_attention(ctx, &one, &s, NABLA_F32, dq, dk, dv, d2, 0, NULL, NULL), NABLA_OK);
+  tu_buffer_read(ctx, d1, n, NABLA_F32, dense);
+  tu_buffer_read(ctx, d2, n, NABLA_F32, sparse);
+  assert_true(tu_max_abs_diff(dense, sparse, n) <= 1e-6);
+  nabla_mask *mask = NULL;
+  double density = 0;
+  assert_int_equal(nabla_mask_build(ctx, &one, &s, NABLA_F32, dq, dk, &mask, 0, NULL, NULL), NABLA_OK);
+  assert_int_equal(nabla_mask_stats(ctx, mask, NULL, &density), NABLA_OK);
+  assert_true(density == 1.0);
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv);
+  clReleaseMemObject(d1), clReleaseMemObject(d2);
+  free(q), free(k), free(v), free(dense), free(sparse);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_thresholds_ragged_grid),
@@ -214,6 +246,7 @@ int main(void) {
       cmocka_unit_test(test_near_threshold_rows),
       cmocka_unit_test(test_nan_rows_keep_everything),
       cmocka_unit_test(test_flex_layout),
+      cmocka_unit_test(test_thr_one_equals_dense),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -513,3 +513,13 @@ void cli_format_shape(const nabla_shape *s, char *buf, size_t len) {
              nabla_shape_blocks(s));
   else snprintf(buf + n, len - (size_t)n, "  Nb=%d", nabla_shape_blocks(s));
 }
+
+static int cmp_double(const void *x, const void *y) {
+  double a = *(const double *)x, b = *(const double *)y;
+  return (a > b) - (a < b);
+}
+
+double cli_median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}

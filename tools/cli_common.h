@@ -110,6 +110,8 @@ void cli_to_double(const void *src, size_t n, nabla_dtype dtype, double *out);
 void cli_from_float(const float *src, size_t n, nabla_dtype dtype, void *dst);
 /** max |a - b| (NaN wins). */
 double cli_max_abs_diff(const double *a, const double *b, size_t n);
+/** Median of n > 0 values (sorts them in place). */
+double cli_median(double *v, int n);
 /** max |a|. */
 double cli_max_abs(const double *a, size_t n);
 /** Elements of a [B,H,S,D] shape. */

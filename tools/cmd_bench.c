@@ -111,16 +111,6 @@ static int parse(int argc, char **argv, bench_args *a) {
   return CLI_PARSED;
 }
 
-static int cmp_double(const void *x, const void *y) {
-  double a = *(const double *)x, b = *(const double *)y;
-  return (a > b) - (a < b);
-}
-
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* FLOPs of attention over a CSR mask, counted on computed blocks with their real sizes. */
 static double mask_flops(const nabla_shape *s, const int32_t *starts, const int32_t *row_ptr,
                          const int32_t *col_idx) {
@@ -303,7 +293,7 @@ int cmd_bench(int argc, char **argv) {
     }
   }
   if ((rc = time_mask(ctx, &a, q, k, times, &algo_mask))) goto done;
-  r.mask_ms = median(times, a.repeat);
+  r.mask_ms = cli_median(times, a.repeat);
   const nabla_mask *sparse = algo_mask;
   if (a.density >= 0) {
     if (!(bitmap = random_bitmap(&a.shape, a.density))) {
@@ -322,11 +312,11 @@ int cmd_bench(int argc, char **argv) {
   double sparse_flops = 0;
   if ((rc = flops_of(ctx, &a.shape, sparse, &sparse_flops, &r.kept, &r.density))) goto done;
   if ((rc = time_attend(ctx, &a, sparse, q, k, v, o, times))) goto done;
-  r.sparse_ms = median(times, a.repeat);
+  r.sparse_ms = cli_median(times, a.repeat);
   snprintf(r.variant, sizeof r.variant, "%s", nabla_variant_last(ctx));
   snprintf(r.variant_note, sizeof r.variant_note, "%s", nabla_variant_note(ctx));
   if ((rc = time_attend(ctx, &a, NULL, q, k, v, o, times))) goto done;
-  r.dense_ms = median(times, a.repeat);
+  r.dense_ms = cli_median(times, a.repeat);
   snprintf(r.variant_dense, sizeof r.variant_dense, "%s", nabla_variant_last(ctx));
   double dense_flops = 4.0 * a.shape.batch * a.shape.heads * (double)a.shape.seq * a.shape.seq * a.shape.head_dim;
   r.sparse_tflops = sparse_flops / (r.sparse_ms * 1e-3) * 1e-12;

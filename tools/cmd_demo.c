@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "cli_common.h"
+#include "synth.h"
 
 static const char usage[] =
     "nablacl demo [options]\n\n"
@@ -36,7 +37,6 @@ enum {
   OPT_REF_HEADS, OPT_JSON, OPT_COUNT
 };
 
-#define DEMO_FEATURES 16           /* random Fourier features of the latent field */
 #define DEMO_REF_BUDGET 2.5e9      /* float64 flops spent on the reference by default */
 
 typedef struct {
@@ -116,115 +116,20 @@ static int parse_args(int argc, char **argv, demo_args *a) {
   return 0;
 }
 
-/* ---- video-like generator --------------------------------------------------------------- */
-
-typedef struct {
-  uint64_t state;
-} demo_rng;
-
-static uint64_t rng_next(demo_rng *r) {   /* splitmix64 */
-  uint64_t z = (r->state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-static double rng_uniform(demo_rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
-
-/* Approximately N(0, 1): four 16-bit uniforms summed (Irwin-Hall), cheap enough for 10^9. */
-static float rng_noise(demo_rng *r) {
-  uint64_t x = rng_next(r);
-  double sum = (double)(x & 0xffff) + (double)(x >> 16 & 0xffff) + (double)(x >> 32 & 0xffff) +
-               (double)(x >> 48);
-  return (float)((sum * (1.0 / 65536.0) - 2.0) * 1.7320508075688772);
-}
-
-/* One head's latent field: cos(omega . (t, h, w) + phase) features and three projections. */
-typedef struct {
-  double omega[DEMO_FEATURES][3], phase[DEMO_FEATURES];
-  float *wq, *wk, *wv;         /* [DEMO_FEATURES][D] */
-  float amp;
-} demo_head;
-
-static void head_init(demo_head *hd, int d, demo_rng *r) {
-  /* Heads differ in reach: spatial length scale 3..12 tokens, temporal 1..4 frames. */
-  double ls = 3.0 + 9.0 * rng_uniform(r), lt = 1.0 + 3.0 * rng_uniform(r);
-  for (int c = 0; c < DEMO_FEATURES; c++) {
-    hd->omega[c][0] = rng_noise(r) / lt;
-    hd->omega[c][1] = rng_noise(r) / ls;
-    hd->omega[c][2] = rng_noise(r) / ls;
-    hd->phase[c] = 6.283185307179586 * rng_uniform(r);
-  }
-  for (int i = 0; i < DEMO_FEATURES * d; i++) {
-    hd->wq[i] = rng_noise(r);
-    hd->wk[i] = hd->wq[i] + 0.5f * rng_noise(r);   /* K sees what Q sees, roughly */
-    hd->wv[i] = rng_noise(r);
-  }
-  hd->amp = (float)(2.5 / pow((double)d, 0.25));   /* reduced logits of order 6 for any D */
-}
-
-static void token_row(const demo_head *hd, int d, double t, double h, double w, float *q,
-                      float *k, float *v, demo_rng *r) {
-  float f[DEMO_FEATURES];
-  const float norm = (float)sqrt(2.0 / DEMO_FEATURES);
-  for (int c = 0; c < DEMO_FEATURES; c++)
-    f[c] = norm * (float)cos(hd->omega[c][0] * t + hd->omega[c][1] * h + hd->omega[c][2] * w +
-                             hd->phase[c]);
-  for (int j = 0; j < d; j++) {
-    float sq = 0, sk = 0, sv = 0;
-    for (int c = 0; c < DEMO_FEATURES; c++) {
-      sq += f[c] * hd->wq[c * d + j];
-      sk += f[c] * hd->wk[c * d + j];
-      sv += f[c] * hd->wv[c * d + j];
-    }
-    q[j] = hd->amp * sq + 0.3f * rng_noise(r);
-    k[j] = hd->amp * sk + 0.3f * rng_noise(r);
-    v[j] = sv + 0.3f * rng_noise(r);
-  }
-}
-
-/* Fills one (b, h) slice of each tensor (raster order) and stores it as `dtype`. */
-static void generate_head(const demo_args *a, demo_head *hd, float *tmp[3], size_t slice,
-                          demo_data *d, demo_rng *r) {
-  const nabla_shape *s = &a->shape;
-  int D = s->head_dim;
-  head_init(hd, D, r);
-  for (int t = 0; t < s->grid_t; t++)
-    for (int h = 0; h < s->grid_h; h++)
-      for (int w = 0; w < s->grid_w; w++) {
-        size_t off = (((size_t)t * s->grid_h + h) * s->grid_w + w) * D;
-        token_row(hd, D, t, h, w, tmp[0] + off, tmp[1] + off, tmp[2] + off, r);
-      }
-  size_t n = (size_t)s->seq * D, esize = nabla_dtype_size(a->dtype);
-  cli_from_float(tmp[0], n, a->dtype, (char *)d->q + slice * n * esize);
-  cli_from_float(tmp[1], n, a->dtype, (char *)d->k + slice * n * esize);
-  cli_from_float(tmp[2], n, a->dtype, (char *)d->v + slice * n * esize);
-}
+/* ---- inputs ----------------------------------------------------------------------------- */
 
 static int generate(const demo_args *a, demo_data *d) {
   const nabla_shape *s = &a->shape;
-  size_t n = (size_t)s->seq * s->head_dim, w = (size_t)DEMO_FEATURES * s->head_dim;
   d->elems = cli_shape_elems(s);
   d->bytes = d->elems * nabla_dtype_size(a->dtype);
   d->q = malloc(d->bytes);
   d->k = malloc(d->bytes);
   d->v = malloc(d->bytes);
-  float *tmp[3] = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float))};
-  demo_head hd = {.wq = malloc(w * sizeof(float)), .wk = malloc(w * sizeof(float)),
-                  .wv = malloc(w * sizeof(float))};
-  demo_rng r = {(uint64_t)a->seed * 0x2545F4914F6CDD1Dull + 1};
-  int rc = 0;
-  if (!d->q || !d->k || !d->v || !tmp[0] || !tmp[1] || !tmp[2] || !hd.wq || !hd.wk || !hd.wv) {
+  if (!d->q || !d->k || !d->v || synth_video_qkv(s, a->dtype, (uint64_t)a->seed, d->q, d->k, d->v)) {
     cli_error("out of memory generating Q/K/V (%zu bytes each)", d->bytes);
-    rc = CLI_EXIT_RUNTIME;
+    return CLI_EXIT_RUNTIME;
   }
-  for (int bh = 0; !rc && bh < s->batch * s->heads; bh++)
-    generate_head(a, &hd, tmp, (size_t)bh, d, &r);
-  for (int i = 0; i < 3; i++) free(tmp[i]);
-  free(hd.wq);
-  free(hd.wk);
-  free(hd.wv);
-  return rc;
+  return 0;
 }
 
 static void free_data(demo_data *d) {

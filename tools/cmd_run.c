@@ -355,16 +355,6 @@ static int read_mask(nabla_context *ctx, const run_args *a, const run_inputs *in
   return 0;
 }
 
-static int cmp_ms(const void *x, const void *y) {
-  double a = *(const double *)x, b = *(const double *)y;
-  return (a > b) - (a < b);
-}
-
-static double median_ms(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_ms);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *in,
                       run_results *r) {
   run_buffers b = {0};
@@ -386,7 +376,7 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
     mask = NULL;
     rc = timed_mask(ctx, a, in, &b, &mask, &times[i]);
   }
-  if (!rc) r->mask_ms = median_ms(times, a->repeat);
+  if (!rc) r->mask_ms = cli_median(times, a->repeat);
   if (!rc && in->mask_in.data) { /* attend with the caller's mask instead */
     nabla_mask_release(mask);
     mask = NULL;
@@ -398,7 +388,7 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
   }
   for (int i = 0; !rc && i < a->repeat; i++)
     rc = cli_timed_attend(ctx, &in->shape, in->dtype, mask, b.q, b.k, b.v, b.o, &times[i]);
-  if (!rc) r->attn_ms = median_ms(times, a->repeat);
+  if (!rc) r->attn_ms = cli_median(times, a->repeat);
   if (!rc) snprintf(r->variant, sizeof r->variant, "%s", nabla_variant_last(ctx));
   free(times);
   if (!rc) rc = read_output(ctx, a, in, &b, r);

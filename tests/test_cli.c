@@ -106,22 +106,6 @@ static int count_entries(const char *dir) {
   return n;
 }
 
-static void remove_tree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  char p[4096];
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    struct stat st;
-    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-    else unlink(p);
-  }
-  closedir(d);
-  rmdir(dir);
-}
-
 static const char *in_path(const fixture *fx, const char *name, char *buf, size_t len) {
   snprintf(buf, len, "%s/%s", fx->in, name);
   return buf;
@@ -208,7 +192,7 @@ static int group_setup(void **state) {
 
 static int group_teardown(void **state) {
   fixture *fx = *state;
-  remove_tree(fx->dir);
+  tu_remove_tree(fx->dir);
   free(fx);
   return 0;
 }

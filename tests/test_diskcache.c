@@ -35,28 +35,6 @@ __attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *f
   assert_true(n >= 0 && n < PATH_CAP);
 }
 
-static void rm_rf(const char *path) {
-  struct stat sb;
-  if (lstat(path, &sb) != 0) return;
-  if (S_ISDIR(sb.st_mode)) {
-    chmod(path, 0700); /* undo the read-only tests */
-    DIR *d = opendir(path);
-    if (d) {
-      struct dirent *e;
-      while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char child[PATH_CAP];
-        pathf(child, "%s/%s", path, e->d_name);
-        rm_rf(child);
-      }
-      closedir(d);
-    }
-    rmdir(path);
-  } else {
-    unlink(path);
-  }
-}
-
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
@@ -74,7 +52,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  rm_rf(f->dir);
+  tu_remove_tree(f->dir);
   free(f);
   return 0;
 }
@@ -620,7 +598,7 @@ static void test_unwritable(void **state) {
   assert_int_equal(nabla_diskcache_put(f->root, "programs", "k", "v", 1), NABLA_IO);
   expect_miss(f->root, "programs", "k");
   assert_int_equal(count_names(dir, ".tmp.", NULL), 0);
-  rm_rf(path);
+  tu_remove_tree(path);
 
   if (geteuid() == 0) {
     print_message("running as root: skipping the chmod 0500 checks (root ignores modes)\n");

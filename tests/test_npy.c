@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "../tools/npy.c"
+#include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
@@ -26,22 +27,6 @@ static char *make_temp_dir(void) {
     assert_non_null(mkdtemp(path));
   }
   return path;
-}
-
-static void remove_tree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  char p[4096];
-  while ((e = readdir(d)) != NULL) {
-    if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    struct stat st;
-    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-    else unlink(p);
-  }
-  closedir(d);
-  rmdir(dir);
 }
 
 static int count_entries(const char *dir) {
@@ -61,7 +46,7 @@ static int setup(void **state) {
 }
 
 static int teardown(void **state) {
-  remove_tree(*state);
+  tu_remove_tree(*state);
   free(*state);
   return 0;
 }

@@ -65,27 +65,6 @@ static void make_tmpdir(char *out, const char *tag) {
   if (!mkdtemp(out)) fail_msg("mkdtemp(%s): %s", out, strerror(errno));
 }
 
-static void rm_rf(const char *path) {
-  struct stat sb;
-  if (lstat(path, &sb) != 0) return;
-  if (S_ISDIR(sb.st_mode)) {
-    DIR *d = opendir(path);
-    if (d) {
-      struct dirent *e;
-      while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char child[PATH_CAP];
-        pathf(child, "%s/%s", path, e->d_name);
-        rm_rf(child);
-      }
-      closedir(d);
-    }
-    rmdir(path);
-  } else {
-    unlink(path);
-  }
-}
-
 static void *read_file(const char *path, size_t *len) {
   FILE *fp = fopen(path, "rb");
   if (!fp) fail_msg("open %s: %s", path, strerror(errno));
@@ -265,7 +244,7 @@ static int teardown(void **state) {
   if (!f) return 0;
   env_restore(&f->cache);
   env_restore(&f->kernels);
-  rm_rf(f->dir);
+  tu_remove_tree(f->dir);
   free(f);
   return 0;
 }

@@ -46,28 +46,6 @@ __attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *f
   assert_true(n >= 0 && n < PATH_CAP);
 }
 
-static void rm_rf(const char *path) {
-  struct stat sb;
-  if (lstat(path, &sb) != 0) return;
-  if (S_ISDIR(sb.st_mode)) {
-    chmod(path, 0700);
-    DIR *d = opendir(path);
-    if (d) {
-      struct dirent *e;
-      while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char child[PATH_CAP];
-        pathf(child, "%s/%s", path, e->d_name);
-        rm_rf(child);
-      }
-      closedir(d);
-    }
-    rmdir(path);
-  } else {
-    unlink(path);
-  }
-}
-
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
@@ -92,7 +70,7 @@ static int teardown(void **state) {
   if (f->saved_env) setenv("NABLACL_CACHE_DIR", f->saved_env, 1);
   else unsetenv("NABLACL_CACHE_DIR");
   free(f->saved_env);
-  rm_rf(f->dir);
+  tu_remove_tree(f->dir);
   free(f);
   return 0;
 }

@@ -1,8 +1,12 @@
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 nabla_context *tu_context(void) {
   nabla_context *ctx = NULL;
@@ -136,4 +140,29 @@ void tu_fill_video_like(const nabla_shape *s, double *x, uint64_t *seed, double 
         }
     free(proj);
   }
+}
+
+void tu_remove_tree(const char *path) {
+  struct stat sb;
+  if (lstat(path, &sb) != 0) return;
+  if (!S_ISDIR(sb.st_mode)) {
+    unlink(path);
+    return;
+  }
+  chmod(path, 0700); /* undo read-only test directories */
+  DIR *d = opendir(path);
+  if (d) {
+    struct dirent *e;
+    while ((e = readdir(d))) {
+      if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+      size_t len = strlen(path) + strlen(e->d_name) + 2;
+      char *child = malloc(len);
+      if (!child) break;
+      snprintf(child, len, "%s/%s", path, e->d_name);
+      tu_remove_tree(child);
+      free(child);
+    }
+    closedir(d);
+  }
+  rmdir(path);
 }

@@ -37,6 +37,10 @@ void tu_buffer_read(nabla_context *ctx, cl_mem buf, size_t n, nabla_dtype dtype,
 
 double tu_max_abs_diff(const double *a, const double *b, size_t n);
 
+/* Removes a file or a directory tree (making read-only directories writable first); a missing
+ * path is fine. Symbolic links are removed, never followed. */
+void tu_remove_tree(const char *path);
+
 /* Video-like Q/K: smooth in space and time plus noise, so NABLA masks are non-trivial. */
 void tu_fill_video_like(const nabla_shape *shape, double *x, uint64_t *seed, double amp);
 

@@ -378,30 +378,31 @@ done:
   return st;
 }
 
+/* Opens a directory for listing. A missing directory is not an error: NABLA_OK, *out NULL. */
+static nabla_status open_listing(const char *dir, DIR **out) {
+  *out = NULL;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return (errno == ENOENT || errno == ENOTDIR) ? NABLA_OK : NABLA_IO;
+  *out = fdopendir(fd);
+  if (*out) return NABLA_OK;
+  close(fd);
+  return NABLA_IO;
+}
+
 nabla_status nabla_diskcache_foreach(const char *root, const char *ns,
                                      nabla_diskcache_visit visit, void *user) {
   nabla_status st = NABLA_OK;
   char *dir = NULL, *key = NULL;
   void *data = NULL;
   DIR *d = NULL;
-  int dfd = -1;
   if (!root_valid(root) || !ns_valid(ns) || !visit) return NABLA_INVALID_ARGUMENT;
   dir = path_printf("%s/v%d/%s", root, NABLA_DISKCACHE_SCHEMA, ns);
   if (!dir) {
     st = NABLA_OUT_OF_MEMORY;
     goto done;
   }
-  dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) {
-    st = (errno == ENOENT || errno == ENOTDIR) ? NABLA_OK : NABLA_IO;
-    goto done;
-  }
-  d = fdopendir(dfd);
-  if (!d) {
-    st = NABLA_IO;
-    goto done;
-  }
-  dfd = -1; /* owned by d now */
+  st = open_listing(dir, &d);
+  if (!d) goto done;
   for (;;) {
     errno = 0;
     struct dirent *e = readdir(d);
@@ -435,7 +436,6 @@ done:
   free(key);
   free(data);
   if (d) closedir(d);
-  if (dfd >= 0) close(dfd);
   free(dir);
   return st;
 }
@@ -471,7 +471,6 @@ nabla_status nabla_diskcache_clear(const char *root) {
   nabla_status st = NABLA_OK;
   char *vdir = NULL;
   DIR *d = NULL;
-  int vfd = -1;
   time_t now = time(NULL);
   if (!root_valid(root)) return NABLA_INVALID_ARGUMENT;
   vdir = path_printf("%s/v%d", root, NABLA_DISKCACHE_SCHEMA);
@@ -479,17 +478,8 @@ nabla_status nabla_diskcache_clear(const char *root) {
     st = NABLA_OUT_OF_MEMORY;
     goto done;
   }
-  vfd = open(vdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (vfd < 0) {
-    st = (errno == ENOENT || errno == ENOTDIR) ? NABLA_OK : NABLA_IO;
-    goto done;
-  }
-  d = fdopendir(vfd);
-  if (!d) {
-    st = NABLA_IO;
-    goto done;
-  }
-  vfd = -1; /* owned by d now */
+  st = open_listing(vdir, &d);
+  if (!d) goto done;
   for (;;) {
     errno = 0;
     struct dirent *e = readdir(d);
@@ -505,7 +495,6 @@ nabla_status nabla_diskcache_clear(const char *root) {
   }
 done:
   if (d) closedir(d);
-  if (vfd >= 0) close(vfd);
   free(vdir);
   return st;
 }

@@ -15,7 +15,6 @@
   nabla_context *ctx = *(state); \
   if (!ctx) skip()
 
-static double tolerance(nabla_dtype dtype) { return dtype == NABLA_F16 ? 4e-3 : 3e-2; }
 
 static int is_nvidia(nabla_context *ctx) {
   char vendor[256] = "";
@@ -23,41 +22,13 @@ static int is_nvidia(nabla_context *ctx) {
   return strstr(vendor, "NVIDIA") != NULL;
 }
 
-/* Random Q/K/V, a random mask of `density` (dense when < 0; row 2 empty when sparse), attention
- * with the context's current variant setting, compared with the float64 reference. Checks that
- * `expect` was the variant used. */
+/* Device vs reference (tu_attend_vs_reference) with the context's current variant setting;
+ * checks that `expect` was the variant used. */
 static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
                      uint64_t seed, const char *expect) {
-  size_t n = (size_t)s.batch * s.heads * s.seq * s.head_dim;
-  int nb = nabla_shape_blocks(&s);
-  size_t rows = (size_t)s.batch * s.heads * nb;
-  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
-  double *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
-  uint8_t *bitmap = malloc(rows * nb);
-  int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(rows * nb * sizeof *col_idx);
-  assert_non_null(q), assert_non_null(k), assert_non_null(v), assert_non_null(ref);
-  assert_non_null(out), assert_non_null(bitmap), assert_non_null(row_ptr), assert_non_null(col_idx);
-  tu_fill_normal(q, n, &seed, 1.5);
-  tu_fill_normal(k, n, &seed, 1.0);
-  tu_fill_normal(v, n, &seed, 1.0);
-  tu_quantize(q, n, dtype);
-  tu_quantize(k, n, dtype);
-  tu_quantize(v, n, dtype);
-  for (size_t i = 0; i < rows * nb; i++) bitmap[i] = density < 0 || tu_rand_uniform(&seed) < density;
-  if (density >= 0 && rows > 2) memset(bitmap + 2 * (size_t)nb, 0, nb); /* an empty row: zeros */
-  nabla_ref_csr(&s, bitmap, row_ptr, col_idx);
-  nabla_ref_attention_sparse(&s, q, k, v, row_ptr, col_idx, ref);
-
-  cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
-  cl_mem dv = tu_buffer_from(ctx, v, n, dtype), dout = tu_buffer_from(ctx, q, n, dtype);
-  nabla_mask *mask = NULL;
-  if (density >= 0) assert_int_equal(nabla_mask_from_bitmap(ctx, &s, bitmap, &mask), NABLA_OK);
-  nabla_status st = nabla_attend(ctx, &s, dtype, mask, dq, dk, dv, dout, 0, NULL, NULL);
-  if (st != NABLA_OK) fail_msg("nabla_attend: %s", nabla_last_error(ctx));
+  double err = tu_attend_vs_reference(ctx, &s, dtype, density, 1.5, seed), tol = tu_tolerance(dtype);
   if (strcmp(nabla_variant_last(ctx), expect) != 0)
     fail_msg("ran %s, expected %s (%s)", nabla_variant_last(ctx), expect, nabla_variant_note(ctx));
-  tu_buffer_read(ctx, dout, n, dtype, out);
-  double err = tu_max_abs_diff(out, ref, n), tol = tolerance(dtype);
   if (getenv("NABLACL_TEST_VERBOSE"))
     print_message("  %s B%d H%d S%d D%d %s density %.2f: max abs error %.3g\n", expect, s.batch,
                   s.heads, s.seq, s.head_dim, nabla_dtype_name(dtype), density, err);
@@ -65,9 +36,6 @@ static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, doubl
     fail_msg("%s B%d H%d S%d D%d grid %dx%dx%d %s density %.2f: max abs error %.3g > %.3g", expect,
              s.batch, s.heads, s.seq, s.head_dim, s.grid_t, s.grid_h, s.grid_w,
              nabla_dtype_name(dtype), density, err, tol);
-  nabla_mask_release(mask);
-  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
-  free(q), free(k), free(v), free(ref), free(out), free(bitmap), free(row_ptr), free(col_idx);
 }
 
 /* Every mma case: ragged grids, several head dims, batch > 1, empty rows, dense. */

@@ -37,6 +37,16 @@ void tu_buffer_read(nabla_context *ctx, cl_mem buf, size_t n, nabla_dtype dtype,
 
 double tu_max_abs_diff(const double *a, const double *b, size_t n);
 
+/* Output tolerance of the device tests against float64 (max abs): f32 2e-5, f16 4e-3, bf16 3e-2. */
+double tu_tolerance(nabla_dtype dtype);
+
+/* One attention case: random Q (N(0, q_scale²)), K, V quantized to `dtype`, a random block mask
+ * of `density` (dense, mask NULL, when density < 0; row 2 kept empty when sparse, so its output
+ * must be zeros), nabla_attend with the context's current variant setting, compared with
+ * nabla_ref_attention_sparse. Returns the max abs error; fails the test on any API error. */
+double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype,
+                              double density, double q_scale, uint64_t seed);
+
 /* Removes a file or a directory tree (making read-only directories writable first); a missing
  * path is fine. Symbolic links are removed, never followed. */
 void tu_remove_tree(const char *path);

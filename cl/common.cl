@@ -28,3 +28,13 @@ inline ushort nabla_to_bf16(float v) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (ushort)(u >> 16);
 }
+
+/* Sliding-tile window (DESIGN §2): query block i sees key block j iff their (t, h, w) block
+ * coordinates in the T x Hb x Wb block grid differ by at most (rt, rh, rw). Used by the STA
+ * kernel and fused into the NABLA selection. */
+inline int nabla_sta_keep(int i, int j, int Hb, int Wb, int rt, int rh, int rw) {
+  int plane = Hb * Wb;
+  int ti = i / plane, hi = (i % plane) / Wb, wi = i % Wb;
+  int tj = j / plane, hj = (j % plane) / Wb, wj = j % Wb;
+  return abs(ti - tj) <= rt && abs(hi - hj) <= rh && abs(wi - wj) <= rw;
+}

@@ -2,7 +2,9 @@
  * CSR compaction of the block bitmap [R = BH*Nb rows, Nb columns]:
  *   csr_count: row_ptr[r + 1] = kept blocks of row r
  *   csr_scan:  one work-group turns row_ptr[1..R] into the inclusive prefix sum (row_ptr[0] = 0)
+ *              (the NABLA selection writes the row lengths itself and skips csr_count)
  *   csr_fill:  col_idx[row_ptr[r] ..] = kept columns of row r, ascending
+ *   csr_gather: the same from the per-row lists the NABLA selection compacted
  * count and fill give each row CSR_TPR work-items, each owning a contiguous chunk of the row,
  * CSR_WG / CSR_TPR rows per work-group.
  */
@@ -27,7 +29,6 @@ void csr_count(__global const uchar *bitmap, __global int *row_ptr, int Nb, int 
   const int lid = get_local_id(0), rr = lid / CSR_TPR, lt = lid % CSR_TPR;
   const int r = get_group_id(0) * CSR_ROWS + rr;
   const int chunk = (Nb + CSR_TPR - 1) / CSR_TPR, j0 = min(Nb, lt * chunk), j1 = min(Nb, j0 + chunk);
-  if (get_global_id(0) == 0) row_ptr[0] = 0;
   part[rr][lt] = r < R ? chunk_count(bitmap + (size_t)r * Nb, j0, j1) : 0;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (lt == 0 && r < R) {
@@ -37,29 +38,37 @@ void csr_count(__global const uchar *bitmap, __global int *row_ptr, int Nb, int 
   }
 }
 
+/* One work-group scans tiles of CSR_WG * SCAN_PT counts: each work-item adds its SCAN_PT
+ * consecutive counts, a Hillis-Steele scan in local memory gives the offsets of the
+ * work-items, and a carry links the tiles. Sets row_ptr[0] = 0 itself. */
+#define SCAN_PT 16
 __kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
 void csr_scan(__global int *row_ptr, int R) {
-  __local int part[CSR_WG];
-  int lid = get_local_id(0);
-  int chunk = (R + CSR_WG - 1) / CSR_WG;
-  int r0 = 1 + lid * chunk, r1 = min(R + 1, r0 + chunk);
-  int s = 0;
-  for (int r = r0; r < r1; r++) s += row_ptr[r];
-  part[lid] = s;
-  barrier(CLK_LOCAL_MEM_FENCE);
-  if (lid == 0) {
-    int run = 0;
-    for (int t = 0; t < CSR_WG; t++) {
-      int v = part[t];
-      part[t] = run;
-      run += v;
+  __local int sums[CSR_WG];
+  const int lid = get_local_id(0);
+  __global int *x = row_ptr + 1;
+  if (lid == 0) row_ptr[0] = 0;
+  int carry = 0;
+  for (int base = 0; base < R; base += CSR_WG * SCAN_PT) {
+    const int i0 = base + lid * SCAN_PT;
+    int v[SCAN_PT], run = 0;
+    for (int e = 0; e < SCAN_PT; e++) {
+      run += i0 + e < R ? x[i0 + e] : 0;
+      v[e] = run;
     }
-  }
-  barrier(CLK_LOCAL_MEM_FENCE);
-  int run = part[lid];
-  for (int r = r0; r < r1; r++) {
-    run += row_ptr[r];
-    row_ptr[r] = run;
+    sums[lid] = run;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int off = 1; off < CSR_WG; off <<= 1) {
+      int add = lid >= off ? sums[lid - off] : 0;
+      barrier(CLK_LOCAL_MEM_FENCE);
+      sums[lid] += add;
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const int before = carry + (lid ? sums[lid - 1] : 0);
+    for (int e = 0; e < SCAN_PT; e++)
+      if (i0 + e < R) x[i0 + e] = before + v[e];
+    carry += sums[CSR_WG - 1];
+    barrier(CLK_LOCAL_MEM_FENCE); /* sums is rewritten by the next tile */
   }
 }
 
@@ -78,4 +87,17 @@ void csr_fill(__global const uchar *bitmap, __global const int *row_ptr, __globa
   for (int t = 0; t < lt; t++) pos += part[rr][t];
   for (int j = j0; j < j1; j++)
     if (row[j]) col_idx[pos++] = j;
+}
+
+/* After the NABLA selection: row r's kept columns sit compacted at cols[r * Nb ..] (written
+ * over the reduced map by select_cdf); copy them to col_idx[row_ptr[r] ..]. */
+__kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
+void csr_gather(__global const int *cols, __global const int *row_ptr, __global int *col_idx,
+                int Nb, int R) {
+  const int lid = get_local_id(0), rr = lid / CSR_TPR, lt = lid % CSR_TPR;
+  const int r = get_group_id(0) * CSR_ROWS + rr;
+  if (r >= R) return;
+  const int p0 = row_ptr[r], n = row_ptr[r + 1] - p0;
+  __global const int *src = cols + (size_t)r * Nb;
+  for (int i = lt; i < n; i += CSR_TPR) col_idx[p0 + i] = src[i];
 }

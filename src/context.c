@@ -118,6 +118,7 @@ void nabla_context_destroy(nabla_context *ctx) {
   if (!ctx) return;
   if (ctx->queue) clFinish(ctx->queue);
   nabla_profile_release(ctx);
+  nabla_workspace_release(ctx);
   nabla_programs_release(ctx);
   nabla_tuning_free(ctx->tuning);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

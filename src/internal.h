@@ -73,6 +73,14 @@ typedef struct {
   cl_event event[NABLA_PROFILE_MAX];
 } nabla_profile;
 
+/* Scratch device buffers of the mask build, grown on demand and kept for the next call. The
+ * queue is in order, so a later call's kernels run after the earlier ones that used them. */
+typedef enum { NABLA_WS_POOLED = 0, NABLA_WS_MAP, NABLA_WS_COUNT } nabla_workspace_slot;
+typedef struct {
+  cl_mem mem[NABLA_WS_COUNT];
+  size_t bytes[NABLA_WS_COUNT];
+} nabla_workspace;
+
 struct nabla_context {
   cl_context cl_ctx;
   cl_device_id device;
@@ -87,8 +95,15 @@ struct nabla_context {
   struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
   nabla_variant_state variants;   /* kernel variant probes and choice (variant.c) */
   nabla_profile profile;
+  nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
   char error[NABLA_ERR_LEN];
 };
+
+/* workspace.c: a buffer of at least `bytes` for `slot`, owned by the context (not retained
+ * for the caller; valid until the next call for the same slot or the context's end). */
+nabla_status nabla_workspace_get(nabla_context *ctx, nabla_workspace_slot slot, size_t bytes,
+                                 const char *what, cl_mem *out);
+void nabla_workspace_release(nabla_context *ctx);
 
 /* status.c */
 nabla_status nabla_fail(nabla_context *ctx, nabla_status st, const char *fmt, ...)

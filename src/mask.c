@@ -1,8 +1,10 @@
 /*
- * Mask build: pool -> reduced map (CLBlast batched GEMM) -> softmax + CDF select -> STA OR ->
- * CSR. Everything stays on the device; nothing is read back unless asked for.
+ * Mask build: pool (Q and K in one launch) -> reduced map (batched fp32 GEMM, cl/map.cl) ->
+ * softmax + CDF select with the STA window ORed in and the row lengths counted -> CSR scan and
+ * fill. Pure STA and dense masks fill the bitmap, OR the window, count, scan and fill.
+ * Everything stays on the device; nothing is read back unless asked for. Pooled Q/K and the
+ * reduced map live in the context's workspace, reused by the next build.
  */
-#include <clblast_c.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,47 +82,71 @@ done:
   return st;
 }
 
-/* Enqueues pool(q), pool(k), the reduced map and the selection into m->bitmap. */
+/* Window radii of the algorithm's STA part in block units (all zero without STA). */
+typedef struct {
+  cl_int on, Hb, Wb, rt, rh, rw;
+} sta_window;
+
+static sta_window window_of(const nabla_shape *s, const nabla_algo *algo) {
+  sta_window w = {0, 1, 1, 0, 0, 0};
+  if (!algo->sta) return w;
+  w.on = 1;
+  w.Hb = (s->grid_h + NABLA_TILE - 1) / NABLA_TILE;
+  w.Wb = (s->grid_w + NABLA_TILE - 1) / NABLA_TILE;
+  w.rt = algo->sta_t / 2, w.rh = algo->sta_h / 2, w.rw = algo->sta_w / 2;
+  return w;
+}
+
+/* Work-group shape of the pooling: NV work-items per token row (16 bytes each), TS token
+ * slices, NV * TS <= 256 (POOL_WG in cl/pool.cl) and within the device's limit. */
+static void pool_local_size(const nabla_context *ctx, int D, nabla_dtype dtype, size_t local[3]) {
+  size_t nv = (size_t)D / (nabla_dtype_size(dtype) == 4 ? 4 : 8), limit = 256;
+  if (limit > ctx->caps.max_wg) limit = ctx->caps.max_wg;
+  size_t ts = limit / nv;
+  if (ts > 64) ts = 64; /* a block has at most 64 tokens */
+  local[0] = nv, local[1] = ts ? ts : 1, local[2] = 1;
+}
+
+/* Enqueues the pooling of Q and K, the reduced map and the selection (with the STA window)
+ * into m->bitmap, the row lengths into m->row_ptr[1..] and each row's kept columns over its
+ * reduced map in the NABLA_WS_MAP workspace (for enqueue_csr). */
 static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
                                   const nabla_algo *algo, cl_mem q, cl_mem k,
                                   const nabla_params *sel, cl_uint num_wait, const cl_event *wait) {
   nabla_status st = NABLA_OK;
   const nabla_shape *s = &m->shape;
-  cl_mem qp = NULL, kp = NULL, logits = NULL;
-  cl_kernel pool = NULL, select = NULL;
+  cl_mem pooled = NULL, logits = NULL;
+  cl_kernel pool = NULL, map = NULL, select = NULL;
   cl_program prog = NULL;
-  cl_event gemm_event = NULL;
-  cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks;
-  size_t BH = (size_t)s->batch * s->heads, rows = BH * (size_t)Nb;
+  cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks, BH = s->batch * s->heads;
+  size_t rows = (size_t)BH * (size_t)Nb;
 
-  /* Work-items per row: enough that each holds at most ~48 values in registers. */
+  /* Work-items per row: enough that each holds at most ~48 values, as far as the work-group
+   * allows. More work-items per row measured slower on the H100 (1050 blocks: 128 per row
+   * took 1.8 ms against 0.9 ms for 32): every one of them joins each row reduction. */
   size_t sel_wg = (size_t)nabla_params_get(sel, "SEL_WG", 256), tpr = 32;
   while ((size_t)Nb > 48 * tpr && tpr < sel_wg) tpr *= 2;
   int per_thread = (int)(((size_t)Nb + tpr - 1) / tpr);
   per_thread = (per_thread + 3) / 4 * 4; /* fewer distinct programs */
-  TRY(st, buffer(ctx, rows * D * sizeof(float), "pooled Q", &qp));
-  TRY(st, buffer(ctx, rows * D * sizeof(float), "pooled K", &kp));
-  TRY(st, buffer(ctx, rows * Nb * sizeof(float), "reduced map", &logits));
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * D * sizeof(float), "pooled Q and K", &pooled));
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", &logits));
 
   TRY(st, nabla_program_get(ctx, "pool", nabla_dtype_define(dtype), &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
-  size_t pool_global[3] = {(size_t)D / (nabla_dtype_size(dtype) == 4 ? 4 : 8), (size_t)Nb, BH};
-  TRY_CL(st, ctx, set_args(pool, 6, ARG(q), ARG(qp), ARG(m->block_start), ARG(S), ARG(D), ARG(Nb)));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, num_wait, wait, nabla_profile_slot(ctx, "pool")));
-  TRY_CL(st, ctx, set_args(pool, 2, ARG(k), ARG(kp)));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, NULL, 0, NULL, nabla_profile_slot(ctx, "pool")));
+  size_t pool_local[3], pool_global[3];
+  pool_local_size(ctx, D, dtype, pool_local);
+  pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
+  TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(m->block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));
 
   /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
-  CLBlastStatusCode bs = CLBlastSgemmStridedBatched(
-      CLBlastLayoutRowMajor, CLBlastTransposeNo, CLBlastTransposeYes, (size_t)Nb, (size_t)Nb,
-      (size_t)D, 1.0f / sqrtf((float)D), qp, 0, (size_t)D, (size_t)Nb * D, kp, 0, (size_t)D,
-      (size_t)Nb * D, 0.0f, logits, 0, (size_t)Nb, (size_t)Nb * Nb, BH, &ctx->queue, &gemm_event);
-  cl_event *gemm_slot = nabla_profile_slot(ctx, "map");
-  nabla_profile_share(gemm_slot, &gemm_event);
-  if (bs != CLBlastSuccess) {
-    st = nabla_fail(ctx, NABLA_OPENCL, "CLBlastSgemmStridedBatched failed with CLBlast status %d", (int)bs);
-    goto done;
-  }
+  TRY(st, nabla_program_get(ctx, "map", "", &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "reduced_map", &map));
+  cl_float scale = 1.0f / sqrtf((float)D);
+  TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(logits), ARG(Nb), ARG(D), ARG(BH), ARG(scale)));
+  size_t tiles = ((size_t)Nb + 127) / 128;
+  size_t map_global[3] = {16 * tiles, 16 * tiles, (size_t)BH}, map_local[3] = {16, 16, 1};
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, map, 3, NULL, map_global, map_local, 0, NULL, nabla_profile_slot(ctx, "map")));
 
   char options[256];
   snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
@@ -129,33 +155,33 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   snprintf(options + used, sizeof options - used, " -DSEL_TPR=%zu -DSEL_PT=%d", tpr, per_thread);
   TRY(st, nabla_program_get(ctx, "select", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "select_cdf", &select));
+  sta_window w = window_of(s, algo);
   cl_float thr = (cl_float)algo->thr;
   cl_int nrows = (cl_int)rows;
-  TRY_CL(st, ctx, set_args(select, 5, ARG(logits), ARG(m->bitmap), ARG(Nb), ARG(nrows), ARG(thr)));
+  TRY_CL(st, ctx, set_args(select, 12, ARG(logits), ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(nrows), ARG(thr),
+                           ARG(w.on), ARG(w.Hb), ARG(w.Wb), ARG(w.rt), ARG(w.rh), ARG(w.rw)));
   size_t rows_per_group = sel_wg / tpr;
   size_t sel_global = (rows + rows_per_group - 1) / rows_per_group * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
 done:
-  if (gemm_event) clReleaseEvent(gemm_event);
   if (pool) clReleaseKernel(pool);
+  if (map) clReleaseKernel(map);
   if (select) clReleaseKernel(select);
-  if (qp) clReleaseMemObject(qp);
-  if (kp) clReleaseMemObject(kp);
-  if (logits) clReleaseMemObject(logits);
   return st;
 }
 
+/* ORs the STA window into every row of m->bitmap (pure STA masks; NABLA+STA fuses it into
+ * the selection). */
 static nabla_status enqueue_sta(nabla_context *ctx, nabla_mask *m, const nabla_algo *algo) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   cl_kernel kernel = NULL;
   const nabla_shape *s = &m->shape;
   cl_int Nb = m->nblocks, BH = s->batch * s->heads;
-  cl_int Hb = (s->grid_h + 7) / 8, Wb = (s->grid_w + 7) / 8;
-  cl_int rt = algo->sta_t / 2, rh = algo->sta_h / 2, rw = algo->sta_w / 2;
+  sta_window w = window_of(s, algo);
   TRY(st, nabla_program_get(ctx, "sta", "", &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "sta_or", &kernel));
-  TRY_CL(st, ctx, set_args(kernel, 8, ARG(m->bitmap), ARG(Nb), ARG(BH), ARG(Hb), ARG(Wb), ARG(rt), ARG(rh), ARG(rw)));
+  TRY_CL(st, ctx, set_args(kernel, 8, ARG(m->bitmap), ARG(Nb), ARG(BH), ARG(w.Hb), ARG(w.Wb), ARG(w.rt), ARG(w.rh), ARG(w.rw)));
   size_t global[2] = {(size_t)Nb, (size_t)Nb};
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 2, NULL, global, NULL, 0, NULL, nabla_profile_slot(ctx, "sta")));
 done:
@@ -163,22 +189,28 @@ done:
   return st;
 }
 
-static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, cl_event *done_event) {
+/* CSR of m->bitmap. Without `compact`: row lengths, their prefix sum, the column indices from
+ * the bitmap. With it (after the NABLA selection, which wrote the row lengths and the
+ * compacted columns of every row at compact[row * Nb ..]): prefix sum and a copy. */
+static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, cl_mem compact, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   cl_kernel count = NULL, scan = NULL, fill = NULL;
   const nabla_shape *s = &m->shape;
   cl_int Nb = m->nblocks, R = s->batch * s->heads * m->nblocks;
   TRY(st, nabla_program_get(ctx, "csr", "", &prog));
-  TRY(st, nabla_kernel_create(ctx, prog, "csr_count", &count));
   TRY(st, nabla_kernel_create(ctx, prog, "csr_scan", &scan));
-  TRY(st, nabla_kernel_create(ctx, prog, "csr_fill", &fill));
-  TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
+  TRY(st, nabla_kernel_create(ctx, prog, compact ? "csr_gather" : "csr_fill", &fill));
   TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
-  TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
+  cl_mem src = compact ? compact : m->bitmap;
+  TRY_CL(st, ctx, set_args(fill, 5, ARG(src), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
   size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
   size_t rows = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+  if (!compact) {
+    TRY(st, nabla_kernel_create(ctx, prog, "csr_count", &count));
+    TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+  }
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   cl_event *slot = nabla_profile_slot(ctx, "csr");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &rows, &wg, 0, NULL, NABLA_EVENT_OUT(slot, done_event)));
@@ -224,8 +256,8 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
     TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, nabla_profile_slot(ctx, "fill")));
   }
-  if (algo->sta) TRY(st, enqueue_sta(ctx, m, algo));
-  TRY(st, enqueue_csr(ctx, m, done_event));
+  if (algo->sta && !algo->nabla) TRY(st, enqueue_sta(ctx, m, algo));
+  TRY(st, enqueue_csr(ctx, m, algo->nabla ? ctx->workspace.mem[NABLA_WS_MAP] : NULL, done_event));
   *out = m;
   m = NULL;
 done:
@@ -252,7 +284,7 @@ nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape
       goto done;
     }
   TRY_CL(st, ctx, clEnqueueWriteBuffer(ctx->queue, m->bitmap, CL_TRUE, 0, bytes, bitmap, 0, NULL, NULL));
-  TRY(st, enqueue_csr(ctx, m, &done_event));
+  TRY(st, enqueue_csr(ctx, m, NULL, &done_event));
   TRY_CL(st, ctx, clWaitForEvents(1, &done_event));
   *out = m;
   m = NULL;

@@ -71,8 +71,9 @@ static int select_fits(nabla_context *ctx, int head_dim, const nabla_params *p, 
     snprintf(why, len, "SEL_WG=%d exceeds the device's work-group limit %zu", wg, ctx->caps.max_wg);
     return 0;
   }
-  /* The row reductions: SEL_WG float8 partials. */
-  size_t local = 32u * (size_t)wg;
+  /* cl/select.cl sel_scratch: per work-item a float16, two scalars, a partial-sum share and
+   * up to 48 decision bytes (SEL_PT <= 48 while rows fit the work-group). */
+  size_t local = 124u * (size_t)wg;
   if (local > ctx->caps.local_mem) {
     snprintf(why, len, "needs %zu bytes of local memory, the device has %llu", local,
              (unsigned long long)ctx->caps.local_mem);
@@ -109,11 +110,11 @@ static const nabla_kernel_space kernel_spaces[] = {
      "4*(max(2*64*(TILE_D+4), TILE_V*HEAD_DIM) + 64*68 + 64*17) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
      "work-groups of 16x8: CL_KERNEL_WORK_GROUP_SIZE >= 128"},
     {"select",
-     {{"SEL_WG", 256, 3, {64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
+     {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
      select_fits,
      select_build,
      "SEL_WG a power of two, 32 <= SEL_WG <= CL_DEVICE_MAX_WORK_GROUP_SIZE and <= "
-     "CL_KERNEL_WORK_GROUP_SIZE; 32*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
+     "CL_KERNEL_WORK_GROUP_SIZE; 124*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
 };
 
 /* Built-in defaults per device class, used when nothing is tuned. Parameters not named keep

@@ -86,6 +86,16 @@ static void test_thresholds_ragged_grid(void **state) {
   assert_true(prev == 1.0); /* thr = 1 keeps everything */
 }
 
+/* Long rows: more blocks than 16 per work-item of a 32-wide row, so the selection spreads a row
+ * over 64+ work-items and the map over several 128-wide tiles with a ragged last tile; NABLA
+ * with the window fused into the selection, on a ragged 12x44x76 grid (Nb = 720). */
+static void test_long_rows(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {2, 1, 12 * 44 * 76, 24, 12, 44, 76};
+  check_mask(ctx, s, NABLA_BF16, "nabla-0.8", 71, 1);
+  check_mask(ctx, s, NABLA_F32, "nabla-0.5_sta-3-3-3", 72, 1);
+}
+
 static void test_config_forms_and_dtypes(void **state) {
   CTX_OR_SKIP(state);
   nabla_shape s = {3, 1, 234, 32, 2, 9, 13}; /* batch 3, ragged 2x9x13 */
@@ -243,6 +253,7 @@ int main(void) {
       cmocka_unit_test(test_config_forms_and_dtypes),
       cmocka_unit_test(test_head_dims_plain_sequence),
       cmocka_unit_test(test_sta_densities_exact),
+      cmocka_unit_test(test_long_rows),
       cmocka_unit_test(test_near_threshold_rows),
       cmocka_unit_test(test_nan_rows_keep_everything),
       cmocka_unit_test(test_flex_layout),

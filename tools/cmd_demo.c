@@ -207,8 +207,8 @@ static int read_mask(nabla_context *ctx, const demo_args *a, const nabla_mask *m
 }
 
 /*
- * Untimed first runs, so the timed ones exclude program builds (CLBlast compiles its GEMM
- * once per process and block count) and first-touch costs. The mask is warmed on the real
+ * Untimed first runs, so the timed ones exclude program builds (kernels are compiled or
+ * loaded once per process and options) and first-touch costs such as the mask workspace. The mask is warmed on the real
  * shape (cheap); attention on a view that treats every frame as a head: the same tokens per
  * launch, so the same tuned programs, at 1/T of the work.
  */

@@ -360,8 +360,9 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
   run_buffers b = {0};
   nabla_mask *mask = NULL;
   int rc = upload(ctx, a, in, &b);
-  /* The mask build is always warmed once: CLBlast compiles its GEMM once per process, which
-   * is not what mask_ms should report. Attention is warmed only on request (--warmup). */
+  /* The mask build is always warmed once: the first build compiles (or loads) its programs
+   * and allocates the context's workspace, which is not what mask_ms should report.
+   * Attention is warmed only on request (--warmup). */
   for (int i = 0; !rc && i < (a->warmup > 0 ? a->warmup : 1); i++) {
     rc = timed_mask(ctx, a, in, &b, &mask, NULL);
     if (!rc && a->warmup > 0)

@@ -33,7 +33,7 @@
 typedef struct {
   float16 vec[SEL_ROWS][SEL_TPR];       /* one vector per work-item */
   float part[SEL_ROWS][SEL_GROUPS][16]; /* component sums over a share of the row */
-  float one[SEL_ROWS][SEL_TPR];         /* scalars of row_max */
+  float2 two[SEL_ROWS][SEL_TPR];        /* pairs of row_max2 */
   int pre[SEL_ROWS][SEL_TPR];           /* kept blocks per chunk of the row */
   uchar keep[SEL_ROWS][SEL_COLS];       /* the row's decisions, for the compaction */
 } sel_scratch;
@@ -56,11 +56,12 @@ inline float16 row_sum16(__local sel_scratch *sc, int r, int lt, float16 v) {
   return t;
 }
 
-inline float row_max(__local sel_scratch *sc, int r, int lt, float v) {
-  sc->one[r][lt] = v;
+/* Component-wise maximum of v over the SEL_TPR work-items of row r. */
+inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
+  sc->two[r][lt] = v;
   barrier(CLK_LOCAL_MEM_FENCE);
-  float m = -INFINITY;
-  for (int t = 0; t < SEL_TPR; t++) m = fmax(m, sc->one[r][t]);
+  float2 m = (float2)(-INFINITY);
+  for (int t = 0; t < SEL_TPR; t++) m = fmax(m, sc->two[r][t]);
   barrier(CLK_LOCAL_MEM_FENCE);
   return m;
 }
@@ -75,17 +76,22 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   __global const float *a = logits + (size_t)(live ? row : 0) * Nb;
 
   float p[SEL_PT];
-  float mx = -INFINITY, bad = 0.0f;
-    for (int c = 0; c < SEL_PT; c++) {
+  float mx = -INFINITY, mn = INFINITY, bad = 0.0f;
+  /* Unrolled so that all SEL_PT loads are in flight at once: one at a time, the row's read is
+   * latency-bound (measured: most of the kernel's time on the H100). */
+#pragma unroll
+  for (int c = 0; c < SEL_PT; c++) {
     int j = lt + c * SEL_TPR;
     float v = (live && j < Nb) ? a[j] : -INFINITY;
     bad += (live && j < Nb && !isfinite(v)) ? 1.0f : 0.0f;
     p[c] = v;
     mx = fmax(mx, v);
+    mn = (live && j < Nb) ? fmin(mn, v) : mn;
   }
-  mx = row_max(&sc, r, lt, mx);
+  const float2 ext = row_max2(&sc, r, lt, (float2)(mx, -mn));
+  mx = ext.x, mn = -ext.y;
   float z = 0.0f;
-    for (int c = 0; c < SEL_PT; c++) {
+  for (int c = 0; c < SEL_PT; c++) {
     p[c] = (lt + c * SEL_TPR < Nb) ? exp(p[c] - mx) : 0.0f;
     z += p[c];
   }
@@ -95,23 +101,26 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   zb = row_sum16(&sc, r, lt, zb);
   const int keep_all = zb.s1 > 0.0f || thr >= 1.0f;
   const float inv = 1.0f / zb.s0;
-    for (int c = 0; c < SEL_PT; c++) p[c] *= inv;
+  for (int c = 0; c < SEL_PT; c++) p[c] *= inv;
 
   /* Invariant: f(hi) <= thr (hi starts at the bits of the largest p, whose f is 0) and
-   * f(lo - 1) > thr. Pivot k (0..15) sits at lo + floor(span * (k+1) / 16), so pivot 15 is hi;
+   * f(lo - 1) > thr (lo starts at the smallest p). Pivot k (0..15) sits at lo + floor(span * (k+1) / 16), so pivot 15 is hi;
    * with f falling in k, the first pivot with f <= thr becomes hi and the one before it + 1
    * becomes lo. Values above hi add the known mass s_hi to every pivot and values below lo
    * add nothing, so only values inside [lo, hi] are looked at: after the first steps that is a
-   * handful per row. Everything is vector arithmetic: no run-time index into an array, which
-   * would push the arrays out of registers. */
+   * handful per row. The pivots and their masses are vectors: choosing pivot k is arithmetic,
+   * not a run-time index into an array (which would move the array to memory). */
   const uint16 k1 = (uint16)(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
-  uint lo = 0u, hi = as_uint(inv);
+  /* The search starts on [smallest p, largest p]: exp(mn - mx) * inv is exactly how the
+   * smallest value's p was computed, and f just below it is the whole mass (> thr, or the
+   * cut at the smallest value keeps everything, which is the answer then too). */
+  uint lo = as_uint(exp(mn - mx) * inv), hi = as_uint(inv);
   float s_hi = 0.0f; /* f(hi): mass of the values above hi */
   for (int step = 0; step < 8; step++) {
     const uint span = hi - lo, sq = span >> 4, sr = span & 15u;
     const float16 t = as_float16((uint16)(lo) + (uint16)(sq) * k1 + (((uint16)(sr) * k1) >> 4));
     float16 above = (float16)(0.0f);
-        for (int c = 0; c < SEL_PT; c++) {
+    for (int c = 0; c < SEL_PT; c++) {
       uint bits = as_uint(p[c]);
       if (bits >= lo && bits <= hi) {
         float16 pj = (float16)(p[c]);
@@ -139,7 +148,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   const float cut = as_float(lo);
   const int qb = (live ? row : 0) % Nb; /* query block of the row, for the window */
   __global uchar *m = bitmap + (size_t)(live ? row : 0) * Nb;
-    for (int c = 0; c < SEL_PT; c++) {
+  for (int c = 0; c < SEL_PT; c++) {
     int j = lt + c * SEL_TPR, keep = 0;
     if (j < Nb && live) {
       keep = keep_all || p[c] >= cut || (sta && nabla_sta_keep(qb, j, Hb, Wb, rt, rh, rw));

@@ -465,9 +465,11 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *                          up to 128 (fp32 accumulation and softmax).
  *   "nvidia-mma-emulated"  the nvidia-mma kernel with its PTX emulated in local memory: any
  *                          device, slow; used only when forced (tests the kernel on CPUs).
+ *   "cpu-rows"             OpenCL C shaped for CPUs: one work-item per query row, no local
+ *                          memory or barriers; every device and dtype; automatic on CPUs.
  * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
  * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
- * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated); the tuned VARIANT
+ * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows); the tuned VARIANT
  * parameter; else the fastest eligible variant. A requested variant that cannot run falls
  * back to portable, and nabla_variant_note says why. See docs/variants.md.
  */

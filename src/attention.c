@@ -1,5 +1,5 @@
-/* Block-sparse (and dense) attention launch, kernel variant choice (cl/attention.cl or
- * cl/attention_mma.cl, see variant.h), and the one-shot call. */
+/* Block-sparse (and dense) attention launch, kernel variant choice (cl/attention.cl,
+ * cl/attention_mma.cl or cl/attention_rows.cl, see variant.h), and the one-shot call. */
 #include <math.h>
 #include <stdio.h>
 
@@ -52,6 +52,22 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
   return nabla_attend_params(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
 }
 
+/* Builds (or finds) the program of an attention variant for the problem. */
+static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape,
+                                    nabla_dtype dtype, int dense, const nabla_params *params,
+                                    cl_program *prog) {
+  char options[320];
+  if (variant == NABLA_VARIANT_NVIDIA_MMA || variant == NABLA_VARIANT_MMA_EMULATED) {
+    nabla_attention_mma_options(ctx, variant, shape, dtype, dense, params, options, sizeof options);
+    return nabla_program_get(ctx, "attention_mma", options, prog);
+  }
+  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
+           shape->head_dim, dense);
+  if (variant == NABLA_VARIANT_CPU_ROWS) return nabla_program_get(ctx, "attention_rows", options, prog);
+  nabla_params_options(params, options, sizeof options);
+  return nabla_program_get(ctx, "attention", options, prog);
+}
+
 /* Builds the kernel of a variant and enqueues it. Fails before enqueueing or not at all. */
 static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla_shape *shape,
                                     nabla_dtype dtype, const nabla_mask *mask, cl_mem q, cl_mem k,
@@ -61,21 +77,17 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   cl_program prog = NULL;
   cl_kernel kernel = NULL;
   cl_mem starts = NULL;
-  char options[320];
   const int dense = mask ? 0 : 1;
   cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
   size_t local[3] = {16, 8, 1};
   size_t global[3] = {16, 8 * (size_t)Nb, (size_t)shape->batch * shape->heads};
-  if (variant == NABLA_VARIANT_PORTABLE) {
-    snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
-             shape->head_dim, dense);
-    nabla_params_options(params, options, sizeof options);
-    TRY(st, nabla_program_get(ctx, "attention", options, &prog));
-  } else {
+  TRY(st, variant_program(ctx, variant, shape, dtype, dense, params, &prog));
+  if (variant == NABLA_VARIANT_CPU_ROWS) {
+    /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
+    local[0] = global[0] = 64, local[1] = 1, global[1] = (size_t)Nb;
+  } else if (variant != NABLA_VARIANT_PORTABLE) {
     /* Work-groups of MMA_QPW query blocks x 4 warps along dimension 0, (b, h) along 1. */
     int qpw = nabla_attention_mma_qpw(shape, dense, params);
-    nabla_attention_mma_options(ctx, variant, shape, dtype, dense, params, options, sizeof options);
-    TRY(st, nabla_program_get(ctx, "attention_mma", options, &prog));
     local[0] = 128 * (size_t)qpw, local[1] = 1;
     global[0] = local[0] * (size_t)((Nb + qpw - 1) / qpw);
     global[1] = (size_t)shape->batch * shape->heads;
@@ -157,10 +169,8 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
   int variant = nabla_attention_variant_choose(ctx, shape, dtype, &params, vs->note, sizeof vs->note);
   if (variant != NABLA_VARIANT_PORTABLE) {
     /* Build it now (cached), so a compiler failure is known before the first launch. */
-    char options[320];
     cl_program prog = NULL;
-    nabla_attention_mma_options(ctx, variant, shape, dtype, 0, &params, options, sizeof options);
-    if (nabla_program_get(ctx, "attention_mma", options, &prog) != NABLA_OK) {
+    if (variant_program(ctx, variant, shape, dtype, 0, &params, &prog) != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
       nabla_variant_mark_broken(ctx, variant, why);

@@ -7,8 +7,10 @@
 
 #include "diskcache.h"
 
+_Static_assert(NABLA_VARIANT_COUNT == NABLA_VARIANT_SLOTS, "one probe slot per variant (internal.h)");
+
 static const char *const variant_names[NABLA_VARIANT_COUNT] = {"portable", "nvidia-mma",
-                                                               "nvidia-mma-emulated"};
+                                                               "nvidia-mma-emulated", "cpu-rows"};
 
 /* Register cap of the mma attention kernel on NVIDIA (0: none); see docs/variants.md. */
 #define MMA_MAXRREG_DEFAULT 0
@@ -246,7 +248,7 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
   if (!pr->probed) {
     if (id == NABLA_VARIANT_NVIDIA_MMA) {
       probe_nvidia_mma(ctx, pr);
-    } else { /* portable and the emulation run wherever OpenCL C does */
+    } else { /* portable, the emulation and cpu-rows run wherever OpenCL C does */
       pr->probed = pr->supported = 1;
     }
   }
@@ -301,6 +303,12 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
     }
   }
   if (want == NABLA_VARIANT_PORTABLE) return NABLA_VARIANT_PORTABLE;
+  if (want == NABLA_VARIANT_CPU_ROWS || (want == NABLA_VARIANT_AUTO && ctx->caps.is_cpu)) {
+    char why[384] = "";
+    if (nabla_variant_probe_run(ctx, NABLA_VARIANT_CPU_ROWS, why, sizeof why)) return NABLA_VARIANT_CPU_ROWS;
+    snprintf(note, note_len, "cpu-rows (%s) unavailable: %s; using portable", source, why);
+    return NABLA_VARIANT_PORTABLE;
+  }
   int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
   char why[384] = "";
   if (!mma_eligible(shape, dtype, why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
@@ -378,7 +386,7 @@ nabla_status nabla_variant_force(nabla_context *ctx, const char *variant) {
   int id = nabla_variant_id(variant);
   if (id == -2)
     return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
-                      "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated)",
+                      "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated, cpu-rows)",
                       variant);
   ctx->variants.forced = id == NABLA_VARIANT_AUTO ? 0 : id + 1;
   return NABLA_OK;

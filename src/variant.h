@@ -8,6 +8,8 @@
  *                          NVIDIA devices whose probe passes, fp16/bf16, head_dim % 16 == 0, <= 128
  *   2 nvidia-mma-emulated  the same kernel with every PTX instruction emulated in local memory;
  *                          any device, slow, only when forced (tests the kernel's logic on CPUs)
+ *   3 cpu-rows             cl/attention_rows.cl, one work-item per query row, no barriers;
+ *                          plain OpenCL C, every device and dtype; automatic on CPU devices
  *
  * Probes: a variant that needs a device feature compiles and runs a tiny kernel once per device
  * (cl/probe_mma.cl) and compares its output with values computed here. The verdict is kept in
@@ -16,8 +18,8 @@
  * compiler ever sees PTX. Any failure (build, launch, wrong result) means "unsupported".
  *
  * Choice, first match: nabla_variant_force on the context; NABLACL_VARIANT in the environment;
- * the tuned VARIANT parameter; automatic = nvidia-mma where supported and eligible, else
- * portable. A requested variant that is unsupported, ineligible for the problem or broken
+ * the tuned VARIANT parameter; automatic = cpu-rows on CPU devices, nvidia-mma where supported
+ * and eligible, else portable. A requested variant that is unsupported, ineligible for the problem or broken
  * falls back to portable; the context's variant note says why.
  */
 #ifndef NABLA_VARIANT_H
@@ -31,7 +33,8 @@ enum {
   NABLA_VARIANT_PORTABLE = 0,
   NABLA_VARIANT_NVIDIA_MMA = 1,
   NABLA_VARIANT_MMA_EMULATED = 2,
-  NABLA_VARIANT_COUNT = 3
+  NABLA_VARIANT_CPU_ROWS = 3,
+  NABLA_VARIANT_COUNT = 4
 };
 
 /* Name of a variant id ("portable", ...); "auto" for NABLA_VARIANT_AUTO, NULL if unknown. */

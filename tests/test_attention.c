@@ -1,4 +1,5 @@
-/* Device attention (sparse with a given mask, and dense) against the float64 reference. */
+/* Device attention (sparse with a given mask, and dense) against the float64 reference, with the
+ * kernel NABLACL_VARIANT names (CTest: portable, and cpu-rows) or else the automatic choice. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,10 @@
 static void run_case_tol(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
                          double logit_scale, uint64_t seed, double tol) {
   double err = tu_attend_vs_reference(ctx, &s, dtype, density, logit_scale, seed);
+  /* CTest runs this file once per kernel through NABLACL_VARIANT: no silent fallback. */
+  const char *want = getenv("NABLACL_VARIANT");
+  if (want && *want && strcmp(nabla_variant_last(ctx), want) != 0)
+    fail_msg("NABLACL_VARIANT=%s but %s ran: %s", want, nabla_variant_last(ctx), nabla_variant_note(ctx));
   if (!(err <= tol))
     fail_msg("B%d H%d S%d D%d grid %dx%dx%d %s density %.2f: max abs error %.3g > %.3g", s.batch,
              s.heads, s.seq, s.head_dim, s.grid_t, s.grid_h, s.grid_w, nabla_dtype_name(dtype),

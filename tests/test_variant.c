@@ -22,6 +22,12 @@ static int is_nvidia(nabla_context *ctx) {
   return strstr(vendor, "NVIDIA") != NULL;
 }
 
+static int is_cpu(nabla_context *ctx) {
+  cl_device_type type = 0;
+  clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_TYPE, sizeof type, &type, NULL);
+  return (type & CL_DEVICE_TYPE_CPU) != 0;
+}
+
 /* Device vs reference (tu_attend_vs_reference) with the context's current variant setting;
  * checks that `expect` was the variant used. */
 static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
@@ -107,7 +113,8 @@ static void test_probe_by_vendor(void **state) {
   char buf[128];
   nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
   assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
-  assert_string_equal(buf, mma ? "nvidia-mma" : "portable");
+  /* The automatic choice: tensor cores where the probe passed, the row-shaped kernel on CPUs. */
+  assert_string_equal(buf, mma ? "nvidia-mma" : is_cpu(ctx) ? "cpu-rows" : "portable");
   /* Asking twice gives the same verdict (memoized, and cached on disk). */
   assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);
 }

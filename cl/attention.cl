@@ -1,22 +1,46 @@
 /*
  * Block-sparse flash attention, portable OpenCL C 1.2.
  *
- * One work-group of 16 x 8 work-items computes one query block (<= 64 rows) of one (b, h):
- * for every kept key block (CSR row of the mask; every block when NABLA_DENSE) it forms the
- * 64x64 score tile S = Q Kᵀ in registers (8 rows x 4 columns per work-item, D consumed in
- * chunks of TILE_D staged through local memory and read as float4), updates the running row
- * max and sum (online softmax; exp2 with log2(e) folded into the scale), stages P in local
- * memory and accumulates O += P V (V staged TILE_V keys at a time, P read as float4).
- * Work-item (tx, ty) owns rows ty + 8a (a < 8), score columns tx + 16b (b < 4) and output
- * columns tx + 16e (e < ceil(D/16)); the strides keep local-memory reads conflict-free.
- * Storage may be fp32/fp16/bf16; all math is fp32. Ragged blocks: rows/keys beyond the
- * block's token count are zero-filled, and their scores masked.
+ * One work-group of 128 work-items computes one query block (<= 64 rows) of one (b, h). For
+ * every kept key block (CSR row of the mask; every block when NABLA_DENSE) it forms the 64x64
+ * score tile S = Q Kᵀ in registers, updates the running row max (online softmax; exp2 with
+ * log2(e) folded into the scale) and accumulates O += P V in registers.
+ *
+ * Work-item lid is the logical (tx, ty) of a 16 x 8 grid in which each run of 32 work-items
+ * is an 8 x 4 patch: tx = lid % 8 + 8 (lid / 32 % 2), ty = lid / 8 % 4 + 4 (lid / 64). It
+ * owns the rows ty + 8a (a < 8), the score columns (keys) tx + 16b (b < 4) and the output
+ * columns 4(tx + 16e) .. 4(tx + 16e) + 3 (e < ceil(HEAD_DIM / 64)). The register tiles (8 x 4
+ * scores, 8 x 8 outputs at HEAD_DIM = 128) keep local-memory reads per FMA low, which is what
+ * bounds this kernel on GPUs: per head-dim column 12 floats for 32 FMAs in Q·Kᵀ, per key 16
+ * floats for 64 FMAs in P·V; all reads are float4, a 32-wide warp reading 8 distinct K rows,
+ * 4 distinct Q/P rows and 128 contiguous bytes of a V row.
+ *
+ * The work of a key block is a sequence of staged items, each one buffer of local memory:
+ *   ceil(HEAD_DIM / TD) Q·Kᵀ items, TD = min(TILE_D, HEAD_DIM): the Q and K columns
+ *        [c·TD, (c+1)·TD) of the 64 query and 64 key rows (fp32, rows padded to TD + 4 floats),
+ *   64 / TILE_V P·V items: TILE_V rows of V (fp32) and the matching TILE_V columns of P (the
+ *        probabilities, written from their owners' registers; rows padded to TILE_V + 4).
+ * Two such buffers alternate: while item i is computed from one, the global loads of item
+ * i + 1 (after the last P·V item: the next key block's first Q·Kᵀ item; for the row's last
+ * key block its own again, never read) are in flight into registers, which go into the other
+ * buffer after the computation, then one barrier. The last item of each phase is written out
+ * after its loop rather than by a branch inside it: with the fetch and the store of the next
+ * item in if/else branches around the computation, PoCL 3.1 computed wrong results. Global
+ * loads are 16 bytes (8 elements) per work-item: whole uint4 / float4 words when q, k and v are
+ * 16-byte aligned, vload8 otherwise; bf16 and fp16 convert to fp32 when stored into local
+ * memory, so all arithmetic is fp32. The row max is reduced through a small local buffer after
+ * the last Q·Kᵀ item (one extra barrier per key block, before the first P·V item); row sums
+ * stay per work-item partials (rescaled with their row) and are reduced once at the end.
+ * Local memory: 4 (2 max(2·64·(TD + 4), TILE_V·HEAD_DIM + 64·(TILE_V + 4)) + 64·20) bytes
+ * (src/tune.c checks it). Ragged blocks: rows/keys beyond the block's token count are
+ * zero-filled and their scores masked; rows with no kept block (sum 0) give zeros; NaN
+ * propagates.
  */
 #ifndef TILE_D
-#define TILE_D 16 /* head-dim chunk of Q·Kᵀ staged in local memory; multiple of 4 */
+#define TILE_D 16 /* head-dim columns of Q and K per Q·Kᵀ item; multiple of 8 */
 #endif
 #ifndef TILE_V
-#define TILE_V 16 /* keys of V staged per step of P·V; multiple of 4 */
+#define TILE_V 16 /* keys of V (and columns of P) per P·V item; multiple of 4 dividing 64 */
 #endif
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -24,156 +48,314 @@
 #ifndef NABLA_DENSE
 #define NABLA_DENSE 0
 #endif
+#if HEAD_DIM % 8 != 0 || TILE_D % 8 != 0 || TILE_V % 4 != 0 || 64 % TILE_V != 0
+#error "HEAD_DIM and TILE_D must be multiples of 8, TILE_V a multiple of 4 dividing 64"
+#endif
 
 #define BQ 64
 #define BK 64
-#define WX 16                         /* work-items along score / output columns */
-#define WY 8                          /* work-items along rows */
-#define RA (BQ / WY)                  /* rows per work-item */
-#define CB (BK / WX)                  /* score columns per work-item */
-#define DPT ((HEAD_DIM + WX - 1) / WX) /* output columns per work-item */
-#define QK_STRIDE (TILE_D + 4)        /* keeps float4 rows aligned and banks apart */
-#define P_STRIDE (BK + 4)
+#define NT 128                                  /* work-items; the host launches this size */
+#define TYN (NT / 16)                           /* row groups: ty < TYN */
+#define RA (BQ / TYN)                           /* rows per work-item: ty + TYN a */
+#define CB 4                                    /* keys per work-item: tx + 16b */
+#define TD (TILE_D < HEAD_DIM ? TILE_D : HEAD_DIM) /* head-dim columns per Q·Kᵀ item */
+#define NQK ((HEAD_DIM + TD - 1) / TD)          /* Q·Kᵀ items per key block */
+#define NPV (BK / TILE_V)                       /* P·V items per key block */
+#define D4 (HEAD_DIM / 4)
+#define DV4 ((D4 + 15) / 16)                    /* float4 output columns per work-item */
+#define QK_S4 ((TD + 4) / 4)                    /* Q/K row stride in float4 */
+#define P_S4 ((TILE_V + 4) / 4)                 /* P row stride in float4 */
+#define RED_S4 5                                /* reduction row stride in float4 (16 + 4 floats) */
+#define QK_VPR (TD / 8)                         /* 8-element vectors per Q/K row of an item */
+#define QK_VECS (2 * BQ * QK_VPR)
+#define V_VPR (HEAD_DIM / 8)
+#define V_VECS (TILE_V * V_VPR)
+#define MAX_VECS (QK_VECS > V_VECS ? QK_VECS : V_VECS)
+#define NPRE ((MAX_VECS + NT - 1) / NT)         /* vectors in flight per work-item */
+#define QK_F4 (2 * BQ * QK_S4)
+#define PV_F4 (TILE_V * D4 + BQ * P_S4)
+#define SLOT_F4 (QK_F4 > PV_F4 ? QK_F4 : PV_F4) /* one staging buffer */
 
-#define QK_FLOATS (2 * BQ * QK_STRIDE)
-#define V_FLOATS (TILE_V * HEAD_DIM)
-#define STAGE_FLOATS (QK_FLOATS > V_FLOATS ? QK_FLOATS : V_FLOATS)
+/* Eight consecutive stored elements as fetched: fp32 values, or the 16-bit words in a uint4
+ * (element 2j in the low half of word j on a little-endian device). */
+#if NABLA_DTYPE == 0
+typedef float8 raw8;
+#define RAW_ZERO ((float8)0.0f)
+#else
+typedef uint4 raw8;
+#define RAW_ZERO ((uint4)0u)
+#endif
 
-__kernel __attribute__((reqd_work_group_size(WX, WY, 1)))
+inline raw8 fetch8(__global const STORE_T *p, size_t i, int aligned) {
+#if NABLA_DTYPE == 0
+  if (aligned) {
+    __global const float4 *p4 = (__global const float4 *)p + (i >> 2);
+    return (float8)(p4[0], p4[1]);
+  }
+  return vload8(i >> 3, p);
+#else
+  if (aligned) return ((__global const uint4 *)p)[i >> 3];
+  return as_uint4(vload8(i >> 3, (__global const ushort *)p));
+#endif
+}
+
+/* Stores the fp32 values of a fetched vector at dst[0], dst[1]. */
+inline void put8(__local float4 *dst, raw8 r) {
+#if NABLA_DTYPE == 0
+  dst[0] = r.lo;
+  dst[1] = r.hi;
+#elif NABLA_DTYPE == 1
+  __private uint4 w = r;
+  float8 f = vload_half8(0, (__private const half *)&w);
+  dst[0] = f.lo;
+  dst[1] = f.hi;
+#else
+#ifdef __ENDIAN_LITTLE__
+  float4 even = as_float4(r << 16), odd = as_float4(r & 0xffff0000u);
+#else
+  float4 even = as_float4(r & 0xffff0000u), odd = as_float4(r << 16);
+#endif
+  dst[0] = (float4)(even.x, odd.x, even.y, odd.y);
+  dst[1] = (float4)(even.z, odd.z, even.w, odd.w);
+#endif
+}
+
+/* Global loads of Q·Kᵀ item c (columns c·TD ..) of query rows q0.. and key rows k0... */
+inline void fetch_qk(__private raw8 *pre, int lid, int c, __global const STORE_T *q,
+                     __global const STORE_T *k, size_t base, int q0, int qn, int k0, int kn,
+                     int aligned) {
+  for (int i = 0; i < NPRE; i++) {
+    int idx = lid + NT * i;
+    pre[i] = RAW_ZERO;
+    if (idx < QK_VECS) {
+      int isk = idx >= BQ * QK_VPR, j = idx - (isk ? BQ * QK_VPR : 0);
+      int r = j / QK_VPR, d = c * TD + 8 * (j - r * QK_VPR);
+      if (r < (isk ? kn : qn) && d < HEAD_DIM)
+        pre[i] = fetch8(isk ? k : q, base + (size_t)((isk ? k0 : q0) + r) * HEAD_DIM + d, aligned);
+    }
+  }
+}
+
+inline void store_qk(__local float4 *slot, __private const raw8 *pre, int lid) {
+  for (int i = 0; i < NPRE; i++) {
+    int idx = lid + NT * i;
+    if (idx < QK_VECS) {
+      int r = idx / QK_VPR; /* K rows follow the 64 Q rows */
+      put8(slot + r * QK_S4 + 2 * (idx - r * QK_VPR), pre[i]);
+    }
+  }
+}
+
+/* Global loads of P·V item c: V rows c·TILE_V .. of the key block at k0. */
+inline void fetch_v(__private raw8 *pre, int lid, int c, __global const STORE_T *v, size_t base,
+                    int k0, int kn, int aligned) {
+  for (int i = 0; i < NPRE; i++) {
+    int idx = lid + NT * i;
+    pre[i] = RAW_ZERO;
+    if (idx < V_VECS) {
+      int r = idx / V_VPR, key = c * TILE_V + r;
+      size_t at = base + (size_t)(k0 + key) * HEAD_DIM + 8 * (idx - r * V_VPR);
+      if (key < kn) pre[i] = fetch8(v, at, aligned);
+    }
+  }
+}
+
+inline void store_v(__local float4 *slot, __private const raw8 *pre, int lid) {
+  for (int i = 0; i < NPRE; i++) {
+    int idx = lid + NT * i;
+    if (idx < V_VECS) put8(slot + 2 * idx, pre[i]); /* rows of HEAD_DIM floats, unpadded */
+  }
+}
+
+/* The probabilities of keys c·TILE_V .. into the P part of a P·V item. */
+inline void store_p(__local float4 *slot, float s[RA][CB], int c, int tx, int ty) {
+  __local float *ps = (__local float *)(slot + TILE_V * D4);
+  for (int b = 0; b < CB; b++) {
+    int col = tx + 16 * b - c * TILE_V;
+    if (col >= 0 && col < TILE_V)
+      for (int a = 0; a < RA; a++) ps[(ty + TYN * a) * (4 * P_S4) + col] = s[a][b];
+  }
+}
+
+/* s += the Q·Kᵀ item's contribution to this work-item's scores. */
+inline void qk_product(__local const float4 *item, float s[RA][CB], int tx, int ty) {
+  __local const float4 *qs = item, *ks = item + BQ * QK_S4;
+  for (int d4 = 0; d4 < TD / 4; d4++) {
+    float4 kv[CB];
+    for (int b = 0; b < CB; b++) kv[b] = ks[(tx + 16 * b) * QK_S4 + d4];
+    for (int a = 0; a < RA; a++) {
+      float4 qv = qs[(ty + TYN * a) * QK_S4 + d4];
+      for (int b = 0; b < CB; b++) {
+        float t = s[a][b];
+        t = fma(qv.x, kv[b].x, t);
+        t = fma(qv.y, kv[b].y, t);
+        t = fma(qv.z, kv[b].z, t);
+        t = fma(qv.w, kv[b].w, t);
+        s[a][b] = t;
+      }
+    }
+  }
+}
+
+/* acc += the P·V item's contribution to this work-item's outputs. The key loop is unrolled
+ * (compilers that do not know the pragma ignore it): faster on an H100, where unrolling the
+ * Q·Kᵀ loop as well cost more in registers than it gained. */
+inline void pv_product(__local const float4 *item, float4 acc[RA][DV4], int tx, int ty) {
+  __local const float4 *vs = item, *ps = item + TILE_V * D4;
+#pragma unroll
+  for (int k4 = 0; k4 < TILE_V / 4; k4++) {
+    float4 pv[RA];
+    for (int a = 0; a < RA; a++) pv[a] = ps[(ty + TYN * a) * P_S4 + k4];
+    for (int e = 0; e < DV4; e++) {
+#if D4 % 16 != 0
+      if (tx + 16 * e >= D4) continue;
+#endif
+      __local const float4 *vc = vs + (4 * k4) * D4 + tx + 16 * e;
+      float4 v0 = vc[0], v1 = vc[D4], v2 = vc[2 * D4], v3 = vc[3 * D4];
+      for (int a = 0; a < RA; a++) {
+        float4 t = acc[a][e];
+        t = fma((float4)pv[a].x, v0, t);
+        t = fma((float4)pv[a].y, v1, t);
+        t = fma((float4)pv[a].z, v2, t);
+        t = fma((float4)pv[a].w, v3, t);
+        acc[a][e] = t;
+      }
+    }
+  }
+}
+
+__kernel __attribute__((reqd_work_group_size(NT, 1, 1)))
 void attention(__global const STORE_T *q, __global const STORE_T *k, __global const STORE_T *v,
                __global STORE_T *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
                float scale_log2) {
-  __local float4 stage4[STAGE_FLOATS / 4]; /* Q and K chunks, later V rows */
-  __local float4 ps4[BQ * P_STRIDE / 4];
-  __local float red[BQ][WX + 1];
-  __local float *stage = (__local float *)stage4;
-  __local float *qs = stage, *ks = stage + BQ * QK_STRIDE, *vs = stage;
-  __local float *ps = (__local float *)ps4;
+  __local float4 slots[2 * SLOT_F4];
+  __local float4 red4[BQ * RED_S4]; /* per-row partial maxima, at the end partial sums */
+  __local float *red = (__local float *)red4;
 
-  const int tx = get_local_id(0), ty = get_local_id(1);
-  const int lid = ty * WX + tx;
+  const int lid = get_local_id(0);
+  const int tx = (lid & 7) | ((lid >> 2) & 8), ty = ((lid >> 3) & 3) | ((lid >> 4) & ~3);
   const int qb = get_group_id(1);
   const size_t bh = get_group_id(2);
   const size_t base = bh * (size_t)S * HEAD_DIM;
   const int q0 = block_start[qb], qn = block_start[qb + 1] - q0;
+  const int aligned = (((size_t)q | (size_t)k | (size_t)v) & 15) == 0;
 
-  float m[RA], l[RA], acc[RA][DPT];
+  float m[RA], l[RA];
+  float4 acc[RA][DV4];
   for (int a = 0; a < RA; a++) {
     m[a] = -INFINITY;
     l[a] = 0.0f;
-    for (int e = 0; e < DPT; e++) acc[a][e] = 0.0f;
+    for (int e = 0; e < DV4; e++) acc[a][e] = (float4)0.0f;
   }
 
 #if NABLA_DENSE
   const int p0 = 0, p1 = Nb;
+#define KEY_BLOCK(p) (p)
 #else
   const size_t row = bh * Nb + qb;
   const int p0 = row_ptr[row], p1 = row_ptr[row + 1];
+#define KEY_BLOCK(p) col_idx[p]
 #endif
-  for (int p = p0; p < p1; p++) {
-#if NABLA_DENSE
-    const int kb = p;
-#else
-    const int kb = col_idx[p];
-#endif
-    const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
 
+  /* Item i of the key block p runs from buffer (item0 + i) % 2, item0 = (p - p0) (NQK + NPV). */
+  raw8 pre[NPRE];
+  if (p0 < p1) {
+    int kb = KEY_BLOCK(p0), k0 = block_start[kb];
+    fetch_qk(pre, lid, 0, q, k, base, q0, qn, k0, block_start[kb + 1] - k0, aligned);
+    store_qk(slots, pre, lid);
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+
+  for (int p = p0; p < p1; p++) {
+    const int kb = KEY_BLOCK(p);
+    const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
+    const int item0 = (p - p0) * (NQK + NPV);
+#define CUR(i) (slots + ((item0 + (i)) & 1) * SLOT_F4)
+#define NXT(i) (slots + ((item0 + (i) + 1) & 1) * SLOT_F4)
+
+    /* S = Q Kᵀ, TD head-dim columns per item; the last one fetches the first V rows. */
     float s[RA][CB];
     for (int a = 0; a < RA; a++)
       for (int b = 0; b < CB; b++) s[a][b] = 0.0f;
-    for (int d0 = 0; d0 < HEAD_DIM; d0 += TILE_D) {
-      for (int idx = lid; idx < BQ * TILE_D; idx += WX * WY) {
-        int r = idx / TILE_D, dd = idx - r * TILE_D, d = d0 + dd;
-        qs[r * QK_STRIDE + dd] = (r < qn && d < HEAD_DIM) ? LOAD(q, base + (size_t)(q0 + r) * HEAD_DIM + d) : 0.0f;
-        ks[r * QK_STRIDE + dd] = (r < kn && d < HEAD_DIM) ? LOAD(k, base + (size_t)(k0 + r) * HEAD_DIM + d) : 0.0f;
-      }
-      barrier(CLK_LOCAL_MEM_FENCE);
-      for (int dd = 0; dd < TILE_D; dd += 4) {
-        float4 kv[CB];
-        for (int b = 0; b < CB; b++) kv[b] = vload4(0, ks + (tx + WX * b) * QK_STRIDE + dd);
-        for (int a = 0; a < RA; a++) {
-          float4 qv = vload4(0, qs + (ty + WY * a) * QK_STRIDE + dd);
-          for (int b = 0; b < CB; b++) {
-            s[a][b] = fma(qv.x, kv[b].x, s[a][b]);
-            s[a][b] = fma(qv.y, kv[b].y, s[a][b]);
-            s[a][b] = fma(qv.z, kv[b].z, s[a][b]);
-            s[a][b] = fma(qv.w, kv[b].w, s[a][b]);
-          }
-        }
-      }
+    for (int c = 0; c + 1 < NQK; c++) {
+      fetch_qk(pre, lid, c + 1, q, k, base, q0, qn, k0, kn, aligned);
+      qk_product(CUR(c), s, tx, ty);
+      store_qk(NXT(c), pre, lid);
       barrier(CLK_LOCAL_MEM_FENCE);
     }
-
-    /* Online softmax: new row max, rescale, probabilities into ps. */
+    fetch_v(pre, lid, 0, v, base, k0, kn, aligned);
+    qk_product(CUR(NQK - 1), s, tx, ty);
+    store_v(NXT(NQK - 1), pre, lid);
     for (int a = 0; a < RA; a++) {
       float mx = -INFINITY;
       for (int b = 0; b < CB; b++) {
-        s[a][b] = (tx + WX * b < kn) ? s[a][b] * scale_log2 : -INFINITY;
+        s[a][b] = (tx + 16 * b < kn) ? s[a][b] * scale_log2 : -INFINITY;
         mx = fmax(mx, s[a][b]);
       }
-      red[ty + WY * a][tx] = mx;
+      red[(ty + TYN * a) * (4 * RED_S4) + tx] = mx;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    float alpha[RA];
+
+    /* Online softmax: the row max over the 16 owners of a row, rescale, P = exp2(S - max). */
     for (int a = 0; a < RA; a++) {
-      float mx = m[a];
-      for (int t = 0; t < WX; t++) mx = fmax(mx, red[ty + WY * a][t]);
-      alpha[a] = (m[a] == -INFINITY) ? 0.0f : exp2(m[a] - mx);
+      __local const float4 *rr = red4 + (ty + TYN * a) * RED_S4;
+      float4 x = fmax(fmax(rr[0], rr[1]), fmax(rr[2], rr[3]));
+      float mx = fmax(fmax(fmax(x.x, x.y), fmax(x.z, x.w)), m[a]);
+      float alpha = (m[a] == -INFINITY) ? 0.0f : exp2(m[a] - mx);
       m[a] = mx;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int a = 0; a < RA; a++) {
       float sum = 0.0f;
       for (int b = 0; b < CB; b++) {
-        float pv = (s[a][b] == -INFINITY) ? 0.0f : exp2(s[a][b] - m[a]);
-        ps[(ty + WY * a) * P_STRIDE + tx + WX * b] = pv;
+        float pv = (s[a][b] == -INFINITY) ? 0.0f : exp2(s[a][b] - mx);
+        s[a][b] = pv;
         sum += pv;
       }
-      red[ty + WY * a][tx] = sum;
-      for (int e = 0; e < DPT; e++) acc[a][e] *= alpha[a];
+      l[a] = l[a] * alpha + sum; /* this work-item's columns only */
+      for (int e = 0; e < DV4; e++) acc[a][e] *= alpha;
     }
+    store_p(CUR(NQK), s, 0, tx, ty);
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int a = 0; a < RA; a++) {
-      float sum = 0.0f;
-      for (int t = 0; t < WX; t++) sum += red[ty + WY * a][t];
-      l[a] = l[a] * alpha[a] + sum;
-    }
 
-    /* O += P V, TILE_V keys at a time. */
-    for (int c0 = 0; c0 < BK; c0 += TILE_V) {
-      for (int idx = lid; idx < TILE_V * HEAD_DIM; idx += WX * WY) {
-        int r = idx / HEAD_DIM, d = idx - r * HEAD_DIM, key = c0 + r;
-        vs[r * HEAD_DIM + d] = key < kn ? LOAD(v, base + (size_t)(k0 + key) * HEAD_DIM + d) : 0.0f;
-      }
-      barrier(CLK_LOCAL_MEM_FENCE);
-      for (int kk = 0; kk < TILE_V; kk += 4) {
-        for (int a = 0; a < RA; a++) {
-          float4 pv = vload4(0, ps + (ty + WY * a) * P_STRIDE + c0 + kk);
-          for (int e = 0; e < DPT; e++) {
-            int d = tx + WX * e;
-            if (d < HEAD_DIM) {
-              float r = acc[a][e];
-              r = fma(pv.x, vs[(kk + 0) * HEAD_DIM + d], r);
-              r = fma(pv.y, vs[(kk + 1) * HEAD_DIM + d], r);
-              r = fma(pv.z, vs[(kk + 2) * HEAD_DIM + d], r);
-              r = fma(pv.w, vs[(kk + 3) * HEAD_DIM + d], r);
-              acc[a][e] = r;
-            }
-          }
-        }
-      }
+    /* O += P V, TILE_V keys per item; the last one fetches the next key block's first item
+     * (for the last block, its own again: unconditional code keeps every barrier region
+     * simple, and the copy is never read). */
+    for (int c = 0; c + 1 < NPV; c++) {
+      fetch_v(pre, lid, c + 1, v, base, k0, kn, aligned);
+      pv_product(CUR(NQK + c), acc, tx, ty);
+      store_v(NXT(NQK + c), pre, lid);
+      store_p(NXT(NQK + c), s, c + 1, tx, ty);
       barrier(CLK_LOCAL_MEM_FENCE);
     }
+    {
+      const int kb1 = p + 1 < p1 ? KEY_BLOCK(p + 1) : kb, k1 = block_start[kb1];
+      fetch_qk(pre, lid, 0, q, k, base, q0, qn, k1, block_start[kb1 + 1] - k1, aligned);
+      pv_product(CUR(NQK + NPV - 1), acc, tx, ty);
+      store_qk(NXT(NQK + NPV - 1), pre, lid);
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#undef CUR
+#undef NXT
   }
 
+  /* Row sums over the 16 owners of each row (red's last reads are behind a barrier). */
+  for (int a = 0; a < RA; a++) red[(ty + TYN * a) * (4 * RED_S4) + tx] = l[a];
+  barrier(CLK_LOCAL_MEM_FENCE);
   for (int a = 0; a < RA; a++) {
-    int r = ty + WY * a;
+    int r = ty + TYN * a;
     if (r >= qn) continue;
-    float inv = l[a] == 0.0f ? 0.0f : 1.0f / l[a]; /* no kept block: zeros; NaN stays NaN */
-    for (int e = 0; e < DPT; e++) {
-      int d = tx + WX * e;
-      if (d < HEAD_DIM) STORE(o, base + (size_t)(q0 + r) * HEAD_DIM + d, acc[a][e] * inv);
+    __local const float4 *rr = red4 + r * RED_S4;
+    float4 x = (rr[0] + rr[1]) + (rr[2] + rr[3]);
+    float sum = (x.x + x.y) + (x.z + x.w);
+    float inv = sum == 0.0f ? 0.0f : 1.0f / sum; /* no kept block: zeros; NaN stays NaN */
+    for (int e = 0; e < DV4; e++) {
+      int d = 4 * (tx + 16 * e);
+      if (d >= HEAD_DIM) continue;
+      size_t at = base + (size_t)(q0 + r) * HEAD_DIM + d;
+      float4 y = acc[a][e] * inv;
+      STORE(o, at + 0, y.x);
+      STORE(o, at + 1, y.y);
+      STORE(o, at + 2, y.z);
+      STORE(o, at + 3, y.w);
     }
   }
 }

@@ -79,8 +79,10 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   cl_mem starts = NULL;
   const int dense = mask ? 0 : 1;
   cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
-  size_t local[3] = {16, 8, 1};
-  size_t global[3] = {16, 8 * (size_t)Nb, (size_t)shape->batch * shape->heads};
+  /* Portable: one work-group of 128 per query block (dimension 1) and (b, h) (dimension 2); the
+   * size is read back from the kernel's reqd_work_group_size below, so the source decides. */
+  size_t local[3] = {128, 1, 1};
+  size_t global[3] = {128, (size_t)Nb, (size_t)shape->batch * shape->heads};
   TRY(st, variant_program(ctx, variant, shape, dtype, dense, params, &prog));
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
@@ -94,6 +96,12 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
     global[2] = 1;
   }
   TRY(st, nabla_kernel_create(ctx, prog, "attention", &kernel));
+  if (variant == NABLA_VARIANT_PORTABLE) {
+    size_t wg[3] = {0, 0, 0};
+    TRY_CL(st, ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
+                                             sizeof wg, wg, NULL));
+    if (wg[0]) local[0] = global[0] = wg[0];
+  }
 
   cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
   if (!mask) {

@@ -11,22 +11,26 @@
 
 /* ---- attention (cl/attention.cl) ------------------------------------------------------ */
 
-/* Mirrors cl/attention.cl: 64x64 blocks, work-groups of 16 x 8, Q/K rows staged with a stride
- * of TILE_D + 4 floats, P with a stride of 64 + 4, a reduction buffer of 64 x 17. */
-enum { ATT_BQ = 64, ATT_BK = 64, ATT_WX = 16, ATT_WY = 8 };
+/* Mirrors cl/attention.cl: 64x64 blocks, work-groups of 128, two staging buffers that each hold
+ * either a Q·Kᵀ item (64 Q and 64 K rows of TD = min(TILE_D, HEAD_DIM) floats, padded by 4) or a
+ * P·V item (TILE_V rows of HEAD_DIM floats of V and 64 rows of TILE_V + 4 floats of P), and a
+ * row reduction buffer of 64 x 20 floats. */
+enum { ATT_BQ = 64, ATT_BK = 64, ATT_WG = 128, ATT_RED = 64 * 20 };
 
 /* Bytes of __local memory the attention kernel declares. */
 static size_t attention_local_bytes(int tile_d, int tile_v, int head_dim) {
-  size_t qk = 2u * ATT_BQ * (size_t)(tile_d + 4), vv = (size_t)tile_v * (size_t)head_dim;
-  return 4u * ((qk > vv ? qk : vv) + (size_t)ATT_BQ * (ATT_BK + 4) + (size_t)ATT_BQ * (ATT_WX + 1));
+  size_t td = (size_t)(tile_d < head_dim ? tile_d : head_dim);
+  size_t qk = 2u * ATT_BQ * (td + 4);
+  size_t pv = (size_t)tile_v * (size_t)head_dim + (size_t)ATT_BQ * (size_t)(tile_v + 4);
+  return 4u * (2u * (qk > pv ? qk : pv) + ATT_RED);
 }
 
 static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *p, char *why,
                           size_t len) {
   int tile_d = nabla_params_get(p, "TILE_D", 16), tile_v = nabla_params_get(p, "TILE_V", 16);
-  if (tile_d <= 0 || tile_d % 4 || tile_v <= 0 || tile_v % 4 || ATT_BK % tile_v != 0) {
-    snprintf(why, len, "TILE_D=%d and TILE_V=%d must be multiples of 4, TILE_V dividing %d", tile_d,
-             tile_v, ATT_BK);
+  if (tile_d <= 0 || tile_d % 8 || tile_v <= 0 || tile_v % 4 || ATT_BK % tile_v != 0) {
+    snprintf(why, len, "TILE_D=%d must be a multiple of 8, TILE_V=%d a multiple of 4 dividing %d",
+             tile_d, tile_v, ATT_BK);
     return 0;
   }
   size_t local = attention_local_bytes(tile_d, tile_v, head_dim);
@@ -35,9 +39,8 @@ static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *
              (unsigned long long)ctx->caps.local_mem);
     return 0;
   }
-  if ((size_t)ATT_WX * ATT_WY > ctx->caps.max_wg) {
-    snprintf(why, len, "needs work-groups of %d, the device allows %zu", ATT_WX * ATT_WY,
-             ctx->caps.max_wg);
+  if ((size_t)ATT_WG > ctx->caps.max_wg) {
+    snprintf(why, len, "needs work-groups of %d, the device allows %zu", ATT_WG, ctx->caps.max_wg);
     return 0;
   }
   return 1;
@@ -53,7 +56,7 @@ static nabla_status attention_build(nabla_context *ctx, nabla_dtype dtype, int h
   nabla_params_options(params, options, sizeof options);
   TRY(st, nabla_program_get(ctx, "attention", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "attention", kernel));
-  *wg = (size_t)ATT_WX * ATT_WY;
+  *wg = (size_t)ATT_WG;
 done:
   return st;
 }
@@ -102,13 +105,13 @@ done:
 
 static const nabla_kernel_space kernel_spaces[] = {
     {"attention",
-     {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim chunk of Q and K staged in local memory per step of Q·Kᵀ"},
-      {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V staged in local memory per step of P·V"}},
+     {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim columns of Q and K per staged item of Q·Kᵀ (double-buffered)"},
+      {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V (and columns of P) per staged item of P·V (double-buffered)"}},
      attention_fits,
      attention_build,
-     "TILE_D, TILE_V multiples of 4, 64 % TILE_V == 0; "
-     "4*(max(2*64*(TILE_D+4), TILE_V*HEAD_DIM) + 64*68 + 64*17) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
-     "work-groups of 16x8: CL_KERNEL_WORK_GROUP_SIZE >= 128"},
+     "TILE_D a multiple of 8, TILE_V a multiple of 4, 64 % TILE_V == 0; with TD = min(TILE_D, HEAD_DIM): "
+     "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
+     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128"},
     {"select",
      {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
      select_fits,
@@ -130,7 +133,7 @@ typedef struct {
 static const builtin_default builtin_defaults[] = {
     {-1, 1, "attention", "default-cpu", "TILE_D=16 TILE_V=16"},
     {-1, 1, "select", "default-cpu", "SEL_WG=64"},
-    {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", "TILE_D=16 TILE_V=16"},
+    {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", "TILE_D=32 TILE_V=16"},
     {NABLA_VENDOR_NVIDIA, 0, "select", "default-gpu-nvidia", "SEL_WG=256"},
     {NABLA_VENDOR_AMD, 0, "attention", "default-gpu-amd", "TILE_D=16 TILE_V=16"},
     {NABLA_VENDOR_AMD, 0, "select", "default-gpu-amd", "SEL_WG=256"},

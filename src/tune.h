@@ -22,7 +22,8 @@
 
 #define NABLA_MAX_PARAMS 6
 #define NABLA_MAX_CANDIDATES 8
-#define NABLA_TUNING_SCHEMA 1        /* "schema" of a tuning entry's JSON; bump on any change */
+#define NABLA_TUNING_SCHEMA 2        /* "schema" of a tuning entry's JSON; bump on any change
+                                      * (2: attention gained VARIANT) */
 #define NABLA_TUNING_NS "tuning"
 #define NABLA_TUNING_PROGRESS_NS "tuning-progress"
 

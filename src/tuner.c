@@ -218,18 +218,13 @@ static double event_ms(cl_event from, cl_profiling_info from_what, cl_event to) 
   return t1 >= t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
 }
 
-/* One attention launch; ms = the kernel's own START..END. TILE_D / TILE_V parametrize the
- * portable kernel, so that is the variant measured (automatic choice could pick another). */
+/* One attention launch; ms = the kernel's own START..END. The candidate's VARIANT picks the
+ * kernel (-1: the automatic choice); TILE_D / TILE_V shape the portable one. */
 static nabla_status attention_run(nabla_context *ctx, const problem *p, const nabla_params *params,
                                   double *ms) {
   nabla_status st = NABLA_OK;
   cl_event done_event = NULL;
-  nabla_params portable = *params;
-  if (portable.count < NABLA_MAX_PARAMS && nabla_params_get(params, "VARIANT", -1) < 0) {
-    portable.names[portable.count] = "VARIANT";
-    portable.values[portable.count++] = 0;
-  }
-  TRY(st, nabla_attend_params(ctx, &p->shape, p->dtype, p->mask, p->q, p->k, p->v, p->o, &portable, 0,
+  TRY(st, nabla_attend_params(ctx, &p->shape, p->dtype, p->mask, p->q, p->k, p->v, p->o, params, 0,
                               NULL, &done_event));
   TRY_CL(st, ctx, clWaitForEvents(1, &done_event));
   if (ms) *ms = event_ms(done_event, CL_PROFILING_COMMAND_START, done_event);

@@ -374,7 +374,7 @@ static void test_tune_stores_and_fresh_context_uses(void **state) {
 static void test_damaged_entries_are_misses(void **state) {
   fixture *f = *state;
   char json[1024], text[256], path[PATH_CAP];
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32}");
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}");
   put_json(f->cache, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   assert_non_null(strstr(text, "TILE_D=8 TILE_V=32"));
@@ -408,13 +408,13 @@ static void test_damaged_entries_are_misses(void **state) {
    * class, a JSON array, params not an object. */
   static const char *const foreign[] = {
       "\x7f" "ELF not json at all",
-      "{\"schema\":1,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32}}",
-      "{\"schema\":1,\"kernel\":\"attention\",\"dtype\":\"bf16\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32}}",
-      "{\"schema\":1,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":128,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32}}",
-      "{\"schema\":1,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"large\",\"params\":{\"TILE_D\":8,\"TILE_V\":32}}",
+      "{\"schema\":2,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}}",
+      "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"bf16\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}}",
+      "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":128,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}}",
+      "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"large\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}}",
       "[1,2,3]",
-      "{\"schema\":1,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":\"TILE_D=8\"}",
-      "{\"schema\":1,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32}",
+      "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":\"TILE_D=8\"}",
+      "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}",
   };
   for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
     put_json(f->cache, "attention", foreign[i]);
@@ -422,7 +422,7 @@ static void test_damaged_entries_are_misses(void **state) {
   }
 
   /* A valid entry copied under another key's file name (another device's, say) is a miss. */
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32}");
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}");
   assert_int_equal(nabla_diskcache_put(f->cache, NABLA_TUNING_NS, "0123456789abcdef0123456789abcdef|attention|f32|d64|small",
                                        json, strlen(json)), NABLA_OK);
   char other[PATH_CAP], dir[PATH_CAP];
@@ -459,14 +459,16 @@ static void test_out_of_space_values_ignored(void **state) {
   fixture *f = *state;
   char json[1024], text[256];
   static const char *const bad[] = {
-      "{\"TILE_D\":7,\"TILE_V\":16}",               /* not a candidate */
-      "{\"TILE_D\":16,\"TILE_V\":16,\"FOO\":1}",    /* unknown extra parameter */
-      "{\"TILE_D\":16}",                            /* missing parameter */
-      "{\"TILE_D\":16.5,\"TILE_V\":16}",            /* not an integer */
-      "{\"TILE_D\":\"16\",\"TILE_V\":16}",          /* not a number */
-      "{\"TILE_D\":1e300,\"TILE_V\":16}",           /* out of int range */
-      "{\"TILE_D\":16,\"TILE_V\":16,\"TILE_V\":8}", /* duplicate */
-      "{\"TILE_D\":16,\"TILE_V\":\"16 -DEVIL=1\"}", /* an injected build option */
+      "{\"TILE_D\":7,\"TILE_V\":16,\"VARIANT\":-1}",               /* not a candidate */
+      "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":2}",               /* the emulation is none */
+      "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":-1,\"FOO\":1}",    /* unknown extra parameter */
+      "{\"TILE_D\":16,\"VARIANT\":-1}",                            /* missing parameter */
+      "{\"TILE_D\":16,\"TILE_V\":16}",                             /* schema 1's params */
+      "{\"TILE_D\":16.5,\"TILE_V\":16,\"VARIANT\":-1}",            /* not an integer */
+      "{\"TILE_D\":\"16\",\"TILE_V\":16,\"VARIANT\":-1}",          /* not a number */
+      "{\"TILE_D\":1e300,\"TILE_V\":16,\"VARIANT\":-1}",           /* out of int range */
+      "{\"TILE_D\":16,\"TILE_V\":16,\"TILE_V\":8,\"VARIANT\":-1}", /* duplicate */
+      "{\"TILE_D\":16,\"TILE_V\":\"16 -DEVIL=1\",\"VARIANT\":-1}", /* an injected build option */
       "{}",
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -474,7 +476,7 @@ static void test_out_of_space_values_ignored(void **state) {
     put_json(f->cache, "attention", json);
     if (fresh_is_tuned("attention", text, sizeof text)) fail_msg("entry with params %s was used: %s", bad[i], text);
   }
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_V\":16,\"TILE_D\":32}"); /* order is free */
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_V\":16,\"VARIANT\":-1,\"TILE_D\":32}"); /* order is free */
   put_json(f->cache, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   assert_non_null(strstr(text, "TILE_D=32 TILE_V=16"));
@@ -483,17 +485,17 @@ static void test_out_of_space_values_ignored(void **state) {
 static void test_schema_bump_is_a_miss(void **state) {
   fixture *f = *state;
   char json[1024], text[256];
-  attention_entry(json, sizeof json, 999, "{\"TILE_D\":8,\"TILE_V\":8}");
+  attention_entry(json, sizeof json, 999, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
   put_json(f->cache, "attention", json);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
-  attention_entry(json, sizeof json, 0, "{\"TILE_D\":8,\"TILE_V\":8}");
+  attention_entry(json, sizeof json, 0, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
   put_json(f->cache, "attention", json);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   /* Without a schema at all. */
   put_json(f->cache, "attention",
-           "{\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":8}}");
+           "{\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}}");
   assert_false(fresh_is_tuned("attention", text, sizeof text));
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":8}");
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
   put_json(f->cache, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   /* A file of another disk-cache schema directory is never read: v999 beside v1. */
@@ -517,14 +519,14 @@ static int has_program(const nabla_context *ctx, const char *stage, const char *
 static void test_launches_use_tuned_values(void **state) {
   fixture *f = *state;
   char json[1024];
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32}");
+  /* VARIANT 0: the portable kernel, which TILE_D/TILE_V shape (on CPUs the automatic choice
+   * would be cpu-rows, so this also shows a tuned VARIANT is honoured). */
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":0}");
   put_json(f->cache, "attention", json);
   put_json(f->cache, "select",
-           "{\"schema\":1,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\","
+           "{\"schema\":2,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\","
            "\"params\":{\"SEL_WG\":128},\"ms\":1.0,\"date\":\"2026-11-22T20:00:00Z\"}");
   nabla_context *ctx = context_or_skip();
-  /* TILE_D/TILE_V parametrize the portable kernel; on CPUs the automatic choice is cpu-rows. */
-  assert_int_equal(nabla_variant_force(ctx, "portable"), NABLA_OK);
   size_t n = (size_t)kTiny.batch * kTiny.heads * kTiny.seq * kTiny.head_dim;
   double *x = malloc(n * sizeof *x);
   uint64_t seed = 5;
@@ -535,11 +537,21 @@ static void test_launches_use_tuned_values(void **state) {
   nabla_status st = nabla_attention(ctx, &algo, &kTiny, NABLA_F32, q, q, q, o, 0, NULL, NULL);
   if (st != NABLA_OK) fail_msg("nabla_attention: %s", nabla_last_error(ctx));
   assert_int_equal(clFinish(nabla_context_queue(ctx)), CL_SUCCESS);
+  assert_string_equal(nabla_variant_last(ctx), "portable");
   if (!has_program(ctx, "attention", "-DTILE_D=8 -DTILE_V=32")) fail_msg("attention was not built with the tuned values");
   if (!has_program(ctx, "select", "-DSEL_WG=128")) fail_msg("select was not built with the tuned value");
   clReleaseMemObject(q);
   clReleaseMemObject(o);
   free(x);
+  nabla_context_destroy(ctx);
+
+  /* A tuned VARIANT of 3 selects cpu-rows on any device. */
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":3}");
+  put_json(f->cache, "attention", json);
+  ctx = context_or_skip();
+  char name[64];
+  assert_int_equal(nabla_attention_variant(ctx, &kTiny, NABLA_F32, name, sizeof name), NABLA_OK);
+  assert_string_equal(name, "cpu-rows");
   nabla_context_destroy(ctx);
 }
 
@@ -846,7 +858,7 @@ static int cmp_double(const void *a, const void *b) {
 static void test_warm_start(void **state) {
   fixture *f = *state;
   char json[1024], cfg[256];
-  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":16,\"TILE_V\":16}");
+  attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":-1}");
   put_json(f->cache, "attention", json);
   warm_run(cfg, sizeof cfg); /* fills the program cache */
   assert_non_null(strstr(cfg, "(tuned)"));

@@ -99,8 +99,11 @@ struct nabla_context {
   char error[NABLA_ERR_LEN];
 };
 
-/* workspace.c: a buffer of at least `bytes` for `slot`, owned by the context (not retained
- * for the caller; valid until the next call for the same slot or the context's end). */
+/* workspace.c: a new read-write buffer (bytes above the device's max allocation are refused
+ * first; 0 bytes gives a 4-byte buffer), */
+nabla_status nabla_buffer_new(nabla_context *ctx, size_t bytes, const char *what, cl_mem *out);
+/* and a buffer of at least `bytes` for `slot`, owned by the context (not retained for the
+ * caller; valid until the next call for the same slot or the context's end). */
 nabla_status nabla_workspace_get(nabla_context *ctx, nabla_workspace_slot slot, size_t bytes,
                                  const char *what, cl_mem *out);
 void nabla_workspace_release(nabla_context *ctx);

@@ -51,18 +51,6 @@ void nabla_mask_release(nabla_mask *mask) {
   free(mask);
 }
 
-static nabla_status buffer(nabla_context *ctx, size_t bytes, const char *what, cl_mem *out) {
-  cl_int rc = CL_SUCCESS;
-  if (bytes > ctx->caps.max_alloc)
-    return nabla_fail(ctx, NABLA_UNSUPPORTED, "%s needs %zu bytes, over the device's max allocation %llu",
-                      what, bytes, (unsigned long long)ctx->caps.max_alloc);
-  *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, bytes ? bytes : 4, NULL, &rc);
-  if (rc != CL_SUCCESS)
-    return nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "clCreateBuffer(%s, %zu bytes) failed: %s", what,
-                      bytes, nabla_cl_error_name(rc));
-  return NABLA_OK;
-}
-
 static nabla_status mask_alloc(nabla_context *ctx, const nabla_shape *shape, nabla_mask **out) {
   nabla_status st = NABLA_OK;
   nabla_mask *m = calloc(1, sizeof *m);
@@ -72,9 +60,9 @@ static nabla_status mask_alloc(nabla_context *ctx, const nabla_shape *shape, nab
   m->cl_ctx = ctx->cl_ctx;
   size_t rows = (size_t)shape->batch * shape->heads * m->nblocks;
   TRY(st, nabla_block_starts_buffer(ctx, shape, &m->block_start));
-  TRY(st, buffer(ctx, rows * m->nblocks, "block bitmap", &m->bitmap));
-  TRY(st, buffer(ctx, (rows + 1) * sizeof(cl_int), "row_ptr", &m->row_ptr));
-  TRY(st, buffer(ctx, rows * m->nblocks * sizeof(cl_int), "col_idx", &m->col_idx));
+  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks, "block bitmap", &m->bitmap));
+  TRY(st, nabla_buffer_new(ctx, (rows + 1) * sizeof(cl_int), "row_ptr", &m->row_ptr));
+  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks * sizeof(cl_int), "col_idx", &m->col_idx));
   *out = m;
   m = NULL;
 done:
@@ -109,10 +97,11 @@ static void pool_local_size(const nabla_context *ctx, int D, nabla_dtype dtype, 
 
 /* Enqueues the pooling of Q and K, the reduced map and the selection (with the STA window)
  * into m->bitmap, the row lengths into m->row_ptr[1..] and each row's kept columns over its
- * reduced map in the NABLA_WS_MAP workspace (for enqueue_csr). */
+ * reduced map, the buffer given back in *compact (for enqueue_csr). */
 static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
                                   const nabla_algo *algo, cl_mem q, cl_mem k,
-                                  const nabla_params *sel, cl_uint num_wait, const cl_event *wait) {
+                                  const nabla_params *sel, cl_uint num_wait, const cl_event *wait,
+                                  cl_mem *compact) {
   nabla_status st = NABLA_OK;
   const nabla_shape *s = &m->shape;
   cl_mem pooled = NULL, logits = NULL;
@@ -163,6 +152,7 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   size_t rows_per_group = sel_wg / tpr;
   size_t sel_global = (rows + rows_per_group - 1) / rows_per_group * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
+  *compact = logits;
 done:
   if (pool) clReleaseKernel(pool);
   if (map) clReleaseKernel(map);
@@ -249,15 +239,16 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
     TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
   }
   TRY(st, mask_alloc(ctx, shape, &m));
+  cl_mem compact = NULL; /* the selection's compacted rows, NABLA only */
   if (algo->nabla) {
-    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait));
+    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &compact));
   } else {
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
     TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, nabla_profile_slot(ctx, "fill")));
   }
   if (algo->sta && !algo->nabla) TRY(st, enqueue_sta(ctx, m, algo));
-  TRY(st, enqueue_csr(ctx, m, algo->nabla ? ctx->workspace.mem[NABLA_WS_MAP] : NULL, done_event));
+  TRY(st, enqueue_csr(ctx, m, compact, done_event));
   *out = m;
   m = NULL;
 done:

@@ -26,14 +26,12 @@
 #define BK 64
 #define NV (HEAD_DIM / 8) /* float8 vectors per row */
 
+/* LOAD8 is in common.cl; the store is this kernel's only. */
 #if NABLA_DTYPE == 0
-#define LOAD8(p, i) vload8((i) / 8, (p))
 #define STORE8(v, p, i) vstore8((v), (i) / 8, (p))
 #elif NABLA_DTYPE == 1
-#define LOAD8(p, i) vload_half8((i) / 8, (p))
 #define STORE8(v, p, i) vstore_half8_rte((v), (i) / 8, (p))
 #else
-#define LOAD8(p, i) as_float8(convert_uint8(vload8((i) / 8, (p))) << 16)
 inline void store8_bf16(float8 v, __global ushort *p, size_t i) {
   float f[8];
   vstore8(v, 0, f);

@@ -7,18 +7,22 @@
 #define NABLA_DTYPE 0
 #endif
 
+/* LOAD8: the 8 values from element i (a multiple of 8) as a float8. */
 #if NABLA_DTYPE == 0
 #define STORE_T float
 #define LOAD(p, i) ((p)[i])
 #define STORE(p, i, v) ((p)[i] = (v))
+#define LOAD8(p, i) vload8((i) / 8, (p))
 #elif NABLA_DTYPE == 1
 #define STORE_T half
 #define LOAD(p, i) vload_half((i), (p))
 #define STORE(p, i, v) vstore_half_rte((v), (i), (p))
+#define LOAD8(p, i) vload_half8((i) / 8, (p))
 #else
 #define STORE_T ushort
 #define LOAD(p, i) as_float(((uint)(p)[i]) << 16)
 #define STORE(p, i, v) ((p)[i] = nabla_to_bf16(v))
+#define LOAD8(p, i) as_float8(convert_uint8(vload8((i) / 8, (p))) << 16)
 #endif
 
 /* fp32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN. */

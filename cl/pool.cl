@@ -13,15 +13,10 @@
 #define floatv float4
 #define VLOAD(p, i) vload4((i) / 4, (p))
 #define VSTORE(v, p, i) vstore4((v), (i) / 4, (p))
-#elif NABLA_DTYPE == 1
+#else /* fp16, bf16: 8 values per 16 bytes */
 #define PV 8
 #define floatv float8
-#define VLOAD(p, i) vload_half8((i) / 8, (p))
-#define VSTORE(v, p, i) vstore8((v), (i) / 8, (p))
-#else
-#define PV 8
-#define floatv float8
-#define VLOAD(p, i) as_float8(convert_uint8(vload8((i) / 8, (p))) << 16)
+#define VLOAD(p, i) LOAD8((p), (i))
 #define VSTORE(v, p, i) vstore8((v), (i) / 8, (p))
 #endif
 #define POOL_WG 256 /* NV * TS <= POOL_WG, chosen by the host */

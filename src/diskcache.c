@@ -378,6 +378,15 @@ done:
   return st;
 }
 
+/* The next entry of a listing, or NULL at its end; a read error also ends it, with *st set to
+ * NABLA_IO. */
+static struct dirent *next_entry(DIR *d, nabla_status *st) {
+  errno = 0;
+  struct dirent *e = readdir(d);
+  if (!e && errno) *st = NABLA_IO;
+  return e;
+}
+
 /* Opens a directory for listing. A missing directory is not an error: NABLA_OK, *out NULL. */
 static nabla_status open_listing(const char *dir, DIR **out) {
   *out = NULL;
@@ -403,13 +412,7 @@ nabla_status nabla_diskcache_foreach(const char *root, const char *ns,
   }
   st = open_listing(dir, &d);
   if (!d) goto done;
-  for (;;) {
-    errno = 0;
-    struct dirent *e = readdir(d);
-    if (!e) {
-      if (errno) st = NABLA_IO;
-      break;
-    }
+  for (struct dirent *e; (e = next_entry(d, &st));) {
     if (!is_entry_name(e->d_name)) continue; /* temp files, strangers */
     int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0) continue;
@@ -448,13 +451,7 @@ static nabla_status clear_namespace(int nfd, time_t now) {
     close(nfd);
     return NABLA_IO;
   }
-  for (;;) {
-    errno = 0;
-    struct dirent *e = readdir(d);
-    if (!e) {
-      if (errno) st = NABLA_IO;
-      break;
-    }
+  for (struct dirent *e; (e = next_entry(d, &st));) {
     const char *name = e->d_name;
     int is_tmp = strstr(name, ".bin" TMP_MARK) != NULL;
     if (!is_tmp && !ends_with(name, ".bin")) continue;
@@ -480,13 +477,7 @@ nabla_status nabla_diskcache_clear(const char *root) {
   }
   st = open_listing(vdir, &d);
   if (!d) goto done;
-  for (;;) {
-    errno = 0;
-    struct dirent *e = readdir(d);
-    if (!e) {
-      if (errno) st = NABLA_IO;
-      break;
-    }
+  for (struct dirent *e; (e = next_entry(d, &st));) {
     if (!ns_valid(e->d_name)) continue; /* ".", "..", strangers */
     /* O_NOFOLLOW: a symlinked "namespace" is not ours to empty. */
     int nfd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -411,16 +411,23 @@ static void report(tuner *T, nabla_tune_report *r) {
   if (T->cb && !T->stop && T->cb(r, T->user)) T->stop = 1;
 }
 
-static void report_config(tuner *T, const char *kernel, const char *cls, const nabla_shape *shape,
-                          const config *c) {
+/* A report of `event` for (kernel, shape class, shape) of this run, every other field zero. */
+static nabla_tune_report report_of(const tuner *T, nabla_tune_event event, const char *kernel,
+                                   const char *cls, const nabla_shape *shape) {
   nabla_tune_report r;
   memset(&r, 0, sizeof r);
-  r.event = NABLA_TUNE_CANDIDATE;
+  r.event = event;
   r.kernel = kernel;
   r.shape_class = cls;
   r.dtype = T->opt.dtype;
   r.head_dim = T->opt.head_dim;
   r.shape = shape;
+  return r;
+}
+
+static void report_config(tuner *T, const char *kernel, const char *cls, const nabla_shape *shape,
+                          const config *c) {
+  nabla_tune_report r = report_of(T, NABLA_TUNE_CANDIDATE, kernel, cls, shape);
   r.param_count = c->params.count;
   r.param_names = (const char *const *)c->params.names;
   r.param_values = c->params.values;
@@ -764,15 +771,8 @@ static void record_failure(tuner *T, nabla_status st, const char *what) {
 
 static void report_skip(tuner *T, const char *kernel, const char *cls, const nabla_shape *s, int planned,
                         const char *note) {
-  nabla_tune_report r;
-  memset(&r, 0, sizeof r);
+  nabla_tune_report r = report_of(T, NABLA_TUNE_SKIPPED, kernel, cls, s);
   T->done += planned;
-  r.event = NABLA_TUNE_SKIPPED;
-  r.kernel = kernel;
-  r.shape_class = cls;
-  r.dtype = T->opt.dtype;
-  r.head_dim = T->opt.head_dim;
-  r.shape = s;
   r.ms = r.reference_ms = r.default_ms = -1.0;
   r.note = note;
   T->sum.skipped++;
@@ -840,18 +840,11 @@ static void tune_one(tuner *T, const nabla_kernel_space *space, const nabla_shap
     double ms = -1.0;
     int full = 0;
     if (nabla_tuning_load(ctx, space, T->opt.dtype, T->opt.head_dim, cls, &p, &ms, &full) && (full || !T->opt.full)) {
-      nabla_tune_report r;
+      nabla_tune_report r = report_of(T, NABLA_TUNE_CACHED, space->kernel, cls, shape);
       char text[160];
-      memset(&r, 0, sizeof r);
       nabla_params_text(&p, text, sizeof text);
       T->done += n;
       T->sum.cached++;
-      r.event = NABLA_TUNE_CACHED;
-      r.kernel = space->kernel;
-      r.shape_class = cls;
-      r.dtype = T->opt.dtype;
-      r.head_dim = T->opt.head_dim;
-      r.shape = shape;
       r.param_count = p.count;
       r.param_names = (const char *const *)p.names;
       r.param_values = p.values;
@@ -959,14 +952,7 @@ static void tune_one(tuner *T, const nabla_kernel_space *space, const nabla_shap
   nabla_tuning_forget(ctx);
   T->sum.results++;
   T->sum.stored += stored;
-  nabla_tune_report r;
-  memset(&r, 0, sizeof r);
-  r.event = NABLA_TUNE_RESULT;
-  r.kernel = space->kernel;
-  r.shape_class = cls;
-  r.dtype = T->opt.dtype;
-  r.head_dim = T->opt.head_dim;
-  r.shape = shape;
+  nabla_tune_report r = report_of(T, NABLA_TUNE_RESULT, space->kernel, cls, shape);
   r.param_count = cs[win].params.count;
   r.param_names = (const char *const *)cs[win].params.names;
   r.param_values = cs[win].params.values;

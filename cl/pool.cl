@@ -32,7 +32,13 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   const int t0 = block_start[i], t1 = block_start[i + 1];
   const size_t base = (size_t)(z - (is_k ? BH : 0)) * S * D + (size_t)v * PV;
   floatv acc = (floatv)(0.0f);
-  for (int t = t0 + ts; t < t1; t += nts) acc += VLOAD(x, base + (size_t)t * D);
+  int t = t0 + ts;
+  for (; t + 3 * nts < t1; t += 4 * nts) {
+    floatv x0 = VLOAD(x, base + (size_t)t * D), x1 = VLOAD(x, base + (size_t)(t + nts) * D);
+    floatv x2 = VLOAD(x, base + (size_t)(t + 2 * nts) * D), x3 = VLOAD(x, base + (size_t)(t + 3 * nts) * D);
+    acc += (x0 + x1) + (x2 + x3);
+  }
+  for (; t < t1; t += nts) acc += VLOAD(x, base + (size_t)t * D);
   part[ts * nv + v] = acc;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (ts != 0) return;

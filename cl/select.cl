@@ -7,8 +7,11 @@
  * p_j = softmax_j(logit_j) in fp32. Keep block j iff the mass of blocks with larger probability
  * is <= thr: with f(t) = sum of p_k > t, which falls as t grows, the kept set is {j : p_j >= t*}
  * where t* is the smallest float with f(t*) <= thr. Positive floats order like their bit
- * patterns, so t* is found by a 16-way search on the bits: each step evaluates f at 15 points
- * of the interval in one vector reduction, 8 steps cover 2^31 bit patterns. No sort.
+ * patterns, so t* is found on the bits, 4 of them per step, by a 16-bucket histogram of mass:
+ * the interval [lo, hi] is cut into 16 buckets of 2^shift bit patterns, every value inside it
+ * adds its p to its bucket (one index computation and one local add, whatever the number of
+ * buckets), and the suffix sums of the buckets are f at the 16 bucket tops. 8 steps cover the
+ * 2^30 patterns of (0, 1]. No sort.
  * thr >= 1 keeps every block; a row with a non-finite logit keeps every block too (the
  * non-finite value then reaches the attention output instead of silently vanishing).
  *
@@ -20,49 +23,62 @@
 #define SEL_WG 256 /* work-group size */
 #endif
 #ifndef SEL_TPR
-#define SEL_TPR 32 /* work-items per row; a multiple of 16 dividing SEL_WG */
+#define SEL_TPR 32 /* work-items per row; a multiple of 32 dividing SEL_WG */
 #endif
 #ifndef SEL_PT
 #define SEL_PT 8 /* values per work-item: ceil(Nb / SEL_TPR), set by the host */
 #endif
 #define SEL_ROWS (SEL_WG / SEL_TPR)
-#define SEL_GROUPS (SEL_TPR / 16) /* partial sums per component in row_sum16 */
+#define SEL_GROUPS (SEL_TPR / 16) /* partial sums per bucket in hist_sum */
+#define SEL_SHARE (SEL_TPR / SEL_GROUPS) /* columns each of those partial sums covers */
 
-#define SEL_COLS (SEL_PT * SEL_TPR) /* >= Nb */
+#define SEL_WPG (SEL_TPR / 32)      /* decision words per column group of SEL_TPR */
+#define SEL_WORDS (SEL_PT * SEL_WPG) /* decision words per row (SEL_PT <= 64: km bits) */
 
 typedef struct {
-  float16 vec[SEL_ROWS][SEL_TPR];       /* one vector per work-item */
-  float part[SEL_ROWS][SEL_GROUPS][16]; /* component sums over a share of the row */
+  /* hist[r][b][lt]: work-item lt's share of bucket b of row r. The +1 spreads the reads of
+   * hist_sum (16 buckets x SEL_GROUPS shares at once) over distinct local-memory banks. */
+  float hist[SEL_ROWS][16][SEL_TPR + 1];
+  float part[SEL_ROWS][SEL_GROUPS][16]; /* bucket sums over a share of the row */
   float2 two[SEL_ROWS][SEL_TPR];        /* pairs of row_max2 */
-  int pre[SEL_ROWS][SEL_TPR];           /* kept blocks per chunk of the row */
-  uchar keep[SEL_ROWS][SEL_COLS];       /* the row's decisions, for the compaction */
+  ulong km[SEL_ROWS][SEL_TPR];          /* each work-item's decisions, bit c = column c */
+  uint words[SEL_ROWS][SEL_WORDS];      /* the row's decisions, 32 columns a word */
 } sel_scratch;
 
-/* Sum of v over the SEL_TPR work-items of row r, returned to each of them. Work-item lt adds
- * component lt % 16 of SEL_TPR / SEL_GROUPS vectors, then everyone adds the SEL_GROUPS
- * partial vectors: 16 + 16 * SEL_GROUPS local reads per work-item, not 16 * SEL_TPR. */
-inline float16 row_sum16(__local sel_scratch *sc, int r, int lt, float16 v) {
-  sc->vec[r][lt] = v;
+/* The 16 bucket totals of row r, returned to each of its work-items, from the columns that
+ * the work-items wrote into hist[r] before the call. Work-item lt adds bucket lt % 16 over a
+ * share of SEL_SHARE columns, then everyone adds the SEL_GROUPS shares: 16 + 16 * SEL_GROUPS
+ * local reads per work-item, not 16 * SEL_TPR. Two barriers: a work-item writes its hist
+ * column again only after the second, when every read of the first phase is done, and part
+ * is written again only after the next call's first barrier. */
+inline float16 hist_sum(__local sel_scratch *sc, int r, int lt) {
   barrier(CLK_LOCAL_MEM_FENCE);
-  const int c = lt % 16, g = lt / 16;
-  __local const float *w = (__local const float *)sc->vec[r];
+  const int b = lt % 16, g = lt / 16;
+  __local const float *col = sc->hist[r][b] + g * SEL_SHARE;
   float s = 0.0f;
-  for (int i = g; i < SEL_TPR; i += SEL_GROUPS) s += w[i * 16 + c];
-  sc->part[r][g][c] = s;
+  for (int i = 0; i < SEL_SHARE; i++) s += col[i];
+  sc->part[r][g][b] = s;
   barrier(CLK_LOCAL_MEM_FENCE);
   float16 t = vload16(0, sc->part[r][0]);
   for (int i = 1; i < SEL_GROUPS; i++) t += vload16(0, sc->part[r][i]);
-  barrier(CLK_LOCAL_MEM_FENCE); /* vec and part are reused by the next call */
   return t;
 }
 
-/* Component-wise maximum of v over the SEL_TPR work-items of row r. */
+/* Writes work-item lt's 16 values into its hist column. */
+inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
+  float w[16];
+  vstore16(v, 0, w);
+#pragma unroll
+  for (int b = 0; b < 16; b++) sc->hist[r][b][lt] = w[b];
+}
+
+/* Component-wise maximum of v over the SEL_TPR work-items of row r. `two` is written once
+ * per launch, so one barrier suffices. */
 inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
   sc->two[r][lt] = v;
   barrier(CLK_LOCAL_MEM_FENCE);
   float2 m = (float2)(-INFINITY);
   for (int t = 0; t < SEL_TPR; t++) m = fmax(m, sc->two[r][t]);
-  barrier(CLK_LOCAL_MEM_FENCE);
   return m;
 }
 
@@ -72,7 +88,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   __local sel_scratch sc;
   const int lid = get_local_id(0), r = lid / SEL_TPR, lt = lid % SEL_TPR;
   const int row = get_group_id(0) * SEL_ROWS + r;
-  const int live = row < rows; /* spare rows of the last group still join every barrier */
+  const int live = row < rows; /* spare rows of the last group redo row 0 and write nothing */
   __global const float *a = logits + (size_t)(live ? row : 0) * Nb;
 
   float p[SEL_PT];
@@ -82,15 +98,16 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
 #pragma unroll
   for (int c = 0; c < SEL_PT; c++) {
     int j = lt + c * SEL_TPR;
-    float v = (live && j < Nb) ? a[j] : -INFINITY;
-    bad += (live && j < Nb && !isfinite(v)) ? 1.0f : 0.0f;
+    float v = j < Nb ? a[j] : -INFINITY;
+    bad += (j < Nb && !isfinite(v)) ? 1.0f : 0.0f;
     p[c] = v;
     mx = fmax(mx, v);
-    mn = (live && j < Nb) ? fmin(mn, v) : mn;
+    mn = j < Nb ? fmin(mn, v) : mn;
   }
   const float2 ext = row_max2(&sc, r, lt, (float2)(mx, -mn));
   mx = ext.x, mn = -ext.y;
   float z = 0.0f;
+#pragma unroll
   for (int c = 0; c < SEL_PT; c++) {
     p[c] = (lt + c * SEL_TPR < Nb) ? exp(p[c] - mx) : 0.0f;
     z += p[c];
@@ -98,84 +115,104 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   float16 zb = (float16)(0.0f);
   zb.s0 = z;
   zb.s1 = bad;
-  zb = row_sum16(&sc, r, lt, zb);
+  hist_put(&sc, r, lt, zb);
+  zb = hist_sum(&sc, r, lt);
   const int keep_all = zb.s1 > 0.0f || thr >= 1.0f;
   const float inv = 1.0f / zb.s0;
+#pragma unroll
   for (int c = 0; c < SEL_PT; c++) p[c] *= inv;
 
-  /* Invariant: f(hi) <= thr (hi starts at the bits of the largest p, whose f is 0) and
-   * f(lo - 1) > thr (lo starts at the smallest p). Pivot k (0..15) sits at lo + floor(span * (k+1) / 16), so pivot 15 is hi;
-   * with f falling in k, the first pivot with f <= thr becomes hi and the one before it + 1
-   * becomes lo. Values above hi add the known mass s_hi to every pivot and values below lo
-   * add nothing, so only values inside [lo, hi] are looked at: after the first steps that is a
-   * handful per row. The pivots and their masses are vectors: choosing pivot k is arithmetic,
-   * not a run-time index into an array (which would move the array to memory). */
-  const uint16 k1 = (uint16)(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
-  /* The search starts on [smallest p, largest p]: exp(mn - mx) * inv is exactly how the
-   * smallest value's p was computed, and f just below it is the whole mass (> thr, or the
-   * cut at the smallest value keeps everything, which is the answer then too). */
+  /* Invariant: f(hi) = s_hi <= thr and f(lo - 1) > thr. The search starts on [smallest p,
+   * largest p]: f there is 0 (nothing is larger than the largest p, inv = exp(0) * inv), and
+   * just below the smallest p it is the whole mass (> thr, or the cut at the smallest value
+   * keeps everything, which is then the answer too); exp(mn - mx) * inv is exactly how the
+   * smallest value's p was computed. A step cuts [lo, hi] into buckets of 2^shift patterns,
+   * shift the least with (hi - lo) >> shift <= 15; bucket k's top is
+   * top_k = lo + (k + 1) 2^shift - 1 (top_15 >= hi) and f(top_k) = s_hi + the mass of buckets
+   * above k. The least k with f(top_k) <= thr gives the new hi = min(top_k, hi), and
+   * lo = top_(k-1) + 1 for k > 0. The span falls below 2^shift, so shift drops by 4 a step:
+   * from at most 26 (p in (0, 1] spans fewer than 2^30 patterns), 8 steps end with lo == hi.
+   * Values outside [lo, hi] are never looked at again: those above are s_hi, those below
+   * count for nothing. Padding values are 0 and add nothing wherever they land. */
   uint lo = as_uint(exp(mn - mx) * inv), hi = as_uint(inv);
-  float s_hi = 0.0f; /* f(hi): mass of the values above hi */
+  float s_hi = 0.0f;
   for (int step = 0; step < 8; step++) {
-    const uint span = hi - lo, sq = span >> 4, sr = span & 15u;
-    const float16 t = as_float16((uint16)(lo) + (uint16)(sq) * k1 + (((uint16)(sr) * k1) >> 4));
-    float16 above = (float16)(0.0f);
+    const uint span = hi - lo;
+    const uint shift = (uint)max(0, 28 - (int)clz(span));
+    hist_put(&sc, r, lt, (float16)(0.0f));
+#pragma unroll
     for (int c = 0; c < SEL_PT; c++) {
-      uint bits = as_uint(p[c]);
-      if (bits >= lo && bits <= hi) {
-        float16 pj = (float16)(p[c]);
-        above += select((float16)(0.0f), pj, isgreater(pj, t));
-      }
+      const uint bits = as_uint(p[c]);
+      if (bits >= lo && bits <= hi) sc.hist[r][(bits - lo) >> shift][lt] += p[c];
     }
-    above = row_sum16(&sc, r, lt, above) + (float16)(s_hi);
-    above.sf = s_hi; /* f(hi) <= thr by the invariant */
-    /* k = pivots with f > thr; f(pivot k) is the largest f <= thr. */
-    const int16 over = isgreater(above, (float16)(thr)); /* -1 where f > thr */
-    const int8 o8 = over.lo + over.hi;
-    const int4 o4 = o8.lo + o8.hi;
-    const int2 o2 = o4.lo + o4.hi;
-    const uint k = (uint)(-(o2.x + o2.y));
-    float16 fk = select(above, (float16)(-INFINITY), over);
-    float8 m8 = fmax(fk.lo, fk.hi);
-    float4 m4 = fmax(m8.lo, m8.hi);
-    float2 m2 = fmax(m4.lo, m4.hi);
-    s_hi = fmax(m2.x, m2.y);
-    const uint new_hi = lo + sq * (k + 1u) + ((sr * (k + 1u)) >> 4);
-    const uint new_lo = k ? lo + sq * k + ((sr * k) >> 4) + 1u : lo;
-    hi = new_hi;
-    lo = min(new_lo, hi);
+    const float16 mass = hist_sum(&sc, r, lt);
+    float m[16];
+    vstore16(mass, 0, m);
+    float f = s_hi, fk = s_hi; /* f(top_k), k from 15 down */
+    uint k = 15;
+#pragma unroll
+    for (int b = 15; b >= 0; b--) {
+      if (f <= thr) k = (uint)b, fk = f;
+      f += m[b];
+    }
+    const uint top = lo + ((k + 1u) << shift) - 1u;
+    lo += k << shift;
+    hi = min(top, hi);
+    s_hi = fk;
   }
   const float cut = as_float(lo);
+
+  /* Decisions. Work-item lt's columns are j = lt + c SEL_TPR; the window test walks their
+   * (t, h, w) block coordinates by the constant step SEL_TPR in mixed radix instead of
+   * dividing for every column. km bit c = column lt + c SEL_TPR is kept. */
   const int qb = (live ? row : 0) % Nb; /* query block of the row, for the window */
+  const int plane = Hb * Wb;
+  const int qt = qb / plane, qh = (qb % plane) / Wb, qw = qb % Wb;
+  const int dt = SEL_TPR / plane, dh = (SEL_TPR % plane) / Wb, dw = SEL_TPR % Wb;
+  int jt = lt / plane, jh = (lt % plane) / Wb, jw = lt % Wb;
   __global uchar *m = bitmap + (size_t)(live ? row : 0) * Nb;
+  ulong km = 0;
+#pragma unroll
   for (int c = 0; c < SEL_PT; c++) {
-    int j = lt + c * SEL_TPR, keep = 0;
-    if (j < Nb && live) {
-      keep = keep_all || p[c] >= cut || (sta && nabla_sta_keep(qb, j, Hb, Wb, rt, rh, rw));
-      m[j] = keep ? 1 : 0;
-    }
-    sc.keep[r][j] = (uchar)keep;
+    const int j = lt + c * SEL_TPR;
+    const int win = sta && abs(jt - qt) <= rt && abs(jh - qh) <= rh && abs(jw - qw) <= rw;
+    const int keep = j < Nb && (keep_all || p[c] >= cut || win);
+    if (j < Nb && live) m[j] = (uchar)keep;
+    km |= (ulong)keep << c;
+    jw += dw;
+    jh += dh + (jw >= Wb);
+    jw -= jw >= Wb ? Wb : 0;
+    jt += dt + (jh >= Hb);
+    jh -= jh >= Hb ? Hb : 0;
   }
-  /* Compaction: work-item lt takes the contiguous chunk [j0, j1) of the row's decisions, so
-   * the chunks' counts in work-item order give every kept column its rank. The logits of this
-   * row were read into registers above and are read by no other work-group: the kept columns
-   * overwrite them (as ints), and csr_gather copies them to their CSR place once row_ptr is
-   * scanned. */
-  barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
-  const int chunk = (Nb + SEL_TPR - 1) / SEL_TPR, j0 = min(Nb, lt * chunk), j1 = min(Nb, j0 + chunk);
-  int n = 0;
-  for (int j = j0; j < j1; j++) n += sc.keep[r][j];
-  sc.pre[r][lt] = n;
+
+  /* Compaction, coalesced: word (c, w) of the row holds the decisions of columns
+   * c SEL_TPR + 32 w .. + 31, one bit each, so a kept column's rank is the kept count of the
+   * words before its own plus the bits below it in its word; consecutive kept columns land
+   * in consecutive places. Work-item lt assembles the words lt, lt + SEL_TPR, ... from the km
+   * of the 32 work-items they cover. The logits of this row were read into registers above
+   * and by no other work-group: the kept columns overwrite them (as ints), and csr_gather
+   * copies them to their CSR place once row_ptr is scanned. */
+  sc.km[r][lt] = km;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int wi = lt; wi < SEL_WORDS; wi += SEL_TPR) {
+    const int c = wi / SEL_WPG, w0 = (wi % SEL_WPG) * 32;
+    uint word = 0;
+    for (int t = 0; t < 32; t++) word |= (uint)((sc.km[r][w0 + t] >> c) & 1) << t;
+    sc.words[r][wi] = word;
+  }
   barrier(CLK_LOCAL_MEM_FENCE);
   if (!live) return; /* no barrier follows */
-  int pos = 0, total = 0;
-  for (int t = 0; t < SEL_TPR; t++) {
-    int v = sc.pre[r][t];
-    pos += t < lt ? v : 0;
-    total += v;
-  }
   __global int *cols = (__global int *)logits + (size_t)row * Nb;
-  for (int j = j0; j < j1; j++)
-    if (sc.keep[r][j]) cols[pos++] = j;
-  if (lt == 0) row_ptr[row + 1] = total;
+  const int own = lt / 32;
+  const uint below = (1u << (lt % 32)) - 1u;
+  int run = 0;
+#pragma unroll
+  for (int c = 0; c < SEL_PT; c++)
+    for (int w = 0; w < SEL_WPG; w++) {
+      const uint word = sc.words[r][c * SEL_WPG + w];
+      if (w == own && ((km >> c) & 1)) cols[run + popcount(word & below)] = lt + c * SEL_TPR;
+      run += popcount(word);
+    }
+  if (lt == 0) row_ptr[row + 1] = run;
 }

@@ -117,6 +117,12 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   while ((size_t)Nb > 48 * tpr && tpr < sel_wg) tpr *= 2;
   int per_thread = (int)(((size_t)Nb + tpr - 1) / tpr);
   per_thread = (per_thread + 3) / 4 * 4; /* fewer distinct programs */
+  if (per_thread > 64) { /* cl/select.cl keeps a work-item's decisions in one 64-bit word */
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED,
+                    "a row of %d blocks needs %d values per work-item of the selection (at most 64): "
+                    "tune SEL_WG to at least %zu", Nb, per_thread, ((size_t)Nb + 63) / 64);
+    goto done;
+  }
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * D * sizeof(float), "pooled Q and K", &pooled));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", &logits));
 

@@ -81,9 +81,10 @@ static int select_fits(nabla_context *ctx, int head_dim, const nabla_params *p, 
     snprintf(why, len, "SEL_WG=%d exceeds the device's work-group limit %zu", wg, ctx->caps.max_wg);
     return 0;
   }
-  /* cl/select.cl sel_scratch: per work-item a float16, two scalars, a partial-sum share and
-   * up to 48 decision bytes (SEL_PT <= 48 while rows fit the work-group). */
-  size_t local = 124u * (size_t)wg;
+  /* cl/select.cl sel_scratch: per work-item a padded 16-bucket column (66 bytes), a share of
+   * the bucket sums (4), two scalars (8), its decision bits (8) and up to 8 bytes of the
+   * row's decision words (SEL_PT <= 64). */
+  size_t local = 96u * (size_t)wg;
   if (local > ctx->caps.local_mem) {
     snprintf(why, len, "needs %zu bytes of local memory, the device has %llu", local,
              (unsigned long long)ctx->caps.local_mem);
@@ -126,7 +127,7 @@ static const nabla_kernel_space kernel_spaces[] = {
      select_fits,
      select_build,
      "SEL_WG a power of two, 32 <= SEL_WG <= CL_DEVICE_MAX_WORK_GROUP_SIZE and <= "
-     "CL_KERNEL_WORK_GROUP_SIZE; 124*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
+     "CL_KERNEL_WORK_GROUP_SIZE; 96*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
 };
 
 /* Built-in defaults per device class, used when nothing is tuned. Parameters not named keep

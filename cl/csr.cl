@@ -2,9 +2,10 @@
  * CSR compaction of the block bitmap [R = BH*Nb rows, Nb columns]:
  *   csr_count: row_ptr[r + 1] = kept blocks of row r
  *   csr_scan:  one work-group turns row_ptr[1..R] into the inclusive prefix sum (row_ptr[0] = 0)
- *              (the NABLA selection writes the row lengths itself and skips csr_count)
+ *              (after the NABLA selection it scans the selection's work-group totals)
  *   csr_fill:  col_idx[row_ptr[r] ..] = kept columns of row r, ascending
- *   csr_gather: the same from the per-row lists the NABLA selection compacted
+ *   csr_gather: the same from the per-row lists the NABLA selection compacted, with offsets
+ *              from the selection's per-work-group totals (scanned by csr_scan)
  * count and fill give each row CSR_TPR work-items, each owning a contiguous chunk of the row,
  * CSR_WG / CSR_TPR rows per work-group.
  */
@@ -89,15 +90,32 @@ void csr_fill(__global const uchar *bitmap, __global const int *row_ptr, __globa
     if (row[j]) col_idx[pos++] = j;
 }
 
-/* After the NABLA selection: row r's kept columns sit compacted at cols[r * Nb ..] (written
- * over the reduced map by select_cdf); copy them to col_idx[row_ptr[r] ..]. */
+/* After the NABLA selection, whose work-group g (rows r0 = g * group_rows ..) wrote each row's
+ * length at row_ptr[r + 1], its kept columns compacted at cols[r * Nb ..] and the group's
+ * total at groups[g + 1], which csr_scan has turned into the group's offset groups[g]. One
+ * work-group per selection group: the offsets of its rows, then the copy of their columns
+ * to col_idx[row_ptr[r] ..]. Needs group_rows <= CSR_WG. */
 __kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
-void csr_gather(__global const int *cols, __global const int *row_ptr, __global int *col_idx,
-                int Nb, int R) {
-  const int lid = get_local_id(0), rr = lid / CSR_TPR, lt = lid % CSR_TPR;
-  const int r = get_group_id(0) * CSR_ROWS + rr;
-  if (r >= R) return;
-  const int p0 = row_ptr[r], n = row_ptr[r + 1] - p0;
-  __global const int *src = cols + (size_t)r * Nb;
-  for (int i = lt; i < n; i += CSR_TPR) col_idx[p0 + i] = src[i];
+void csr_gather(__global const int *cols, __global const int *groups, __global int *row_ptr,
+                __global int *col_idx, int Nb, int R, int group_rows) {
+  __local int start[CSR_WG + 1];
+  const int lid = get_local_id(0), g = get_group_id(0);
+  const int r0 = g * group_rows, nr = min(group_rows, R - r0);
+  if (lid == 0) {
+    int s = groups[g];
+    for (int i = 0; i < nr; i++) {
+      start[i] = s;
+      s += row_ptr[r0 + i + 1];
+    }
+    start[nr] = s;
+    if (g == 0) row_ptr[0] = 0;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE); /* the lengths are read; the offsets may replace them */
+  for (int i = lid; i < nr; i += CSR_WG) row_ptr[r0 + i + 1] = start[i + 1];
+  const int rr = lid / CSR_TPR, lt = lid % CSR_TPR;
+  for (int i = rr; i < nr; i += CSR_ROWS) {
+    const int p0 = start[i], n = start[i + 1] - p0;
+    __global const int *src = cols + (size_t)(r0 + i) * Nb;
+    for (int e = lt; e < n; e += CSR_TPR) col_idx[p0 + e] = src[e];
+  }
 }

@@ -16,8 +16,9 @@
  * non-finite value then reaches the attention output instead of silently vanishing).
  *
  * Outputs: bitmap[row][j] = kept || (sta && window(row block, j)); row_ptr[row + 1] = kept
- * blocks of the row after the OR (the CSR's row lengths, which csr_scan turns into offsets);
- * the kept columns of the row, ascending, in place of its logits (see the compaction below).
+ * blocks of the row after the OR (the CSR's row lengths); groups[g + 1] = the sum of those
+ * over work-group g's rows; the kept columns of the row, ascending, in place of its logits
+ * (see the compaction below). csr_scan and csr_gather turn these into the CSR.
  */
 #ifndef SEL_WG
 #define SEL_WG 256 /* work-group size */
@@ -43,6 +44,7 @@ typedef struct {
   float2 two[SEL_ROWS][SEL_TPR];        /* pairs of row_max2 */
   ulong km[SEL_ROWS][SEL_TPR];          /* each work-item's decisions, bit c = column c */
   uint words[SEL_ROWS][SEL_WORDS];      /* the row's decisions, 32 columns a word */
+  int total[SEL_ROWS];                  /* kept blocks per row, for the group's sum */
 } sel_scratch;
 
 /* The 16 bucket totals of row r, returned to each of its work-items, from the columns that
@@ -84,7 +86,7 @@ inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
 
 __kernel __attribute__((reqd_work_group_size(SEL_WG, 1, 1)))
 void select_cdf(__global float *logits, __global uchar *bitmap, __global int *row_ptr,
-                int Nb, int rows, float thr, int sta, int Hb, int Wb, int rt, int rh, int rw) {
+                __global int *groups, int Nb, int rows, float thr, int sta, int Hb, int Wb, int rt, int rh, int rw) {
   __local sel_scratch sc;
   const int lid = get_local_id(0), r = lid / SEL_TPR, lt = lid % SEL_TPR;
   const int row = get_group_id(0) * SEL_ROWS + r;
@@ -202,8 +204,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
     sc.words[r][wi] = word;
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  if (!live) return; /* no barrier follows */
-  __global int *cols = (__global int *)logits + (size_t)row * Nb;
+  __global int *cols = (__global int *)logits + (size_t)(live ? row : 0) * Nb;
   const int own = lt / 32;
   const uint below = (1u << (lt % 32)) - 1u;
   int run = 0;
@@ -211,8 +212,19 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   for (int c = 0; c < SEL_PT; c++)
     for (int w = 0; w < SEL_WPG; w++) {
       const uint word = sc.words[r][c * SEL_WPG + w];
-      if (w == own && ((km >> c) & 1)) cols[run + popcount(word & below)] = lt + c * SEL_TPR;
+      if (live && w == own && ((km >> c) & 1)) cols[run + popcount(word & below)] = lt + c * SEL_TPR;
       run += popcount(word);
     }
-  if (lt == 0) row_ptr[row + 1] = run;
+  /* The row's length, and the group's total at groups[group + 1] (csr_scan turns those into
+   * the groups' offsets, csr_gather the lengths into the rows' offsets). */
+  if (lt == 0) {
+    if (live) row_ptr[row + 1] = run;
+    sc.total[r] = live ? run : 0;
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (lid == 0) {
+    int t = 0;
+    for (int i = 0; i < SEL_ROWS; i++) t += sc.total[i];
+    groups[get_group_id(0) + 1] = t;
+  }
 }

@@ -95,16 +95,24 @@ static void pool_local_size(const nabla_context *ctx, int D, nabla_dtype dtype, 
   local[0] = nv, local[1] = ts ? ts : 1, local[2] = 1;
 }
 
+/* What the NABLA selection hands to the CSR step: every row's kept columns, compacted at
+ * cols[row * Nb ..] (over the reduced map), and per work-group of the selection (group_rows
+ * rows each) the sum of its rows' lengths at groups[g + 1]. */
+typedef struct {
+  cl_mem cols, groups;
+  cl_int group_rows;
+} selection;
+
 /* Enqueues the pooling of Q and K, the reduced map and the selection (with the STA window)
  * into m->bitmap, the row lengths into m->row_ptr[1..] and each row's kept columns over its
- * reduced map, the buffer given back in *compact (for enqueue_csr). */
+ * reduced map and the work-groups' totals, both described in *out (for enqueue_csr). */
 static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
                                   const nabla_algo *algo, cl_mem q, cl_mem k,
                                   const nabla_params *sel, cl_uint num_wait, const cl_event *wait,
-                                  cl_mem *compact) {
+                                  selection *out) {
   nabla_status st = NABLA_OK;
   const nabla_shape *s = &m->shape;
-  cl_mem pooled = NULL, logits = NULL;
+  cl_mem pooled = NULL, logits = NULL, groups = NULL;
   cl_kernel pool = NULL, map = NULL, select = NULL;
   cl_program prog = NULL;
   cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks, BH = s->batch * s->heads;
@@ -125,6 +133,8 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   }
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * D * sizeof(float), "pooled Q and K", &pooled));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", &logits));
+  size_t rows_per_group = sel_wg / tpr, sel_groups = (rows + rows_per_group - 1) / rows_per_group;
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_GROUPS, (sel_groups + 1) * sizeof(cl_int), "selection group totals", &groups));
 
   TRY(st, nabla_program_get(ctx, "pool", nabla_dtype_define(dtype), &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
@@ -133,6 +143,9 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
   TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(m->block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));
+  /* Start pooling now: the rest is host work the device need not wait for (measured on the
+   * H100: host set-up was most of the gap between the stages' sum and the whole build). */
+  TRY_CL(st, ctx, clFlush(ctx->queue));
 
   /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
   TRY(st, nabla_program_get(ctx, "map", "", &prog));
@@ -153,12 +166,13 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   sta_window w = window_of(s, algo);
   cl_float thr = (cl_float)algo->thr;
   cl_int nrows = (cl_int)rows;
-  TRY_CL(st, ctx, set_args(select, 12, ARG(logits), ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(nrows), ARG(thr),
+  TRY_CL(st, ctx, set_args(select, 13, ARG(logits), ARG(m->bitmap), ARG(m->row_ptr), ARG(groups), ARG(Nb), ARG(nrows), ARG(thr),
                            ARG(w.on), ARG(w.Hb), ARG(w.Wb), ARG(w.rt), ARG(w.rh), ARG(w.rw)));
-  size_t rows_per_group = sel_wg / tpr;
-  size_t sel_global = (rows + rows_per_group - 1) / rows_per_group * sel_wg;
+  size_t sel_global = sel_groups * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
-  *compact = logits;
+  out->cols = logits;
+  out->groups = groups;
+  out->group_rows = (cl_int)rows_per_group;
 done:
   if (pool) clReleaseKernel(pool);
   if (map) clReleaseKernel(map);
@@ -185,31 +199,39 @@ done:
   return st;
 }
 
-/* CSR of m->bitmap. Without `compact`: row lengths, their prefix sum, the column indices from
- * the bitmap. With it (after the NABLA selection, which wrote the row lengths and the
- * compacted columns of every row at compact[row * Nb ..]): prefix sum and a copy. */
-static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, cl_mem compact, cl_event *done_event) {
+/* CSR of m->bitmap. Without a selection (sel == NULL): row lengths, their prefix sum, the
+ * column indices from the bitmap. After the NABLA selection, which wrote the row lengths and
+ * the compacted columns: a prefix sum over the selection's work-group totals (one per
+ * group_rows rows, far fewer than rows) and a gather that adds the lengths inside each group
+ * and copies the columns. */
+static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selection *sel, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   cl_kernel count = NULL, scan = NULL, fill = NULL;
   const nabla_shape *s = &m->shape;
   cl_int Nb = m->nblocks, R = s->batch * s->heads * m->nblocks;
+  size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
+  size_t global = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
   TRY(st, nabla_program_get(ctx, "csr", "", &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "csr_scan", &scan));
-  TRY(st, nabla_kernel_create(ctx, prog, compact ? "csr_gather" : "csr_fill", &fill));
-  TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
-  cl_mem src = compact ? compact : m->bitmap;
-  TRY_CL(st, ctx, set_args(fill, 5, ARG(src), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
-  size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
-  size_t rows = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
-  if (!compact) {
+  if (sel) {
+    cl_int G = (R + sel->group_rows - 1) / sel->group_rows;
+    TRY(st, nabla_kernel_create(ctx, prog, "csr_gather", &fill));
+    TRY_CL(st, ctx, set_args(scan, 2, ARG(sel->groups), ARG(G)));
+    TRY_CL(st, ctx, set_args(fill, 7, ARG(sel->cols), ARG(sel->groups), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R),
+                             ARG(sel->group_rows)));
+    global = (size_t)G * wg;
+  } else {
+    TRY(st, nabla_kernel_create(ctx, prog, "csr_fill", &fill));
     TRY(st, nabla_kernel_create(ctx, prog, "csr_count", &count));
+    TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
+    TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
     TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
-    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &rows, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &global, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   }
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   cl_event *slot = nabla_profile_slot(ctx, "csr");
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &rows, &wg, 0, NULL, NABLA_EVENT_OUT(slot, done_event)));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &global, &wg, 0, NULL, NABLA_EVENT_OUT(slot, done_event)));
   nabla_profile_share(slot, done_event);
 done:
   if (count) clReleaseKernel(count);
@@ -245,16 +267,16 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
     TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
   }
   TRY(st, mask_alloc(ctx, shape, &m));
-  cl_mem compact = NULL; /* the selection's compacted rows, NABLA only */
+  selection chosen = {NULL, NULL, 0}; /* NABLA only */
   if (algo->nabla) {
-    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &compact));
+    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &chosen));
   } else {
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
     TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, nabla_profile_slot(ctx, "fill")));
   }
   if (algo->sta && !algo->nabla) TRY(st, enqueue_sta(ctx, m, algo));
-  TRY(st, enqueue_csr(ctx, m, compact, done_event));
+  TRY(st, enqueue_csr(ctx, m, algo->nabla ? &chosen : NULL, done_event));
   *out = m;
   m = NULL;
 done:

@@ -34,11 +34,16 @@ inline ushort nabla_to_bf16(float v) {
 }
 
 /* Sliding-tile window (DESIGN §2): query block i sees key block j iff their (t, h, w) block
- * coordinates in the T x Hb x Wb block grid differ by at most (rt, rh, rw). Used by the STA
- * kernel and fused into the NABLA selection. */
+ * coordinates in the T x Hb x Wb block grid differ by at most (rt, rh, rw). nabla_sta_near
+ * takes the coordinate differences (the selection walks the coordinates itself);
+ * nabla_sta_keep the block indices (the STA kernel). */
+inline int nabla_sta_near(int dt, int dh, int dw, int rt, int rh, int rw) {
+  return abs(dt) <= rt && abs(dh) <= rh && abs(dw) <= rw;
+}
+
 inline int nabla_sta_keep(int i, int j, int Hb, int Wb, int rt, int rh, int rw) {
   int plane = Hb * Wb;
   int ti = i / plane, hi = (i % plane) / Wb, wi = i % Wb;
   int tj = j / plane, hj = (j % plane) / Wb, wj = j % Wb;
-  return abs(ti - tj) <= rt && abs(hi - hj) <= rh && abs(wi - wj) <= rw;
+  return nabla_sta_near(ti - tj, hi - hj, wi - wj, rt, rh, rw);
 }

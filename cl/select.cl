@@ -177,7 +177,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
 #pragma unroll
   for (int c = 0; c < SEL_PT; c++) {
     const int j = lt + c * SEL_TPR;
-    const int win = sta && abs(jt - qt) <= rt && abs(jh - qh) <= rh && abs(jw - qw) <= rw;
+    const int win = sta && nabla_sta_near(jt - qt, jh - qh, jw - qw, rt, rh, rw);
     const int keep = j < Nb && (keep_all || p[c] >= cut || win);
     if (j < Nb && live) m[j] = (uchar)keep;
     km |= (ulong)keep << c;

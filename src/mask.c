@@ -126,9 +126,11 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   int per_thread = (int)(((size_t)Nb + tpr - 1) / tpr);
   per_thread = (per_thread + 3) / 4 * 4; /* fewer distinct programs */
   if (per_thread > 64) { /* cl/select.cl keeps a work-item's decisions in one 64-bit word */
+    size_t fit = 32; /* the least SEL_WG (a power of two) whose rows hold Nb in 64 values each */
+    while (fit * 64 < (size_t)Nb) fit *= 2;
     st = nabla_fail(ctx, NABLA_UNSUPPORTED,
                     "a row of %d blocks needs %d values per work-item of the selection (at most 64): "
-                    "tune SEL_WG to at least %zu", Nb, per_thread, ((size_t)Nb + 63) / 64);
+                    "tune SEL_WG to at least %zu", Nb, per_thread, fit);
     goto done;
   }
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * D * sizeof(float), "pooled Q and K", &pooled));

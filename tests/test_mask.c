@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "tune.h"
 
 #define CTX_OR_SKIP(state) \
   nabla_context *ctx = *(state); \
@@ -247,6 +248,28 @@ static void test_thr_one_equals_dense(void **state) {
   free(q), free(k), free(v), free(dense), free(sparse);
 }
 
+/* A row longer than 64 values per work-item of the selection is refused with a reason, before
+ * any kernel runs: 2,112 blocks at SEL_WG=32 need 66 (68 after rounding). */
+static void test_row_too_long_for_select(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {1, 1, 2112 * 64, 8, 0, 0, 0};
+  nabla_params p = {1, {"SEL_WG"}, {32}, "test"};
+  nabla_algo algo;
+  assert_int_equal(nabla_algo_parse("nabla-0.7", &algo, NULL, 0), NABLA_OK);
+  size_t bytes = (size_t)s.seq * s.head_dim * sizeof(float);
+  cl_int rc = CL_SUCCESS;
+  cl_mem q = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes, NULL, &rc);
+  assert_int_equal(rc, CL_SUCCESS);
+  cl_mem k = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, bytes, NULL, &rc);
+  assert_int_equal(rc, CL_SUCCESS);
+  nabla_mask *mask = NULL;
+  assert_int_equal(nabla_mask_build_params(ctx, &algo, &s, NABLA_F32, q, k, &p, &mask, 0, NULL, NULL),
+                   NABLA_UNSUPPORTED);
+  assert_null(mask);
+  assert_non_null(strstr(nabla_last_error(ctx), "tune SEL_WG to at least 64"));
+  clReleaseMemObject(q), clReleaseMemObject(k);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_thresholds_ragged_grid),
@@ -258,6 +281,7 @@ int main(void) {
       cmocka_unit_test(test_nan_rows_keep_everything),
       cmocka_unit_test(test_flex_layout),
       cmocka_unit_test(test_thr_one_equals_dense),
+      cmocka_unit_test(test_row_too_long_for_select),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -7,19 +7,32 @@
  * multiple of 8) of tokens ts, ts + TS, ..., so a token row is read by neighbouring
  * work-items and every work-item has several loads in flight; the TS partial sums meet in
  * local memory.
+ *
+ * POOL_SPLIT=1 (for the tensor-core map, cl/map_mma.cl): each pooled row is written as a
+ * power-of-two scale s and two fp16 vectors hi, lo with x ~= s (hi + lo): row r's 4 D bytes
+ * hold hi[0..D) then lo[0..D), and the scales follow all 2 BH Nb rows as floats.
  */
 #if NABLA_DTYPE == 0
 #define PV 4
 #define floatv float4
 #define VLOAD(p, i) vload4((i) / 4, (p))
 #define VSTORE(v, p, i) vstore4((v), (i) / 4, (p))
+#define VSTORE_HALF(v, i, p) vstore_half4_rte((v), (i), (p))
+#define VLOAD_HALF(i, p) vload_half4((i), (p))
+#define POOL_VMAX(a) fmax(fmax((a).x, (a).y), fmax((a).z, (a).w))
 #else /* fp16, bf16: 8 values per 16 bytes */
 #define PV 8
 #define floatv float8
 #define VLOAD(p, i) LOAD8((p), (i))
 #define VSTORE(v, p, i) vstore8((v), (i) / 8, (p))
+#define VSTORE_HALF(v, i, p) vstore_half8_rte((v), (i), (p))
+#define VLOAD_HALF(i, p) vload_half8((i), (p))
+#define POOL_VMAX(a) fmax(fmax(fmax((a).s0, (a).s1), fmax((a).s2, (a).s3)), fmax(fmax((a).s4, (a).s5), fmax((a).s6, (a).s7)))
 #endif
 #define POOL_WG 256 /* NV * TS <= POOL_WG, chosen by the host */
+#ifndef POOL_SPLIT
+#define POOL_SPLIT 0
+#endif
 
 __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __global float *out,
                    __global const int *block_start, int S, int D, int Nb, int BH) {
@@ -41,7 +54,38 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   for (; t < t1; t += nts) acc += VLOAD(x, base + (size_t)t * D);
   part[ts * nv + v] = acc;
   barrier(CLK_LOCAL_MEM_FENCE);
+  const size_t row = (size_t)z * Nb + i;
+#if POOL_SPLIT
+  __local float row_max[POOL_WG]; /* one per vector of the row: nv <= POOL_WG */
+  floatv mean = (floatv)(0.0f);
+  if (ts == 0) {
+    for (int s = 1; s < nts; s++) acc += part[s * nv + v];
+    mean = acc / (float)(t1 - t0);
+    row_max[v] = POOL_VMAX(fabs(mean));
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (ts != 0) return;
+  /* x = s (hi + lo): s = 2^(e - 15) puts the row's largest |x| / s in [2^14, 2^15), inside
+   * fp16's range, so hi (x / s rounded to fp16) and lo (the exact remainder, rounded again)
+   * carry about 22 significant bits of every value relative to the row's largest. Rows of
+   * zeros, infinities or NaN keep s = 1 (a non-finite value then reaches the map). */
+  float m = 0.0f;
+  for (int u = 0; u < nv; u++) m = fmax(m, row_max[u]);
+  /* shift = e - 15 with m = f 2^e, f in [0.5, 1), from the exponent bits; at least -126 so
+   * that 2^shift and 2^-shift are normal floats (rows below 2^-126 lose precision, not
+   * range). Multiplying by 2^-shift is exact. */
+  const int shift = (m > 0.0f && isfinite(m)) ? max((int)((as_uint(m) >> 23) & 0xffu) - 141, -126) : 0;
+  const floatv xs = mean * as_float((uint)(127 - shift) << 23);
+  __global half *dst = (__global half *)out + row * 2 * D + (size_t)v * PV;
+  ushort bits[PV];
+  VSTORE_HALF(xs, 0, (__private half *)bits);
+  const floatv hi = VLOAD_HALF(0, (__private const half *)bits);
+  VSTORE_HALF(xs, 0, dst);
+  VSTORE_HALF(xs - hi, 0, dst + D);
+  if (v == 0) ((__global float *)out)[2 * (size_t)BH * Nb * D + row] = as_float((uint)(127 + shift) << 23);
+#else
   if (ts != 0) return;
   for (int s = 1; s < nts; s++) acc += part[s * nv + v];
-  VSTORE(acc / (float)(t1 - t0), out, ((size_t)z * Nb + i) * D + (size_t)v * PV);
+  VSTORE(acc / (float)(t1 - t0), out, row * D + (size_t)v * PV);
+#endif
 }

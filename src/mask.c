@@ -1,5 +1,6 @@
 /*
- * Mask build: pool (Q and K in one launch) -> reduced map (batched fp32 GEMM, cl/map.cl) ->
+ * Mask build: pool (Q and K in one launch) -> reduced map (batched GEMM: fp32 FMA, cl/map.cl, or
+ * on NVIDIA tensor cores from a split fp16 hi + lo pooling, cl/map_mma.cl) ->
  * softmax + CDF select with the STA window ORed in and the row lengths counted -> CSR scan and
  * fill. Pure STA and dense masks fill the bitmap, OR the window, count, scan and fill.
  * Everything stays on the device; nothing is read back unless asked for. Pooled Q/K and the
@@ -12,6 +13,7 @@
 
 #include "internal.h"
 #include "tune.h"
+#include "variant.h"
 
 /* Sets kernel arguments from (size, pointer) pairs; returns the OR of the return codes. */
 static cl_int set_args(cl_kernel kernel, int count, ...) {
@@ -103,7 +105,86 @@ typedef struct {
   cl_int group_rows;
 } selection;
 
-/* Enqueues the pooling of Q and K, the reduced map and the selection (with the STA window)
+/* The reduced-map kernel for this shape (src/variant.h says which) and whether it needs the
+ * split pooling. The tensor-core kernel is built here, before anything is enqueued: if its
+ * build fails, the variant is marked broken on the context and the portable kernel is used. */
+static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kernel *out, int *split,
+                               int *tn) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  int variant = nabla_map_variant_choose(ctx, s);
+  *split = 0;
+  if (variant != NABLA_VARIANT_PORTABLE) {
+    char options[160];
+    const char *env = getenv("NABLACL_MAP_TN"); /* developer override: tile columns, 64 or 128 */
+    *tn = env && atoi(env) == 128 ? 128 : 64;
+    snprintf(options, sizeof options, "-DMMA_IN=1 -DMMA_SMEM_PTX=1 -DMAP_TN=%d%s", *tn,
+             variant == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "");
+    st = nabla_program_get(ctx, "map_mma", options, &prog);
+    if (st == NABLA_OK) st = nabla_kernel_create(ctx, prog, "reduced_map_mma", out);
+    if (st == NABLA_OK) {
+      *split = 1;
+      return NABLA_OK;
+    }
+    if (variant == NABLA_VARIANT_MMA_EMULATED) return st; /* a test aid: no fallback */
+    st = NABLA_OK;
+    char why[384];
+    snprintf(why, sizeof why, "map: %.360s", ctx->error);
+    nabla_variant_mark_broken(ctx, variant, why);
+    nabla_clear_error(ctx);
+  }
+  TRY(st, nabla_program_get(ctx, "map", "", &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "reduced_map", out));
+done:
+  return st;
+}
+
+/* Enqueues the pooling of Q and K and the reduced map into the workspace; *logits receives the
+ * map buffer (row-major [B H][Nb][Nb] fp32, scaled by 1 / sqrt(D)). */
+static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem block_start,
+                                nabla_dtype dtype, cl_mem q, cl_mem k, cl_uint num_wait,
+                                const cl_event *wait, cl_mem *logits) {
+  nabla_status st = NABLA_OK;
+  cl_mem pooled = NULL;
+  cl_kernel pool = NULL, map = NULL;
+  cl_program prog = NULL;
+  cl_int S = s->seq, D = s->head_dim, Nb = nabla_shape_blocks(s), BH = s->batch * s->heads;
+  size_t rows = (size_t)BH * (size_t)Nb;
+  int split = 0, tn = 64; /* pooled rows as fp16 hi + lo and a scale each, for the tensor-core map */
+  TRY(st, map_kernel(ctx, s, &map, &split, &tn));
+  /* Either 2 rows x D floats, or per row D + D halves (the same bytes) and one float scale. */
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * (D + (size_t)split) * sizeof(float), "pooled Q and K", &pooled));
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", logits));
+
+  char pool_options[96];
+  snprintf(pool_options, sizeof pool_options, "%s -DPOOL_SPLIT=%d", nabla_dtype_define(dtype), split);
+  TRY(st, nabla_program_get(ctx, "pool", pool_options, &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
+  size_t pool_local[3], pool_global[3];
+  pool_local_size(ctx, D, dtype, pool_local);
+  pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
+  TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));
+  /* Start pooling now: the rest is host work the device need not wait for (measured on the
+   * H100: host set-up was most of the gap between the stages' sum and the whole build). */
+  TRY_CL(st, ctx, clFlush(ctx->queue));
+
+  /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
+  cl_float scale = 1.0f / sqrtf((float)D);
+  TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(*logits), ARG(Nb), ARG(D), ARG(BH), ARG(scale)));
+  size_t tiles = ((size_t)Nb + 127) / 128; /* both kernels: 128 x 128 tiles */
+  size_t map_global[3] = {16 * tiles, 16 * tiles, (size_t)BH}, map_local[3] = {16, 16, 1};
+  if (split)
+    map_global[0] = 256 * (((size_t)Nb + tn - 1) / tn), map_global[1] = tiles, map_local[0] = 256, map_local[1] = 1;
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, map, 3, NULL, map_global, map_local, 0, NULL, nabla_profile_slot(ctx, "map")));
+
+done:
+  if (pool) clReleaseKernel(pool);
+  if (map) clReleaseKernel(map);
+  return st;
+}
+
+/* Enqueues the pooling and the reduced map (enqueue_map), then the selection (with the STA window)
  * into m->bitmap, the row lengths into m->row_ptr[1..] and each row's kept columns over its
  * reduced map and the work-groups' totals, both described in *out (for enqueue_csr). */
 static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
@@ -112,11 +193,11 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
                                   selection *out) {
   nabla_status st = NABLA_OK;
   const nabla_shape *s = &m->shape;
-  cl_mem pooled = NULL, logits = NULL, groups = NULL;
-  cl_kernel pool = NULL, map = NULL, select = NULL;
+  cl_mem logits = NULL, groups = NULL;
+  cl_kernel select = NULL;
   cl_program prog = NULL;
-  cl_int S = s->seq, D = s->head_dim, Nb = m->nblocks, BH = s->batch * s->heads;
-  size_t rows = (size_t)BH * (size_t)Nb;
+  cl_int Nb = m->nblocks;
+  size_t rows = (size_t)s->batch * s->heads * (size_t)Nb;
 
   /* Work-items per row: enough that each holds at most ~48 values, as far as the work-group
    * allows. More work-items per row measured slower on the H100 (1050 blocks: 128 per row
@@ -133,30 +214,9 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
                     "tune SEL_WG to at least %zu", Nb, per_thread, fit);
     goto done;
   }
-  TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * D * sizeof(float), "pooled Q and K", &pooled));
-  TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", &logits));
+  TRY(st, enqueue_map(ctx, s, m->block_start, dtype, q, k, num_wait, wait, &logits));
   size_t rows_per_group = sel_wg / tpr, sel_groups = (rows + rows_per_group - 1) / rows_per_group;
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_GROUPS, (sel_groups + 1) * sizeof(cl_int), "selection group totals", &groups));
-
-  TRY(st, nabla_program_get(ctx, "pool", nabla_dtype_define(dtype), &prog));
-  TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
-  size_t pool_local[3], pool_global[3];
-  pool_local_size(ctx, D, dtype, pool_local);
-  pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
-  TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(m->block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));
-  /* Start pooling now: the rest is host work the device need not wait for (measured on the
-   * H100: host set-up was most of the gap between the stages' sum and the whole build). */
-  TRY_CL(st, ctx, clFlush(ctx->queue));
-
-  /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
-  TRY(st, nabla_program_get(ctx, "map", "", &prog));
-  TRY(st, nabla_kernel_create(ctx, prog, "reduced_map", &map));
-  cl_float scale = 1.0f / sqrtf((float)D);
-  TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(logits), ARG(Nb), ARG(D), ARG(BH), ARG(scale)));
-  size_t tiles = ((size_t)Nb + 127) / 128;
-  size_t map_global[3] = {16 * tiles, 16 * tiles, (size_t)BH}, map_local[3] = {16, 16, 1};
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, map, 3, NULL, map_global, map_local, 0, NULL, nabla_profile_slot(ctx, "map")));
 
   char options[256];
   snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
@@ -176,8 +236,6 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   out->groups = groups;
   out->group_rows = (cl_int)rows_per_group;
 done:
-  if (pool) clReleaseKernel(pool);
-  if (map) clReleaseKernel(map);
   if (select) clReleaseKernel(select);
   return st;
 }
@@ -418,5 +476,21 @@ nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask,
 done:
   free(row_ptr);
   free(col_idx);
+  return st;
+}
+
+nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                    cl_mem q, cl_mem k, float *logits) {
+  nabla_status st = NABLA_OK;
+  cl_mem starts = NULL, map = NULL;
+  TRY(st, nabla_check_common(ctx, shape, dtype, 0, NULL));
+  TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
+  TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
+  size_t nb = (size_t)nabla_shape_blocks(shape), bytes = (size_t)shape->batch * shape->heads * nb * nb * sizeof(float);
+  TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
+  TRY(st, enqueue_map(ctx, shape, starts, dtype, q, k, 0, NULL, &map));
+  TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, map, CL_TRUE, 0, bytes, logits, 0, NULL, NULL));
+done:
+  if (starts) clReleaseMemObject(starts);
   return st;
 }

@@ -1,8 +1,8 @@
 /*
  * Kernel registry and program cache.
  *
- * A program is the common prelude (cl/common.cl) followed by one stage file (cl/<name>.cl),
- * built with the given options. Programs live in the context for its lifetime (in-memory slots
+ * A program is the common prelude (cl/common.cl; the tensor-core stages also cl/mma.cl) followed
+ * by one stage file (cl/<name>.cl), built with the given options. Programs live in the context for its lifetime (in-memory slots
  * keyed by name + options) and their binaries in the disk cache under namespace "programs",
  * keyed by the device description, the options and a hash of the exact source bytes, so any
  * change of source, options, driver or device is a miss. A binary that fails to load or build
@@ -52,13 +52,16 @@ static char *read_override(const char *dir, const char *name) {
   return text;
 }
 
-/* Source of a stage: prelude + stage text, malloc'd. */
+/* Source of a stage: prelude (cl/common.cl, then cl/mma.cl for the tensor-core stages) + stage
+ * text, malloc'd. */
 static nabla_status stage_source(nabla_context *ctx, const char *name, char **out) {
-  const char *parts[2] = {"common", name};
-  char *texts[2] = {NULL, NULL};
+  const int mma = strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0;
+  const char *parts[3] = {"common", mma ? "mma" : name, name};
+  const int nparts = mma ? 3 : 2;
+  char *texts[3] = {NULL, NULL, NULL};
   nabla_status st = NABLA_OK;
   size_t total = 0;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < nparts; i++) {
     if (ctx->kernel_dir[0]) texts[i] = read_override(ctx->kernel_dir, parts[i]);
     if (!texts[i]) {
       const nabla_kernel_source *src = embedded(parts[i]);
@@ -79,10 +82,10 @@ static nabla_status stage_source(nabla_context *ctx, const char *name, char **ou
     st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
     goto done;
   }
-  snprintf(*out, total + 1, "%s\n%s", texts[0], texts[1]);
+  size_t off = 0;
+  for (int i = 0; i < nparts; i++) off += (size_t)snprintf(*out + off, total + 1 - off, "%s\n", texts[i]);
 done:
-  free(texts[0]);
-  free(texts[1]);
+  for (int i = 0; i < 3; i++) free(texts[i]);
   return st;
 }
 

@@ -279,28 +279,35 @@ static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, 
   return 1;
 }
 
+/* The variant asked for, first match: forced on the context, NABLACL_VARIANT, the tuned VARIANT
+ * (params may be NULL); else NABLA_VARIANT_AUTO. -2 for an unknown NABLACL_VARIANT. */
+static int requested_variant(const nabla_context *ctx, const nabla_params *params, const char **source) {
+  const char *env = getenv("NABLACL_VARIANT");
+  *source = "automatic";
+  if (ctx->variants.forced) {
+    *source = "forced";
+    return ctx->variants.forced - 1;
+  }
+  if (env && *env) {
+    *source = "NABLACL_VARIANT";
+    return nabla_variant_id(env);
+  }
+  int p = params ? nabla_params_get(params, "VARIANT", NABLA_VARIANT_AUTO) : NABLA_VARIANT_AUTO;
+  if (p >= 0 && p < NABLA_VARIANT_COUNT) {
+    *source = "tuned";
+    return p;
+  }
+  return NABLA_VARIANT_AUTO;
+}
+
 int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                    const nabla_params *params, char *note, size_t note_len) {
   note[0] = '\0';
-  int want = NABLA_VARIANT_AUTO;
   const char *source = "automatic";
-  const char *env = getenv("NABLACL_VARIANT");
-  if (ctx->variants.forced) {
-    want = ctx->variants.forced - 1;
-    source = "forced";
-  } else if (env && *env) {
-    want = nabla_variant_id(env);
-    source = "NABLACL_VARIANT";
-    if (want == -2) {
-      snprintf(note, note_len, "NABLACL_VARIANT=%.64s is no variant; using portable", env);
-      return NABLA_VARIANT_PORTABLE;
-    }
-  } else if (params) {
-    int p = nabla_params_get(params, "VARIANT", NABLA_VARIANT_AUTO);
-    if (p >= 0 && p < NABLA_VARIANT_COUNT) {
-      want = p;
-      source = "tuned";
-    }
+  int want = requested_variant(ctx, params, &source);
+  if (want == -2) {
+    snprintf(note, note_len, "NABLACL_VARIANT=%.64s is no variant; using portable", getenv("NABLACL_VARIANT"));
+    return NABLA_VARIANT_PORTABLE;
   }
   if (want == NABLA_VARIANT_PORTABLE) return NABLA_VARIANT_PORTABLE;
   if (want == NABLA_VARIANT_CPU_ROWS || (want == NABLA_VARIANT_AUTO && ctx->caps.is_cpu)) {
@@ -319,6 +326,17 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
     return NABLA_VARIANT_PORTABLE;
   }
   return id;
+}
+
+int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
+  const char *source = NULL;
+  int want = requested_variant(ctx, NULL, &source);
+  if (shape->head_dim % 16 != 0) return NABLA_VARIANT_PORTABLE;
+  if (want == NABLA_VARIANT_MMA_EMULATED) return NABLA_VARIANT_MMA_EMULATED;
+  if (want != NABLA_VARIANT_AUTO && want != NABLA_VARIANT_NVIDIA_MMA) return NABLA_VARIANT_PORTABLE;
+  if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, NULL, 0)) return NABLA_VARIANT_PORTABLE;
+  return ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx ? NABLA_VARIANT_NVIDIA_MMA
+                                                                : NABLA_VARIANT_PORTABLE;
 }
 
 int nabla_attention_mma_qpw(const nabla_shape *shape, int dense, const nabla_params *params) {

@@ -51,6 +51,13 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
 int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                    const nabla_params *params, char *note, size_t note_len);
 
+/* The implementation of the reduced-map GEMM of the mask build: NABLA_VARIANT_NVIDIA_MMA (cl/map_mma.cl
+ * on tensor cores, where the nvidia-mma probe passed, ldmatrix and cp.async included),
+ * NABLA_VARIANT_MMA_EMULATED (the same kernel emulated; only when that variant is asked for), else
+ * NABLA_VARIANT_PORTABLE (cl/map.cl). It follows a forced or NABLACL_VARIANT choice (any other
+ * variant asked for means portable), not the tuned attention VARIANT. Needs head_dim % 16 == 0. */
+int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
+
 /* Marks a variant unusable on this context (a build or launch failed), with the reason. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 

@@ -1,0 +1,237 @@
+/*
+ * Tensor-core primitives shared by the NVIDIA kernels (cl/attention_mma.cl, cl/map_mma.cl):
+ * the host prepends this file, after cl/common.cl, to those stage files.
+ *
+ * mma16816 (mma.sync m16n8k16, 16-bit inputs, fp32 accumulators), shfl_xor, warp_any,
+ * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), and, when MMA_SMEM_PTX is set,
+ * ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies.
+ * MMA_IN: the 16-bit type of the mma inputs, 1 = fp16, 2 = bf16; by default the storage type
+ * (NABLA_DTYPE). pack2 always packs for the storage type.
+ *
+ * Fragment layouts (PTX ISA, mma.m16n8k16, lane = 4 * g + t):
+ *   A (16x16, row): reg0 = A[g][2t..2t+1], reg1 = A[g+8][2t..], reg2 = A[g][2t+8..], reg3 = A[g+8][2t+8..]
+ *   B (16x8, col):  reg0 = B[2t..2t+1][g], reg1 = B[2t+8..2t+9][g]
+ *   C (16x8 fp32):  c0,c1 = C[g][2t..2t+1], c2,c3 = C[g+8][2t..2t+1]
+ * (each 32-bit register holds two 16-bit values, the lower index in the low half).
+ *
+ * NABLA_NO_PTX: every PTX instruction is replaced by a local-memory emulation with barriers
+ * (EMU_ARGS / EMU_PASS carry a per-warp scratch of EMU_WORDS words and the lane), so the
+ * fragment logic of a kernel runs, slowly, on any OpenCL device; every warp of a work-group
+ * must then take the same path.
+ */
+#ifndef MMA_SMEM_PTX
+#define MMA_SMEM_PTX 1
+#endif
+#ifndef MMA_IN
+#define MMA_IN NABLA_DTYPE
+#endif
+#if MMA_IN != 1 && MMA_IN != 2
+#error "mma inputs are fp16 (MMA_IN=1) or bf16 (MMA_IN=2)"
+#endif
+/* MMA_LDSM: fragments through ldmatrix; MMA_CPASYNC: copies through cp.async. The emulation
+ * emulates ldmatrix when MMA_SMEM_PTX is set (so its addressing is tested) and copies plainly. */
+#define MMA_LDSM MMA_SMEM_PTX
+#ifdef NABLA_NO_PTX
+#define MMA_CPASYNC 0
+#else
+#define MMA_CPASYNC MMA_SMEM_PTX
+#endif
+
+/* Full unrolling keeps the fragment arrays in registers; the emulation's loops hold barriers,
+ * which cannot be unrolled. */
+#ifdef NABLA_NO_PTX
+#define UNROLL
+#else
+#define UNROLL _Pragma("unroll")
+#endif
+
+/* ---- PTX primitives and their emulation ------------------------------------------------ */
+
+#ifdef NABLA_NO_PTX
+/* Per-warp scratch of the emulation: 6 words per lane for mma, 1 for shuffles/ldmatrix. */
+#define EMU_WORDS (32 * 6)
+#define EMU_ARGS , __local uint *emu, int lane
+#define EMU_PASS , emu, lane
+
+inline float emu_half(uint bits) {
+#if MMA_IN == 1
+  ushort h = (ushort)bits;
+  return vload_half(0, (const __private half *)&h);
+#else
+  return as_float((bits & 0xffffu) << 16);
+#endif
+}
+
+/* A[r][k] of the fragments stored by all lanes at emu (6 words per lane). */
+inline float emu_a(__local const uint *emu, int r, int k) {
+  int src = (r & 7) * 4 + ((k & 7) >> 1), reg = (r >> 3) + ((k >> 3) << 1);
+  uint w = emu[src * 6 + reg];
+  return emu_half((k & 1) ? w >> 16 : w);
+}
+inline float emu_b(__local const uint *emu, int k, int n) {
+  int src = n * 4 + ((k & 7) >> 1), reg = 4 + (k >> 3);
+  uint w = emu[src * 6 + reg];
+  return emu_half((k & 1) ? w >> 16 : w);
+}
+
+inline void mma16816(float *c, const uint *a, uint b0, uint b1 EMU_ARGS) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int i = 0; i < 4; i++) emu[lane * 6 + i] = a[i];
+  emu[lane * 6 + 4] = b0;
+  emu[lane * 6 + 5] = b1;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    int r = g + 8 * (i >> 1), n = 2 * t + (i & 1);
+    float acc = c[i];
+    for (int k = 0; k < 16; k++) acc = fma(emu_a(emu, r, k), emu_b(emu, k, n), acc);
+    c[i] = acc;
+  }
+}
+
+inline float shfl_xor(float v, int m EMU_ARGS) {
+  __local float *f = (__local float *)emu;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  f[lane] = v;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return f[lane ^ m];
+}
+
+#define exp2_ftz native_exp2
+
+/* Whether any lane of the warp passes a true flag. The emulation says yes: every warp then
+ * takes the same path (its barriers need that), and rescaling by 1 changes nothing. */
+inline int warp_any(int flag EMU_ARGS) { return 1; }
+
+inline uint pack2(float lo, float hi) {
+#if NABLA_DTYPE == 1
+  ushort h[2];
+  vstore_half_rte(lo, 0, (__private half *)h);
+  vstore_half_rte(hi, 1, (__private half *)h);
+  return (uint)h[0] | ((uint)h[1] << 16);
+#else
+  return (uint)nabla_to_bf16(lo) | ((uint)nabla_to_bf16(hi) << 16);
+#endif
+}
+
+/* ldmatrix.x4 (trans = 0/1): lane l gives the row address (offset into base) of row l & 7 of
+ * matrix l >> 3 and receives register i of matrix i. */
+inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans EMU_ARGS) {
+  __local int *addr = (__local int *)emu;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  addr[lane] = off;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  int g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; i++) {
+    uint lo, hi;
+    if (trans) {
+      lo = base[addr[8 * i + 2 * t] + g];
+      hi = base[addr[8 * i + 2 * t + 1] + g];
+    } else {
+      lo = base[addr[8 * i + g] + 2 * t];
+      hi = base[addr[8 * i + g] + 2 * t + 1];
+    }
+    r[i] = lo | (hi << 16);
+  }
+}
+
+#else /* real PTX */
+#define EMU_ARGS
+#define EMU_PASS
+
+#if MMA_IN == 1
+#define MMA_TYPES ".f32.f16.f16.f32"
+#else
+#define MMA_TYPES ".f32.bf16.bf16.f32"
+#endif
+#if NABLA_DTYPE == 1
+#define CVT_X2 "cvt.rn.f16x2.f32"
+#else
+#define CVT_X2 "cvt.rn.bf16x2.f32"
+#endif
+
+inline void mma16816(float *c, const uint *a, uint b0, uint b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col" MMA_TYPES
+               " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+               : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]),
+                 "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+inline float shfl_xor(float v, int m) {
+  float r;
+  asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
+  return r;
+}
+
+/* 2^x flushing tiny results to zero: one MUFU instruction, without the denormal fix-up that
+ * plain ex2.approx.f32 costs (softmax weights below 2^-126 do not matter). */
+inline float exp2_ftz(float x) {
+  float r;
+  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+}
+
+inline int warp_any(int flag) {
+  int r;
+  asm volatile("{ .reg .pred p, q; setp.ne.s32 p, %1, 0; vote.sync.any.pred q, p, 0xffffffff;"
+               " selp.s32 %0, 1, 0, q; }"
+               : "=r"(r) : "r"(flag));
+  return r;
+}
+
+/* cvt packs its first source into the upper half. */
+inline uint pack2(float lo, float hi) {
+  uint r;
+  asm volatile(CVT_X2 " %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+#if MMA_SMEM_PTX
+/* A __local pointer converted to an integer is its .shared address (the probe checks this). */
+#define SHARED_ADDR(p) ((uint)(size_t)(p))
+
+inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans) {
+  uint a = SHARED_ADDR(base + off);
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+}
+
+/* 16-byte asynchronous copy; src_bytes 0 zero-fills the destination. */
+inline void cp_async16(__local uint4 *dst, __global const uint4 *src, uint src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+               :: "r"(SHARED_ADDR(dst)), "l"((ulong)(size_t)src), "r"(src_bytes) : "memory");
+}
+inline void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+inline void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+inline void cp_async_wait_but_one(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+#endif
+#endif
+
+/* Waits for this work-item's outstanding copies into local memory, then for the work-group:
+ * afterwards every copy issued before is visible to every work-item. */
+inline void stage_wait(void) {
+#if MMA_CPASYNC
+  cp_async_wait_all();
+#endif
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Ends a group of copies (stage_wait_but_one counts groups); nothing without cp.async. */
+inline void stage_commit(void) {
+#if MMA_CPASYNC
+  cp_async_commit();
+#endif
+}
+
+/* As stage_wait, but the copies of the most recently committed group may still be in flight. */
+inline void stage_wait_but_one(void) {
+#if MMA_CPASYNC
+  cp_async_wait_but_one();
+#endif
+  barrier(CLK_LOCAL_MEM_FENCE);
+}

@@ -11,7 +11,8 @@
  * the interval [lo, hi] is cut into 16 buckets of 2^shift bit patterns, every value inside it
  * adds its p to its bucket (one index computation and one local add, whatever the number of
  * buckets), and the suffix sums of the buckets are f at the 16 bucket tops. 8 steps cover the
- * 2^30 patterns of (0, 1]. No sort.
+ * 2^30 patterns of (0, 1]; a row stops searching as soon as its interval holds at most one
+ * value (usually after 3 or 4 steps). No sort.
  * thr >= 1 keeps every block; a row with a non-finite logit keeps every block too (the
  * non-finite value then reaches the attention output instead of silently vanishing).
  *
@@ -138,29 +139,37 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
    * count for nothing. Padding values are 0 and add nothing wherever they land. */
   uint lo = as_uint(exp(mn - mx) * inv), hi = as_uint(inv);
   float s_hi = 0.0f;
+  int done = 0; /* [lo, hi] holds at most one value: the cut is lo */
   for (int step = 0; step < 8; step++) {
     const uint span = hi - lo;
     const uint shift = (uint)max(0, 28 - (int)clz(span));
     hist_put(&sc, r, lt, (float16)(0.0f));
+    if (!done)
 #pragma unroll
-    for (int c = 0; c < SEL_PT; c++) {
-      const uint bits = as_uint(p[c]);
-      if (bits >= lo && bits <= hi) sc.hist[r][(bits - lo) >> shift][lt] += p[c];
-    }
+      for (int c = 0; c < SEL_PT; c++) {
+        const uint bits = as_uint(p[c]);
+        if (bits >= lo && bits <= hi) sc.hist[r][(bits - lo) >> shift][lt] += p[c];
+      }
     const float16 mass = hist_sum(&sc, r, lt);
+    if (done) continue; /* the other rows of the work-group still need the barriers */
     float m[16];
     vstore16(mass, 0, m);
-    float f = s_hi, fk = s_hi; /* f(top_k), k from 15 down */
+    float f = s_hi, fk = s_hi, mk = 0.0f; /* f(top_k), k from 15 down */
     uint k = 15;
 #pragma unroll
     for (int b = 15; b >= 0; b--) {
-      if (f <= thr) k = (uint)b, fk = f;
+      if (f <= thr) k = (uint)b, fk = f, mk = m[b];
       f += m[b];
     }
     const uint top = lo + ((k + 1u) << shift) - 1u;
     lo += k << shift;
     hi = min(top, hi);
     s_hi = fk;
+    /* Two or more values in [lo, hi] weigh at least 2 lo (the rounded sums of non-negative
+     * terms are monotone), so mass below 2 lo means at most one value v there. With none,
+     * the kept set is p > hi, that is p >= lo; with one, f(t) > thr below v and f(v) =
+     * s_hi <= thr, so t* = v and again p >= lo. Later steps would not change the decisions. */
+    done = mk < 2.0f * as_float(lo);
   }
   const float cut = as_float(lo);
 

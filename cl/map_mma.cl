@@ -5,160 +5,155 @@
  * hi and lo fp16. Then
  *   x_i · y_j = s_i s_j (hi_i · hi_j + hi_i · lo_j + lo_i · hi_j + lo_i · lo_j)
  * and the first three products run on `mma.sync.aligned.m16n8k16` (fp16 inputs, fp32
- * accumulators). The dropped lo · lo term is below 2^-22 of |x_i| |y_j|, and hi + lo holds
- * each value to about 2^-22 of its row's largest: the map's error is of the order of fp32
- * accumulation, so the selection decides the same blocks as from the fp32 map (see
- * docs/algorithm.md for the bound).
+ * accumulators). hi + lo holds each value to 2^-22 of its row's largest and the dropped
+ * lo · lo term is smaller still: the map is as accurate as the fp32 one (tests/test_mask.c
+ * measures both against float64).
  *
- * A work-group of 8 warps computes a 128 x 128 tile of one z; warp w owns rows 64 (w / 4) ..
- * + 64 and columns 32 (w % 4) .. + 32: 4 x 4 m16n8 accumulator tiles. The operands pass through
- * local memory MAP_KC = 16 values of d at a time, hi and lo side by side in each staged row,
- * double-buffered: chunk c + 1 is copied (cp.async) while chunk c is multiplied. Fragments
- * come from ldmatrix. Rows past Nb are zero-filled and nothing is stored out of range.
- * D is a multiple of 16.
+ * A work-group of 8 warps owns 128 rows i of one z; warp w keeps the A fragments (hi and lo)
+ * of its 16 rows for all of d in registers, loaded once. The columns j pass by in tiles of
+ * MAP_BN = 32 staged in local memory (hi and lo side by side in each row, double-buffered:
+ * tile t + 1 is copied by cp.async while tile t is multiplied), so each barrier serves 12
+ * mma per 16 of d per warp and each staged tile is read by all 8 warps. Work-group (s, strip,
+ * z) takes the column tiles s, s + splits, ... of its strip. Rows and columns past Nb are
+ * zero and nothing is stored out of range. MAP_D: D, a multiple of 16 up to 128.
  */
-#define MAP_TILE 128 /* rows of the tile */
-#ifndef MAP_TN
-#define MAP_TN 64 /* columns of the tile: 64 (warps of 32 x 32) or 128 (warps of 64 x 32) */
+#ifndef MAP_D
+#define MAP_D 128
 #endif
-#define MAP_WM (MAP_TN == 128 ? 64 : 32) /* rows per warp */
-#define MAP_STAGES (MAP_TN == 128 ? 2 : 3)  /* local-memory buffers: 40 or 45 KiB in all */
-#define MAP_MT (MAP_WM / 16)             /* m16 tiles per warp */
-#define MAP_KC 16
+#if MAP_D % 16 != 0 || MAP_D > 128
+#error "map_mma needs D a multiple of 16, at most 128"
+#endif
+#define MAP_ROWS 128 /* rows per work-group: 16 per warp */
+#define MAP_BN 32    /* columns per staged tile */
 #define MAP_THREADS 256
-#define MAP_SROW (2 * MAP_KC + 8) /* halves per staged row: hi[16], lo[16], 8 of padding */
-#define MAP_STAGE (MAP_TILE * MAP_SROW / 8) /* uint4 per staged operand */
-#define MAP_COPIES ((MAP_TILE + MAP_TN) * 4 / MAP_THREADS) /* 16-byte copies per work-item */
+#define MAP_KSTEPS (MAP_D / 16)
+#define MAP_SROW (2 * MAP_D + 8)            /* halves per staged row: hi[D], lo[D], padding */
+#define MAP_CHUNKS (MAP_D / 4)              /* 16-byte pieces of a pooled row (2 D halves) */
+#define MAP_COPIES (MAP_BN * MAP_CHUNKS / MAP_THREADS) /* per work-item and tile */
 
-/* Copies d-chunk d0 of rows i0.. (A) and j0.. (B) into one buffer pair: 4 x 16 bytes per row
- * (hi d0..+7, hi d0+8..+15, lo d0..+7, lo d0+8..+15), 256 rows, 4 copies per work-item. */
-inline void map_stage(__local uint4 *as, __local uint4 *bs, __global const uint4 *arow,
-                      __global const uint4 *brow, int na, int nb, int D, int d0, int lid) {
-  const int row_chunks = D / 4; /* uint4 per pooled row (2 D halves) */
-#pragma unroll
-  for (int h = 0; h < MAP_COPIES; h++) {
-    const int c = lid + h * MAP_THREADS, is_b = c >= 4 * MAP_TILE;
-    const int r = (c >> 2) - (is_b ? MAP_TILE : 0), part = c & 3;
-    const int live = r < (is_b ? nb : na);
-    /* hi at halves [d0, d0 + 16) of the row, lo at D + d0 ..: uint4 index (part & 2 ? D : 0) / 8 + ... */
-    const int src_chunk = ((part & 2) ? D / 8 : 0) + d0 / 8 + (part & 1);
-    __global const uint4 *src = (is_b ? brow : arow) + (size_t)(live ? r : 0) * row_chunks + src_chunk;
-    __local uint4 *dst = (is_b ? bs : as) + r * (MAP_SROW / 8) + part;
-#if MMA_CPASYNC
-    cp_async16(dst, src, live ? 16u : 0u);
-#else
-    *dst = live ? *src : (uint4)(0u);
+/* Copies column tile j0 (rows j0 .. j0 + 31 of kp, zeros past Nb) into dst. */
+inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int Nb, int lid) {
+#if MAP_COPIES == 0
+  if (lid < MAP_BN * MAP_CHUNKS)
 #endif
-  }
+#pragma unroll
+    for (int h = 0; h < (MAP_COPIES ? MAP_COPIES : 1); h++) {
+      const int c = lid + h * MAP_THREADS, r = c / MAP_CHUNKS, piece = c % MAP_CHUNKS;
+      const int live = j0 + r < Nb;
+      __global const uint4 *src = kp + (size_t)(live ? j0 + r : 0) * MAP_CHUNKS + piece;
+      __local uint4 *d = dst + r * (MAP_SROW / 8) + piece;
+#if MMA_CPASYNC
+      cp_async16(d, src, live ? 16u : 0u);
+#else
+      *d = live ? *src : (uint4)(0u);
+#endif
+    }
+  stage_commit();
 }
 
 __kernel __attribute__((reqd_work_group_size(MAP_THREADS, 1, 1)))
-void reduced_map_mma(__global const ushort *pooled, __global float *logits, int Nb, int D, int BH,
-                     float scale) {
-  __local uint4 abuf[MAP_STAGES][MAP_STAGE], bbuf[MAP_STAGES][MAP_TN * MAP_SROW / 8];
+void reduced_map_mma(__global const ushort *restrict pooled, __global float *restrict logits, int Nb,
+                     int BH, float scale) {
+  __local uint4 bbuf[2][MAP_BN * MAP_SROW / 8];
 #ifdef NABLA_NO_PTX
   __local uint emu_all[8 * EMU_WORDS];
 #endif
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int g = lane >> 2, t = lane & 3, mi = lane >> 3, mr = lane & 7;
-  const int j0 = get_group_id(0) * MAP_TN, i0 = get_group_id(1) * MAP_TILE;
+  const int split = get_group_id(0), splits = get_num_groups(0);
+  const int i0 = get_group_id(1) * MAP_ROWS + 16 * warp;
   const size_t z = get_group_id(2);
-  const int wm = MAP_WM * (warp / (MAP_TN / 32)), wn = 32 * (warp % (MAP_TN / 32));
 #ifdef NABLA_NO_PTX
   __local uint *emu = emu_all + warp * EMU_WORDS;
 #endif
-  const size_t arow0 = z * Nb + i0, brow0 = ((size_t)BH + z) * Nb + j0;
-  __global const uint4 *arow = (__global const uint4 *)pooled + arow0 * (D / 4);
-  __global const uint4 *brow = (__global const uint4 *)pooled + brow0 * (D / 4);
-  const int na = min(MAP_TILE, Nb - i0), nb = min(MAP_TN, Nb - j0);
+  const size_t arow0 = z * Nb, brow0 = ((size_t)BH + z) * Nb;
+  __global const uint4 *kp = (__global const uint4 *)pooled + brow0 * MAP_CHUNKS;
+  const int tiles = (Nb + MAP_BN - 1) / MAP_BN;
+  __global const float *scales = (__global const float *)pooled + 2 * (size_t)BH * Nb * MAP_D;
+  if (split < tiles) map_stage(bbuf[0], kp, split * MAP_BN, Nb, lid);
 
-  float acc[MAP_MT][4][4];
-  UNROLL
-  for (int a = 0; a < MAP_MT; a++)
+  /* This warp's A fragments: rows i0 + g and i0 + g + 8, the 32-bit pairs of halves at d =
+   * 16 s + 2 t (+ 8), hi then lo (row layout of mma.m16n8k16; see cl/mma.cl). */
+  uint ahi[MAP_KSTEPS][4], alo[MAP_KSTEPS][4];
+  {
+    __global const uint *w = (__global const uint *)pooled;
+    const int ra = i0 + g, rb = i0 + g + 8;
+    const size_t pa = (arow0 + (ra < Nb ? ra : 0)) * MAP_D, pb = (arow0 + (rb < Nb ? rb : 0)) * MAP_D;
     UNROLL
-    for (int b = 0; b < 4; b++) acc[a][b][0] = acc[a][b][1] = acc[a][b][2] = acc[a][b][3] = 0.0f;
-
-  /* MAP_STAGES - 1 chunks in flight ahead of the one multiplied; one group of copies per
-   * chunk (empty past the end, so that the count of groups stays uniform). */
-  for (int p = 0; p < MAP_STAGES - 1; p++) {
-    if (p * MAP_KC < D) map_stage(abuf[p], bbuf[p], arow, brow, na, nb, D, p * MAP_KC, lid);
-    stage_commit();
+    for (int s = 0; s < MAP_KSTEPS; s++) {
+      const int c = 8 * s + t; /* 32-bit word of the row */
+      ahi[s][0] = ra < Nb ? w[pa + c] : 0u;
+      ahi[s][1] = rb < Nb ? w[pb + c] : 0u;
+      ahi[s][2] = ra < Nb ? w[pa + c + 4] : 0u;
+      ahi[s][3] = rb < Nb ? w[pb + c + 4] : 0u;
+      alo[s][0] = ra < Nb ? w[pa + MAP_D / 2 + c] : 0u;
+      alo[s][1] = rb < Nb ? w[pb + MAP_D / 2 + c] : 0u;
+      alo[s][2] = ra < Nb ? w[pa + MAP_D / 2 + c + 4] : 0u;
+      alo[s][3] = rb < Nb ? w[pb + MAP_D / 2 + c + 4] : 0u;
+    }
   }
-  for (int d0 = 0, c = 0; d0 < D; d0 += MAP_KC, c = c + 1 == MAP_STAGES ? 0 : c + 1) {
-#if MAP_STAGES == 3
-    stage_wait_but_one(); /* chunk d0 is in buffer c; every warp is done with the buffer of d0 - 16 */
-#else
-    stage_wait();
-#endif
-    const int ahead = d0 + (MAP_STAGES - 1) * MAP_KC, cn = c == 0 ? MAP_STAGES - 1 : c - 1;
-    if (ahead < D) map_stage(abuf[cn], bbuf[cn], arow, brow, na, nb, D, ahead, lid);
-    stage_commit();
-    __local const ushort *as = (__local const ushort *)abuf[c];
-    __local const ushort *bs = (__local const ushort *)bbuf[c];
-    /* B fragments of the warp's 4 n-tiles, hi and lo: one ldmatrix.x4 covers two n-tiles. */
-    uint bhi[4][2], blo[4][2];
-    UNROLL
-    for (int p = 0; p < 2; p++) {
-      const int off = (wn + 16 * p + 8 * (mi >> 1) + mr) * MAP_SROW + 8 * (mi & 1);
-      uint f[4];
-      ldsm_x4(f, bs, off, 0 EMU_PASS);
-      bhi[2 * p][0] = f[0], bhi[2 * p][1] = f[1], bhi[2 * p + 1][0] = f[2], bhi[2 * p + 1][1] = f[3];
-      ldsm_x4(f, bs, off + MAP_KC, 0 EMU_PASS);
-      blo[2 * p][0] = f[0], blo[2 * p][1] = f[1], blo[2 * p + 1][0] = f[2], blo[2 * p + 1][1] = f[3];
-    }
-    uint ahi[MAP_MT][4], alo[MAP_MT][4];
-    UNROLL
-    for (int a = 0; a < MAP_MT; a++) {
-      const int off = (wm + 16 * a + 8 * (mi & 1) + mr) * MAP_SROW + 8 * (mi >> 1);
-      ldsm_x4(ahi[a], as, off, 0 EMU_PASS);
-      ldsm_x4(alo[a], as, off + MAP_KC, 0 EMU_PASS);
-    }
-    /* One product at a time over all tiles: the three mma into one accumulator are 4 MAP_MT
-     * instructions apart instead of back to back, so they do not wait on each other. */
-    UNROLL
-    for (int a = 0; a < MAP_MT; a++)
-      UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[a][b], ahi[a], bhi[b][0], bhi[b][1] EMU_PASS);
-    UNROLL
-    for (int a = 0; a < MAP_MT; a++)
-      UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[a][b], ahi[a], blo[b][0], blo[b][1] EMU_PASS);
-    UNROLL
-    for (int a = 0; a < MAP_MT; a++)
-      UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[a][b], alo[a], bhi[b][0], bhi[b][1] EMU_PASS);
-  }
-
-  /* logits = acc * s_i * s_j * scale; lane holds rows g, g + 8 and columns 2t, 2t + 1 of
-   * each tile. */
-  __global const float *scales = (__global const float *)pooled + 2 * (size_t)BH * Nb * D;
-  float sj[4][2];
-  UNROLL
-  for (int b = 0; b < 4; b++)
-    UNROLL
-    for (int e = 0; e < 2; e++) {
-      const int j = wn + 8 * b + 2 * t + e;
-      sj[b][e] = j < nb ? scales[brow0 + j] * scale : 0.0f;
-    }
+  const int ra = i0 + g, rb = i0 + g + 8;
+  const float sa = ra < Nb ? scales[arow0 + ra] * scale : 0.0f;
+  const float sb = rb < Nb ? scales[arow0 + rb] * scale : 0.0f;
   __global float *out = logits + z * Nb * Nb;
-  UNROLL
-  for (int a = 0; a < MAP_MT; a++)
+
+  for (int tile = split, buf = 0; tile < tiles; tile += splits, buf ^= 1) {
+    stage_wait(); /* tile is in bbuf[buf]; every warp is done with the other buffer */
+    if (tile + splits < tiles) map_stage(bbuf[buf ^ 1], kp, (tile + splits) * MAP_BN, Nb, lid);
+    __local const ushort *bs = (__local const ushort *)bbuf[buf];
+    /* The columns' scales, loaded before the products so that their latency hides behind
+     * them (loaded next to the stores, each store waited for its load: the map took 0.37
+     * instead of 0.28 ms). */
+    const int j0 = tile * MAP_BN;
+    float s0[4], s1[4];
     UNROLL
-    for (int h = 0; h < 2; h++) {
-      const int i = wm + 16 * a + g + 8 * h;
-      if (i >= na) continue;
-      const float si = scales[arow0 + i];
-      __global float *dst = out + (size_t)(i0 + i) * Nb + j0;
+    for (int b = 0; b < 4; b++) {
+      const int j = j0 + 8 * b + 2 * t;
+      s0[b] = j < Nb ? scales[brow0 + j] : 0.0f;
+      s1[b] = j + 1 < Nb ? scales[brow0 + j + 1] : 0.0f;
+    }
+    float acc[4][4];
+    UNROLL
+    for (int b = 0; b < 4; b++) acc[b][0] = acc[b][1] = acc[b][2] = acc[b][3] = 0.0f;
+    UNROLL
+    for (int s = 0; s < MAP_KSTEPS; s++) {
+      /* B fragments of the 4 n-tiles, hi and lo: one ldmatrix.x4 covers two n-tiles. */
+      uint bhi[4][2], blo[4][2];
       UNROLL
-      for (int b = 0; b < 4; b++) {
-        const int j = wn + 8 * b + 2 * t;
-        const float v0 = acc[a][b][2 * h] * si * sj[b][0], v1 = acc[a][b][2 * h + 1] * si * sj[b][1];
-        if (j + 1 < nb && (Nb & 1) == 0) {
-          vstore2((float2)(v0, v1), 0, dst + j);
+      for (int p = 0; p < 2; p++) {
+        const int off = (16 * p + 8 * (mi >> 1) + mr) * MAP_SROW + 16 * s + 8 * (mi & 1);
+        uint f[4];
+        ldsm_x4(f, bs, off, 0 EMU_PASS);
+        bhi[2 * p][0] = f[0], bhi[2 * p][1] = f[1], bhi[2 * p + 1][0] = f[2], bhi[2 * p + 1][1] = f[3];
+        ldsm_x4(f, bs, off + MAP_D, 0 EMU_PASS);
+        blo[2 * p][0] = f[0], blo[2 * p][1] = f[1], blo[2 * p + 1][0] = f[2], blo[2 * p + 1][1] = f[3];
+      }
+      UNROLL
+      for (int b = 0; b < 4; b++) mma16816(acc[b], ahi[s], bhi[b][0], bhi[b][1] EMU_PASS);
+      UNROLL
+      for (int b = 0; b < 4; b++) mma16816(acc[b], ahi[s], blo[b][0], blo[b][1] EMU_PASS);
+      UNROLL
+      for (int b = 0; b < 4; b++) mma16816(acc[b], alo[s], bhi[b][0], bhi[b][1] EMU_PASS);
+    }
+    /* logits = acc s_i s_j scale: the lane holds rows g, g + 8 and columns 2t, 2t + 1 of
+     * each n-tile. */
+    UNROLL
+    for (int b = 0; b < 4; b++) {
+      const int j = j0 + 8 * b + 2 * t;
+      UNROLL
+      for (int h = 0; h < 2; h++) {
+        const int i = h ? rb : ra;
+        const float si = h ? sb : sa;
+        if (i >= Nb) continue;
+        const float v0 = acc[b][2 * h] * si * s0[b], v1 = acc[b][2 * h + 1] * si * s1[b];
+        __global float *dst = out + (size_t)i * Nb + j;
+        if (j + 1 < Nb && (Nb & 1) == 0) {
+          vstore2((float2)(v0, v1), 0, dst);
         } else {
-          if (j < nb) dst[j] = v0;
-          if (j + 1 < nb) dst[j + 1] = v1;
+          if (j < Nb) dst[0] = v0;
+          if (j + 1 < Nb) dst[1] = v1;
         }
       }
     }
+  }
 }

@@ -108,17 +108,14 @@ typedef struct {
 /* The reduced-map kernel for this shape (src/variant.h says which) and whether it needs the
  * split pooling. The tensor-core kernel is built here, before anything is enqueued: if its
  * build fails, the variant is marked broken on the context and the portable kernel is used. */
-static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kernel *out, int *split,
-                               int *tn) {
+static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kernel *out, int *split) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   int variant = nabla_map_variant_choose(ctx, s);
   *split = 0;
   if (variant != NABLA_VARIANT_PORTABLE) {
     char options[160];
-    const char *env = getenv("NABLACL_MAP_TN"); /* developer override: tile columns, 64 or 128 */
-    *tn = env && atoi(env) == 128 ? 128 : 64;
-    snprintf(options, sizeof options, "-DMMA_IN=1 -DMMA_SMEM_PTX=1 -DMAP_TN=%d%s", *tn,
+    snprintf(options, sizeof options, "-DMMA_IN=1 -DMMA_SMEM_PTX=1 -DMAP_D=%d%s", s->head_dim,
              variant == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "");
     st = nabla_program_get(ctx, "map_mma", options, &prog);
     if (st == NABLA_OK) st = nabla_kernel_create(ctx, prog, "reduced_map_mma", out);
@@ -150,8 +147,8 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
   cl_program prog = NULL;
   cl_int S = s->seq, D = s->head_dim, Nb = nabla_shape_blocks(s), BH = s->batch * s->heads;
   size_t rows = (size_t)BH * (size_t)Nb;
-  int split = 0, tn = 64; /* pooled rows as fp16 hi + lo and a scale each, for the tensor-core map */
-  TRY(st, map_kernel(ctx, s, &map, &split, &tn));
+  int split = 0; /* pooled rows as fp16 hi + lo and a scale each, for the tensor-core map */
+  TRY(st, map_kernel(ctx, s, &map, &split));
   /* Either 2 rows x D floats, or per row D + D halves (the same bytes) and one float scale. */
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * (D + (size_t)split) * sizeof(float), "pooled Q and K", &pooled));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * Nb * sizeof(float), "reduced map", logits));
@@ -171,11 +168,17 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
 
   /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
   cl_float scale = 1.0f / sqrtf((float)D);
-  TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(*logits), ARG(Nb), ARG(D), ARG(BH), ARG(scale)));
-  size_t tiles = ((size_t)Nb + 127) / 128; /* both kernels: 128 x 128 tiles */
+  size_t tiles = ((size_t)Nb + 127) / 128;
   size_t map_global[3] = {16 * tiles, 16 * tiles, (size_t)BH}, map_local[3] = {16, 16, 1};
-  if (split)
-    map_global[0] = 256 * (((size_t)Nb + tn - 1) / tn), map_global[1] = tiles, map_local[0] = 256, map_local[1] = 1;
+  if (split) { /* (column splits, 128-row strips, B H) work-groups of 256 */
+    size_t col_tiles = ((size_t)Nb + 31) / 32, want = 8 * (size_t)ctx->caps.compute_units;
+    size_t splits = (want + tiles * BH - 1) / (tiles * BH);
+    if (splits > col_tiles) splits = col_tiles;
+    map_global[0] = 256 * splits, map_global[1] = tiles, map_local[0] = 256, map_local[1] = 1;
+    TRY_CL(st, ctx, set_args(map, 5, ARG(pooled), ARG(*logits), ARG(Nb), ARG(BH), ARG(scale)));
+  } else { /* 128 x 128 tiles, work-groups of 16 x 16 */
+    TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(*logits), ARG(Nb), ARG(D), ARG(BH), ARG(scale)));
+  }
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, map, 3, NULL, map_global, map_local, 0, NULL, nabla_profile_slot(ctx, "map")));
 
 done:

@@ -331,7 +331,7 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
 int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
   const char *source = NULL;
   int want = requested_variant(ctx, NULL, &source);
-  if (shape->head_dim % 16 != 0) return NABLA_VARIANT_PORTABLE;
+  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) return NABLA_VARIANT_PORTABLE;
   if (want == NABLA_VARIANT_MMA_EMULATED) return NABLA_VARIANT_MMA_EMULATED;
   if (want != NABLA_VARIANT_AUTO && want != NABLA_VARIANT_NVIDIA_MMA) return NABLA_VARIANT_PORTABLE;
   if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, NULL, 0)) return NABLA_VARIANT_PORTABLE;

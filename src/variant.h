@@ -55,7 +55,8 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
  * on tensor cores, where the nvidia-mma probe passed, ldmatrix and cp.async included),
  * NABLA_VARIANT_MMA_EMULATED (the same kernel emulated; only when that variant is asked for), else
  * NABLA_VARIANT_PORTABLE (cl/map.cl). It follows a forced or NABLACL_VARIANT choice (any other
- * variant asked for means portable), not the tuned attention VARIANT. Needs head_dim % 16 == 0. */
+ * variant asked for means portable), not the tuned attention VARIANT. Needs head_dim a multiple
+ * of 16 up to 128 (the A fragments of all of d stay in registers). */
 int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 
 /* Marks a variant unusable on this context (a build or launch failed), with the reason. */

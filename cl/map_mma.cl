@@ -11,9 +11,9 @@
  *
  * A work-group of 8 warps owns 128 rows i of one z; warp w keeps the A fragments (hi and lo)
  * of its 16 rows for all of d in registers, loaded once. The columns j pass by in tiles of
- * MAP_BN = 32 staged in local memory (hi and lo side by side in each row, double-buffered:
- * tile t + 1 is copied by cp.async while tile t is multiplied), so each barrier serves 12
- * mma per 16 of d per warp and each staged tile is read by all 8 warps. Work-group (s, strip,
+ * MAP_BN staged in local memory (hi and lo side by side in each row; MAP_STAGES - 1 tiles are
+ * copied by cp.async while one is multiplied), so each barrier serves 3 MAP_BN / 8 mma per 16
+ * of d per warp and each staged tile is read by all 8 warps. Work-group (s, strip,
  * z) takes the column tiles s, s + splits, ... of its strip. Rows and columns past Nb are
  * zero and nothing is stored out of range. MAP_D: D, a multiple of 16 up to 128.
  */
@@ -24,37 +24,45 @@
 #error "map_mma needs D a multiple of 16, at most 128"
 #endif
 #define MAP_ROWS 128 /* rows per work-group: 16 per warp */
-#define MAP_BN 32    /* columns per staged tile */
+#ifndef MAP_BN
+#define MAP_BN 32    /* columns per staged tile: 16 or 32 */
+#endif
+#ifndef MAP_STAGES
+#define MAP_STAGES 2 /* staged tiles: the one multiplied and MAP_STAGES - 1 in flight (2 or 3) */
+#endif
+/* Local memory: MAP_STAGES x MAP_BN x (2 D + 8) halves, 33 KiB at the defaults and D = 128;
+ * NVIDIA's OpenCL allows 48 KiB, so 32 columns fit 2 stages only. Measured on the H100 (Wan 14B
+ * shape): 32 columns and 2 stages 0.29 ms, 16 columns and 2 or 3 stages 0.34 ms. */
+#define MAP_NT (MAP_BN / 8) /* n-tiles per warp */
 #define MAP_THREADS 256
 #define MAP_KSTEPS (MAP_D / 16)
 #define MAP_SROW (2 * MAP_D + 8)            /* halves per staged row: hi[D], lo[D], padding */
 #define MAP_CHUNKS (MAP_D / 4)              /* 16-byte pieces of a pooled row (2 D halves) */
-#define MAP_COPIES (MAP_BN * MAP_CHUNKS / MAP_THREADS) /* per work-item and tile */
+#define MAP_COPIES ((MAP_BN * MAP_CHUNKS + MAP_THREADS - 1) / MAP_THREADS) /* per work-item and tile */
 
-/* Copies column tile j0 (rows j0 .. j0 + 31 of kp, zeros past Nb) into dst. */
+/* Copies column tile j0 (rows j0 .. j0 + MAP_BN - 1 of kp, zeros past Nb) into dst, as one
+ * group of copies. */
 inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int Nb, int lid) {
-#if MAP_COPIES == 0
-  if (lid < MAP_BN * MAP_CHUNKS)
-#endif
 #pragma unroll
-    for (int h = 0; h < (MAP_COPIES ? MAP_COPIES : 1); h++) {
-      const int c = lid + h * MAP_THREADS, r = c / MAP_CHUNKS, piece = c % MAP_CHUNKS;
-      const int live = j0 + r < Nb;
-      __global const uint4 *src = kp + (size_t)(live ? j0 + r : 0) * MAP_CHUNKS + piece;
-      __local uint4 *d = dst + r * (MAP_SROW / 8) + piece;
+  for (int h = 0; h < MAP_COPIES; h++) {
+    const int c = lid + h * MAP_THREADS, r = c / MAP_CHUNKS, piece = c % MAP_CHUNKS;
+    if (MAP_BN * MAP_CHUNKS % MAP_THREADS != 0 && c >= MAP_BN * MAP_CHUNKS) break;
+    const int live = j0 + r < Nb;
+    __global const uint4 *src = kp + (size_t)(live ? j0 + r : 0) * MAP_CHUNKS + piece;
+    __local uint4 *d = dst + r * (MAP_SROW / 8) + piece;
 #if MMA_CPASYNC
-      cp_async16(d, src, live ? 16u : 0u);
+    cp_async16(d, src, live ? 16u : 0u);
 #else
-      *d = live ? *src : (uint4)(0u);
+    *d = live ? *src : (uint4)(0u);
 #endif
-    }
+  }
   stage_commit();
 }
 
 __kernel __attribute__((reqd_work_group_size(MAP_THREADS, 1, 1)))
 void reduced_map_mma(__global const ushort *restrict pooled, __global float *restrict logits, int Nb,
                      int BH, float scale) {
-  __local uint4 bbuf[2][MAP_BN * MAP_SROW / 8];
+  __local uint4 bbuf[MAP_STAGES][MAP_BN * MAP_SROW / 8];
 #ifdef NABLA_NO_PTX
   __local uint emu_all[8 * EMU_WORDS];
 #endif
@@ -70,7 +78,10 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
   __global const uint4 *kp = (__global const uint4 *)pooled + brow0 * MAP_CHUNKS;
   const int tiles = (Nb + MAP_BN - 1) / MAP_BN;
   __global const float *scales = (__global const float *)pooled + 2 * (size_t)BH * Nb * MAP_D;
-  if (split < tiles) map_stage(bbuf[0], kp, split * MAP_BN, Nb, lid);
+  for (int p = 0; p < MAP_STAGES - 1; p++) { /* one group of copies per tile, empty past the end */
+    if (split + p * splits < tiles) map_stage(bbuf[p], kp, (split + p * splits) * MAP_BN, Nb, lid);
+    else stage_commit();
+  }
 
   /* This warp's A fragments: rows i0 + g and i0 + g + 8, the 32-bit pairs of halves at d =
    * 16 s + 2 t (+ 8), hi then lo (row layout of mma.m16n8k16; see cl/mma.cl). */
@@ -97,30 +108,36 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
   const float sb = rb < Nb ? scales[arow0 + rb] * scale : 0.0f;
   __global float *out = logits + z * Nb * Nb;
 
-  for (int tile = split, buf = 0; tile < tiles; tile += splits, buf ^= 1) {
-    stage_wait(); /* tile is in bbuf[buf]; every warp is done with the other buffer */
-    if (tile + splits < tiles) map_stage(bbuf[buf ^ 1], kp, (tile + splits) * MAP_BN, Nb, lid);
+  for (int tile = split, buf = 0; tile < tiles; tile += splits, buf = buf + 1 == MAP_STAGES ? 0 : buf + 1) {
+#if MAP_STAGES == 3
+    stage_wait_but_one(); /* tile is in bbuf[buf]; every warp is done with the previous buffer */
+#else
+    stage_wait();
+#endif
+    const int ahead = tile + (MAP_STAGES - 1) * splits, nbuf = buf == 0 ? MAP_STAGES - 1 : buf - 1;
+    if (ahead < tiles) map_stage(bbuf[nbuf], kp, ahead * MAP_BN, Nb, lid);
+    else stage_commit();
     __local const ushort *bs = (__local const ushort *)bbuf[buf];
     /* The columns' scales, loaded before the products so that their latency hides behind
      * them (loaded next to the stores, each store waited for its load: the map took 0.37
      * instead of 0.28 ms). */
     const int j0 = tile * MAP_BN;
-    float s0[4], s1[4];
+    float s0[MAP_NT], s1[MAP_NT];
     UNROLL
-    for (int b = 0; b < 4; b++) {
+    for (int b = 0; b < MAP_NT; b++) {
       const int j = j0 + 8 * b + 2 * t;
       s0[b] = j < Nb ? scales[brow0 + j] : 0.0f;
       s1[b] = j + 1 < Nb ? scales[brow0 + j + 1] : 0.0f;
     }
-    float acc[4][4];
+    float acc[MAP_NT][4];
     UNROLL
-    for (int b = 0; b < 4; b++) acc[b][0] = acc[b][1] = acc[b][2] = acc[b][3] = 0.0f;
+    for (int b = 0; b < MAP_NT; b++) acc[b][0] = acc[b][1] = acc[b][2] = acc[b][3] = 0.0f;
     UNROLL
     for (int s = 0; s < MAP_KSTEPS; s++) {
       /* B fragments of the 4 n-tiles, hi and lo: one ldmatrix.x4 covers two n-tiles. */
-      uint bhi[4][2], blo[4][2];
+      uint bhi[MAP_NT][2], blo[MAP_NT][2];
       UNROLL
-      for (int p = 0; p < 2; p++) {
+      for (int p = 0; p < MAP_NT / 2; p++) {
         const int off = (16 * p + 8 * (mi >> 1) + mr) * MAP_SROW + 16 * s + 8 * (mi & 1);
         uint f[4];
         ldsm_x4(f, bs, off, 0 EMU_PASS);
@@ -129,16 +146,16 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
         blo[2 * p][0] = f[0], blo[2 * p][1] = f[1], blo[2 * p + 1][0] = f[2], blo[2 * p + 1][1] = f[3];
       }
       UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[b], ahi[s], bhi[b][0], bhi[b][1] EMU_PASS);
+      for (int b = 0; b < MAP_NT; b++) mma16816(acc[b], ahi[s], bhi[b][0], bhi[b][1] EMU_PASS);
       UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[b], ahi[s], blo[b][0], blo[b][1] EMU_PASS);
+      for (int b = 0; b < MAP_NT; b++) mma16816(acc[b], ahi[s], blo[b][0], blo[b][1] EMU_PASS);
       UNROLL
-      for (int b = 0; b < 4; b++) mma16816(acc[b], alo[s], bhi[b][0], bhi[b][1] EMU_PASS);
+      for (int b = 0; b < MAP_NT; b++) mma16816(acc[b], alo[s], bhi[b][0], bhi[b][1] EMU_PASS);
     }
     /* logits = acc s_i s_j scale: the lane holds rows g, g + 8 and columns 2t, 2t + 1 of
      * each n-tile. */
     UNROLL
-    for (int b = 0; b < 4; b++) {
+    for (int b = 0; b < MAP_NT; b++) {
       const int j = j0 + 8 * b + 2 * t;
       UNROLL
       for (int h = 0; h < 2; h++) {

@@ -318,16 +318,16 @@ static double map_error(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, ui
 /* The reduced map of every map variant this device runs (the automatic one and the tensor-core
  * kernel emulated) within 2^-20 units of the float64 map (see map_error): ragged tiles (Nb = 720 on a
  * ragged 12x44x76 grid, Nb = 300 with a short last block; neither a multiple of 128), batch > 1,
- * the three dtypes, head dims 32, 64 and 128, and rows of very different magnitudes. */
+ * the three dtypes, head dims 32, 64, 80 and 128, and rows of very different magnitudes. */
 static void test_reduced_map_accuracy(void **state) {
   CTX_OR_SKIP(state);
   const nabla_shape shapes[] = {{1, 2, 12 * 44 * 76, 64, 12, 44, 76}, {1, 1, 300 * 64 - 17, 128, 0, 0, 0},
-                                {3, 1, 100 * 64, 32, 0, 0, 0}};
-  const nabla_dtype dtypes[] = {NABLA_F16, NABLA_BF16, NABLA_F32};
+                                {3, 1, 100 * 64, 32, 0, 0, 0}, {1, 1, 70 * 64, 80, 0, 0, 0}};
+  const nabla_dtype dtypes[] = {NABLA_F16, NABLA_BF16, NABLA_F32, NABLA_F16};
   const char *variants[] = {"auto", "nvidia-mma-emulated"};
   for (int v = 0; v < 2; v++) {
     assert_int_equal(nabla_variant_force(ctx, variants[v]), NABLA_OK);
-    for (int c = 0; c < 3; c++)
+    for (int c = 0; c < 4; c++)
       for (int big = 0; big < 2; big++) {
         double e = map_error(ctx, shapes[c], dtypes[c], 90 + c * 2 + big, big);
         if (!(e <= 0x1p-20)) fail_msg("%s map, shape %d, big %d: error %.3g units (> 2^-20)", variants[v], c, big, e);

@@ -471,7 +471,9 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
  * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows); the tuned VARIANT
  * parameter; else the fastest eligible variant. A requested variant that cannot run falls
- * back to portable, and nabla_variant_note says why. See docs/variants.md.
+ * back to portable, and nabla_variant_note says why. The reduced map of nabla_mask_build follows
+ * the same request (not the tuned VARIANT): on tensor cores with nvidia-mma or automatic where
+ * the probe passed, emulated with nvidia-mma-emulated, else fp32 FMA. See docs/variants.md.
  */
 
 /** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,

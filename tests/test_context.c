@@ -14,26 +14,6 @@
 
 #define ERR_CAP 8192
 
-/* Saved copy of an environment variable, restored by env_restore. */
-typedef struct {
-  const char *name;
-  char *value; /* NULL: was unset */
-} env_saved;
-
-static env_saved env_save(const char *name) {
-  env_saved s = {name, NULL};
-  const char *v = getenv(name);
-  if (v) s.value = strdup(v);
-  return s;
-}
-
-static void env_restore(env_saved *s) {
-  if (s->value) setenv(s->name, s->value, 1);
-  else unsetenv(s->name);
-  free(s->value);
-  s->value = NULL;
-}
-
 static cl_device_id first_listed_device(nabla_device_info *info) {
   size_t n = 0;
   assert_int_equal(nabla_devices_list(info, 1, &n), NABLA_OK);
@@ -56,10 +36,10 @@ static cl_device_id first_listed_device(nabla_device_info *info) {
 
 /* Creates a context through NABLACL_DEVICE=value (selector NULL). */
 static nabla_status create_with_env(const char *value, nabla_context **out, char *err) {
-  env_saved saved = env_save("NABLACL_DEVICE");
+  tu_env saved = tu_env_save("NABLACL_DEVICE");
   setenv("NABLACL_DEVICE", value, 1);
   nabla_status st = nabla_context_create(out, NULL, err, ERR_CAP);
-  env_restore(&saved);
+  tu_env_restore(&saved);
   return st;
 }
 
@@ -86,12 +66,12 @@ static void middle_flipped(const char *s, char *out, size_t len) {
 
 static void test_default_selection(void **state) {
   CTX_OR_SKIP(state);
-  env_saved saved = env_save("NABLACL_DEVICE");
+  tu_env saved = tu_env_save("NABLACL_DEVICE");
   unsetenv("NABLACL_DEVICE");
   nabla_context *c = NULL;
   char err[ERR_CAP] = "";
   nabla_status st = nabla_context_create(&c, NULL, err, sizeof err);
-  env_restore(&saved);
+  tu_env_restore(&saved);
   if (st != NABLA_OK) fail_msg("default selection: %s", err);
   assert_non_null(c);
   assert_non_null(nabla_context_cl_context(c));
@@ -110,10 +90,10 @@ static void test_default_selection(void **state) {
   if (any_gpu) assert_true(t & CL_DEVICE_TYPE_GPU);
   /* "" behaves as NULL. */
   nabla_context *c2 = NULL;
-  saved = env_save("NABLACL_DEVICE");
+  saved = tu_env_save("NABLACL_DEVICE");
   unsetenv("NABLACL_DEVICE");
   st = nabla_context_create(&c2, "", err, sizeof err);
-  env_restore(&saved);
+  tu_env_restore(&saved);
   assert_int_equal(st, NABLA_OK);
   assert_ptr_equal(nabla_context_device(c2), nabla_context_device(c));
   nabla_context_destroy(c2);
@@ -131,11 +111,11 @@ static void test_env_by_index(void **state) {
   assert_ptr_equal(nabla_context_device(c), first);
   nabla_context_destroy(c);
   /* An explicit selector wins over the environment. */
-  env_saved saved = env_save("NABLACL_DEVICE");
+  tu_env saved = tu_env_save("NABLACL_DEVICE");
   setenv("NABLACL_DEVICE", "no-such-device-anywhere", 1);
   c = NULL;
   nabla_status st = nabla_context_create(&c, "0", err, sizeof err);
-  env_restore(&saved);
+  tu_env_restore(&saved);
   if (st != NABLA_OK) fail_msg("selector \"0\": %s", err);
   assert_ptr_equal(nabla_context_device(c), first);
   nabla_context_destroy(c);
@@ -468,7 +448,7 @@ static void test_device_key(void **state) {
 
 static void test_cache_dir_env(void **state) {
   CTX_OR_SKIP(state);
-  env_saved cache = env_save("NABLACL_CACHE_DIR"), xdg = env_save("XDG_CACHE_HOME");
+  tu_env cache = tu_env_save("NABLACL_CACHE_DIR"), xdg = tu_env_save("XDG_CACHE_HOME");
   const char *base = getenv("NABLACL_TEST_HELPER_DIR");
   char dir[1024];
   snprintf(dir, sizeof dir, "%s/context-cache-XXXXXX", base && base[0] ? base : "/tmp");
@@ -498,8 +478,8 @@ static void test_cache_dir_env(void **state) {
   nabla_context_destroy(c);
   assert_int_equal(access(expect, F_OK), -1);
 
-  env_restore(&cache);
-  env_restore(&xdg);
+  tu_env_restore(&cache);
+  tu_env_restore(&xdg);
   assert_int_equal(rmdir(dir), 0);
 }
 

@@ -102,27 +102,6 @@ static void other_entry(const fixture *f, const char *ns, const char *known, cha
   assert_true(out[0] != '\0');
 }
 
-static unsigned char *slurp(const char *path, size_t *len) {
-  FILE *fp = fopen(path, "rb");
-  assert_non_null(fp);
-  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-  long n = ftell(fp);
-  assert_true(n >= 0);
-  rewind(fp);
-  unsigned char *buf = malloc((size_t)n + 1);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-  fclose(fp);
-  *len = (size_t)n;
-  return buf;
-}
-
-static void spit(const char *path, const void *data, size_t len) {
-  FILE *fp = fopen(path, "wb");
-  assert_non_null(fp);
-  if (len) assert_int_equal(fwrite(data, 1, len, fp), len);
-  assert_int_equal(fclose(fp), 0);
-}
 
 static void fill_random(unsigned char *p, size_t n, uint64_t seed) {
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(tu_rand_u64(&seed) >> 56);
@@ -283,7 +262,7 @@ static void test_corrupt_file(void **state) {
   char path[PATH_CAP];
   only_entry(f, "programs", path);
   size_t n;
-  unsigned char *orig = slurp(path, &n);
+  unsigned char *orig = tu_slurp(path, &n);
   size_t klen = strlen(key);
   assert_int_equal(n, HEADER + klen + sizeof payload);
 
@@ -295,7 +274,7 @@ static void test_corrupt_file(void **state) {
     assert_non_null(bad);
     memcpy(bad, orig, n);
     bad[offsets[i]] ^= 0x20;
-    spit(path, bad, n);
+    tu_spit(path, bad, n);
     expect_miss(f->root, "programs", key);
     free(bad);
   }
@@ -315,12 +294,12 @@ static void test_truncated_file(void **state) {
   char path[PATH_CAP];
   only_entry(f, "probes", path);
   size_t n;
-  unsigned char *orig = slurp(path, &n);
+  unsigned char *orig = tu_slurp(path, &n);
   size_t klen = strlen(key);
   off_t cuts[] = {0, 1, 7, 8, 12, 16, 31, HEADER, (off_t)(HEADER + klen - 1),
                   (off_t)(HEADER + klen), (off_t)(HEADER + klen + 1), (off_t)n - 1};
   for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-    spit(path, orig, n);
+    tu_spit(path, orig, n);
     assert_int_equal(truncate(path, cuts[i]), 0);
     expect_miss(f->root, "probes", key);
   }
@@ -329,9 +308,9 @@ static void test_truncated_file(void **state) {
   assert_non_null(longer);
   memcpy(longer, orig, n);
   longer[n] = 0;
-  spit(path, longer, n + 1);
+  tu_spit(path, longer, n + 1);
   expect_miss(f->root, "probes", key);
-  spit(path, orig, n);
+  tu_spit(path, orig, n);
   expect_hit(f->root, "probes", key, payload, sizeof payload);
   free(longer);
   free(orig);
@@ -344,19 +323,19 @@ static void test_foreign_file(void **state) {
   char path[PATH_CAP];
   only_entry(f, "programs", path);
   size_t n;
-  unsigned char *orig = slurp(path, &n);
+  unsigned char *orig = tu_slurp(path, &n);
 
   size_t sizes[] = {0, 1, 31, 32, 33, 100, 4096};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     unsigned char *junk = malloc(sizes[i] + 1);
     assert_non_null(junk);
     fill_random(junk, sizes[i], 1000 + i);
-    spit(path, junk, sizes[i]);
+    tu_spit(path, junk, sizes[i]);
     expect_miss(f->root, "programs", key);
     /* Garbage that starts with the right magic. */
     if (sizes[i] >= 8) {
       memcpy(junk, "NABLACL", 8);
-      spit(path, junk, sizes[i]);
+      tu_spit(path, junk, sizes[i]);
       expect_miss(f->root, "programs", key);
     }
     free(junk);
@@ -367,24 +346,24 @@ static void test_foreign_file(void **state) {
   /* Wrong magic, otherwise valid (the checksum does not cover the header). */
   memcpy(bad, orig, n);
   memcpy(bad, "NABLACX", 8);
-  spit(path, bad, n);
+  tu_spit(path, bad, n);
   expect_miss(f->root, "programs", key);
   /* Another schema, otherwise valid. */
   for (uint32_t schema = 0; schema < 4; schema++) {
     if (schema == NABLA_DISKCACHE_SCHEMA) continue;
     memcpy(bad, orig, n);
     bad[8] = (unsigned char)schema;
-    spit(path, bad, n);
+    tu_spit(path, bad, n);
     expect_miss(f->root, "programs", key);
   }
   /* Absurd lengths must neither crash nor allocate. */
   memcpy(bad, orig, n);
   memset(bad + 12, 0xff, 4);
-  spit(path, bad, n);
+  tu_spit(path, bad, n);
   expect_miss(f->root, "programs", key);
   memcpy(bad, orig, n);
   memset(bad + 16, 0xff, 8);
-  spit(path, bad, n);
+  tu_spit(path, bad, n);
   expect_miss(f->root, "programs", key);
   free(bad);
 
@@ -400,7 +379,7 @@ static void test_foreign_file(void **state) {
   assert_int_equal(unlink(path), 0);
   char real[PATH_CAP];
   pathf(real, "%s/real.bin", f->dir);
-  spit(real, orig, n);
+  tu_spit(real, orig, n);
   assert_int_equal(symlink(real, path), 0);
   expect_miss(f->root, "programs", key);
   assert_int_equal(unlink(path), 0);
@@ -420,8 +399,8 @@ static void test_key_mismatch(void **state) {
   other_entry(f, "programs", path_a, path_b);
 
   size_t n;
-  unsigned char *a = slurp(path_a, &n);
-  spit(path_b, a, n); /* a valid file, under the wrong name */
+  unsigned char *a = tu_slurp(path_a, &n);
+  tu_spit(path_b, a, n); /* a valid file, under the wrong name */
   free(a);
   expect_miss(f->root, "programs", "key B");
   expect_hit(f->root, "programs", "key A", "AAAA", 4);
@@ -571,7 +550,7 @@ static void test_unwritable(void **state) {
 
   /* A root below a regular file: mkdir fails for everyone, root included. */
   pathf(file, "%s/plain-file", f->dir);
-  spit(file, "x", 1);
+  tu_spit(file, "x", 1);
   pathf(root, "%s/sub/cache", file);
   assert_int_equal(nabla_diskcache_put(root, "programs", "k", "v", 1), NABLA_IO);
   expect_miss(root, "programs", "k");
@@ -582,7 +561,7 @@ static void test_unwritable(void **state) {
   /* The namespace directory is a regular file. */
   assert_int_equal(nabla_diskcache_put(f->root, "tuning", "k", "v", 1), NABLA_OK);
   ns_dir(f, "programs", dir);
-  spit(dir, "x", 1);
+  tu_spit(dir, "x", 1);
   assert_int_equal(nabla_diskcache_put(f->root, "programs", "k", "v", 1), NABLA_IO);
   expect_miss(f->root, "programs", "k");
   assert_int_equal(unlink(dir), 0);
@@ -594,7 +573,7 @@ static void test_unwritable(void **state) {
   assert_int_equal(mkdir(path, 0755), 0);
   char inner[PATH_CAP];
   pathf(inner, "%s/keep", path);
-  spit(inner, "x", 1);
+  tu_spit(inner, "x", 1);
   assert_int_equal(nabla_diskcache_put(f->root, "programs", "k", "v", 1), NABLA_IO);
   expect_miss(f->root, "programs", "k");
   assert_int_equal(count_names(dir, ".tmp.", NULL), 0);
@@ -797,18 +776,18 @@ static void test_foreach_and_clear(void **state) {
   ns_dir(f, "tuning", tdir);
   /* Strangers: an invalid *.bin, a fresh and a stale temp file, a subdirectory, a README. */
   pathf(p, "%s/0123456789abcdef0123456789abcdef.bin", pdir);
-  spit(p, "garbage", 7);
+  tu_spit(p, "garbage", 7);
   char fresh_tmp[PATH_CAP], stale_tmp[PATH_CAP];
   pathf(fresh_tmp, "%s/00000000000000000000000000000000.bin.tmp.1.ab", pdir);
-  spit(fresh_tmp, "partial", 7);
+  tu_spit(fresh_tmp, "partial", 7);
   pathf(stale_tmp, "%s/00000000000000000000000000000001.bin.tmp.2.cd", tdir);
-  spit(stale_tmp, "partial", 7);
+  tu_spit(stale_tmp, "partial", 7);
   struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
   assert_int_equal(utimensat(AT_FDCWD, stale_tmp, old, 0), 0);
   pathf(p, "%s/subdir.bin", pdir);
   assert_int_equal(mkdir(p, 0755), 0);
   pathf(p, "%s/README", pdir);
-  spit(p, "keep", 4);
+  tu_spit(p, "keep", 4);
 
   seen_set seen = {0};
   assert_int_equal(nabla_diskcache_foreach(f->root, "programs", collect, &seen), NABLA_OK);
@@ -835,9 +814,9 @@ static void test_foreach_and_clear(void **state) {
   assert_int_equal(mkdir(p, 0755), 0);
   assert_int_equal(mkdir(other, 0755), 0);
   pathf(other, "%s/v0/programs/old.bin", f->root);
-  spit(other, "old", 3);
+  tu_spit(other, "old", 3);
   pathf(beside, "%s/v%d/note.bin", f->root, NABLA_DISKCACHE_SCHEMA);
-  spit(beside, "note", 4);
+  tu_spit(beside, "note", 4);
 
   assert_int_equal(nabla_diskcache_clear(f->root), NABLA_OK);
   for (int i = 0; i < 3; i++) expect_miss(f->root, "programs", pkeys[i]);
@@ -863,29 +842,13 @@ static void test_foreach_and_clear(void **state) {
 
 /* ---- root resolution --------------------------------------------------------------------- */
 
-typedef struct {
-  const char *name;
-  char *value; /* NULL: was unset */
-} saved_env;
-
-static void env_save(saved_env *s, const char *name) {
-  const char *v = getenv(name);
-  s->name = name;
-  s->value = v ? strdup(v) : NULL;
-}
-
-static void env_restore(saved_env *s) {
-  if (s->value) setenv(s->name, s->value, 1);
-  else unsetenv(s->name);
-  free(s->value);
-}
 
 static void test_root_env(void **state) {
   (void)state;
-  saved_env saved[3];
-  env_save(&saved[0], "NABLACL_CACHE_DIR");
-  env_save(&saved[1], "XDG_CACHE_HOME");
-  env_save(&saved[2], "HOME");
+  tu_env saved[3];
+  saved[0] = tu_env_save("NABLACL_CACHE_DIR");
+  saved[1] = tu_env_save("XDG_CACHE_HOME");
+  saved[2] = tu_env_save("HOME");
   char out[256];
 
   setenv("NABLACL_CACHE_DIR", "off", 1);
@@ -928,7 +891,7 @@ static void test_root_env(void **state) {
   assert_int_equal(nabla_diskcache_root(NULL, 0), 0);
   assert_int_equal(nabla_diskcache_root(out, 0), 0);
 
-  for (int i = 0; i < 3; i++) env_restore(&saved[i]);
+  for (int i = 0; i < 3; i++) tu_env_restore(&saved[i]);
 }
 
 int main(void) {

@@ -30,26 +30,7 @@
 /* The operation that compiles a program: a reorder of a small ragged video. */
 static const nabla_shape kShape = {1, 2, 2 * 9 * 13, 8, 2, 9, 13};
 
-/* ---- environment and filesystem helpers -------------------------------------------------- */
-
-typedef struct {
-  const char *name;
-  char *value;
-} env_saved;
-
-static env_saved env_save(const char *name) {
-  env_saved s = {name, NULL};
-  const char *v = getenv(name);
-  if (v) s.value = strdup(v);
-  return s;
-}
-
-static void env_restore(env_saved *s) {
-  if (s->value) setenv(s->name, s->value, 1);
-  else unsetenv(s->name);
-  free(s->value);
-  s->value = NULL;
-}
+/* ---- filesystem helpers ------------------------------------------------------------------ */
 
 __attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *fmt, ...) {
   va_list ap;
@@ -217,7 +198,7 @@ static double fresh_run(nabla_dtype dtype) {
 typedef struct {
   char dir[PATH_CAP];   /* temp dir owned by the test */
   char root[PATH_CAP];  /* NABLACL_CACHE_DIR */
-  env_saved cache, kernels;
+  tu_env cache, kernels;
 } fixture;
 
 static int setup(void **state) {
@@ -231,8 +212,8 @@ static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   make_tmpdir(f->dir, "cache");
   pathf(f->root, "%s/root", f->dir);
-  f->cache = env_save("NABLACL_CACHE_DIR");
-  f->kernels = env_save("NABLACL_KERNEL_DIR");
+  f->cache = tu_env_save("NABLACL_CACHE_DIR");
+  f->kernels = tu_env_save("NABLACL_KERNEL_DIR");
   setenv("NABLACL_CACHE_DIR", f->root, 1);
   unsetenv("NABLACL_KERNEL_DIR");
   *state = f;
@@ -242,8 +223,8 @@ static int setup(void **state) {
 static int teardown(void **state) {
   fixture *f = *state;
   if (!f) return 0;
-  env_restore(&f->cache);
-  env_restore(&f->kernels);
+  tu_env_restore(&f->cache);
+  tu_env_restore(&f->kernels);
   tu_remove_tree(f->dir);
   free(f);
   return 0;

@@ -190,27 +190,6 @@ static void only_file(const char *cache, const char *ns, char *out) {
   assert_int_equal(n, 1);
 }
 
-static unsigned char *slurp(const char *path, size_t *len) {
-  FILE *fp = fopen(path, "rb");
-  assert_non_null(fp);
-  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-  long n = ftell(fp);
-  assert_true(n >= 0);
-  rewind(fp);
-  unsigned char *buf = malloc((size_t)n + 1);
-  assert_non_null(buf);
-  assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
-  fclose(fp);
-  *len = (size_t)n;
-  return buf;
-}
-
-static void spit(const char *path, const void *data, size_t len) {
-  FILE *fp = fopen(path, "wb");
-  assert_non_null(fp);
-  if (len) assert_int_equal(fwrite(data, 1, len, fp), len);
-  assert_int_equal(fclose(fp), 0);
-}
 
 /* ---- listing ---------------------------------------------------------------------------------- */
 
@@ -380,27 +359,27 @@ static void test_damaged_entries_are_misses(void **state) {
   assert_non_null(strstr(text, "TILE_D=8 TILE_V=32"));
   only_file(f->cache, NABLA_TUNING_NS, path);
   size_t len = 0;
-  unsigned char *good = slurp(path, &len);
+  unsigned char *good = tu_slurp(path, &len);
 
   /* Truncated. */
-  spit(path, good, len / 2);
+  tu_spit(path, good, len / 2);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   /* One flipped payload byte (checksum). */
   good[len - 3] ^= 0x20;
-  spit(path, good, len);
+  tu_spit(path, good, len);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   good[len - 3] ^= 0x20;
   /* Garbage of the same size, and an empty file. */
   unsigned char *junk = malloc(len);
   uint64_t seed = 99;
   for (size_t i = 0; i < len; i++) junk[i] = (unsigned char)tu_rand_u64(&seed);
-  spit(path, junk, len);
+  tu_spit(path, junk, len);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
-  spit(path, "", 0);
+  tu_spit(path, "", 0);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   free(junk);
   /* The intact file is a hit again. */
-  spit(path, good, len);
+  tu_spit(path, good, len);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   free(good);
 
@@ -560,7 +539,7 @@ static void test_unwritable_directory(void **state) {
   /* A cache root below a regular file cannot be created, even by root. */
   char file[PATH_CAP], root[PATH_CAP];
   pathf(file, "%s/plainfile", f->dir);
-  spit(file, "x", 1);
+  tu_spit(file, "x", 1);
   pathf(root, "%s/cache", file);
   setenv("NABLACL_CACHE_DIR", root, 1);
   nabla_context *ctx = context_or_skip();
@@ -744,29 +723,29 @@ static void test_hostile_names_and_junk(void **state) {
   /* Junk in every corner of the store. */
   pathf(dir, "%s/v%d/%s", f->cache, NABLA_DISKCACHE_SCHEMA, NABLA_TUNING_NS);
   pathf(path, "%s/0123456789abcdef0123456789abcdef.bin", dir);
-  spit(path, "garbage that looks like an entry by name", 41);
+  tu_spit(path, "garbage that looks like an entry by name", 41);
   pathf(path, "%s/not-an-entry.bin", dir);
-  spit(path, "", 0);
+  tu_spit(path, "", 0);
   pathf(path, "%s/fedcba9876543210fedcba9876543210.bin", dir);
   assert_int_equal(mkdir(path, 0755), 0);
   pathf(victim, "%s/victim", f->dir);
-  spit(victim, "keep me", 7);
+  tu_spit(victim, "keep me", 7);
   pathf(path, "%s/00000000000000000000000000000000.bin", dir);
   assert_int_equal(symlink(victim, path), 0);
   pathf(path, "%s/11111111111111111111111111111111.bin", dir);
   assert_int_equal(mkfifo(path, 0644), 0);
   pathf(path, "%s/22222222222222222222222222222222.bin.tmp.1.0000000000000000", dir);
-  spit(path, "half", 4);
+  tu_spit(path, "half", 4);
   pathf(path, "%s/v%d/BAD NS", f->cache, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(mkdir(path, 0755), 0);
   pathf(path, "%s/v%d/strayfile", f->cache, NABLA_DISKCACHE_SCHEMA);
-  spit(path, "x", 1);
+  tu_spit(path, "x", 1);
   pathf(path, "%s/v%d/mine", f->cache, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(symlink(dir, path), 0); /* a namespace that is a symlink is not walked */
   pathf(path, "%s/v%d/programs", f->cache, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(mkdir(path, 0755), 0);
   pathf(path, "%s/v%d/programs/33333333333333333333333333333333.bin", f->cache, NABLA_DISKCACHE_SCHEMA);
-  spit(path, "NABLACL\0\1\0\0\0\xff\xff\xff\xff", 16); /* truncated header */
+  tu_spit(path, "NABLACL\0\1\0\0\0\xff\xff\xff\xff", 16); /* truncated header */
 
   int n = 0;
   assert_int_equal(nabla_cache_list(f->cache, listed_kinds, &n), NABLA_OK);

@@ -206,3 +206,42 @@ double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dt
   free(q), free(k), free(v), free(ref), free(out), free(bitmap), free(row_ptr), free(col_idx);
   return err;
 }
+
+/* ---- files and environment ------------------------------------------------------------- */
+
+unsigned char *tu_slurp(const char *path, size_t *len) {
+  FILE *fp = fopen(path, "rb");
+  if (!fp) fail_msg("cannot open %s", path);
+  assert_int_equal(fseek(fp, 0, SEEK_END), 0);
+  long n = ftell(fp);
+  assert_true(n >= 0);
+  rewind(fp);
+  unsigned char *buf = malloc((size_t)n + 1);
+  assert_non_null(buf);
+  assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+  fclose(fp);
+  buf[n] = '\0';
+  *len = (size_t)n;
+  return buf;
+}
+
+void tu_spit(const char *path, const void *data, size_t len) {
+  FILE *fp = fopen(path, "wb");
+  if (!fp) fail_msg("cannot create %s", path);
+  if (len) assert_int_equal(fwrite(data, 1, len, fp), len);
+  assert_int_equal(fclose(fp), 0);
+}
+
+tu_env tu_env_save(const char *name) {
+  tu_env saved = {name, NULL};
+  const char *v = getenv(name);
+  if (v) saved.value = strdup(v);
+  return saved;
+}
+
+void tu_env_restore(tu_env *saved) {
+  if (saved->value) setenv(saved->name, saved->value, 1);
+  else unsetenv(saved->name);
+  free(saved->value);
+  saved->value = NULL;
+}

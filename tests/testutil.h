@@ -51,6 +51,20 @@ double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dt
  * path is fine. Symbolic links are removed, never followed. */
 void tu_remove_tree(const char *path);
 
+/* The whole file at path, malloc'd, NUL-terminated after its *len bytes; fails the test if it
+ * cannot be read. */
+unsigned char *tu_slurp(const char *path, size_t *len);
+/* Writes len bytes to path, replacing it; fails the test on any error. */
+void tu_spit(const char *path, const void *data, size_t len);
+
+/* A saved environment variable: tu_env_save before a test changes it, tu_env_restore after. */
+typedef struct {
+  const char *name;
+  char *value; /* NULL: it was unset */
+} tu_env;
+tu_env tu_env_save(const char *name);
+void tu_env_restore(tu_env *saved);
+
 /* Video-like Q/K: smooth in space and time plus noise, so NABLA masks are non-trivial. */
 void tu_fill_video_like(const nabla_shape *shape, double *x, uint64_t *seed, double amp);
 

@@ -169,11 +169,7 @@ static int group_setup(void **state) {
   fixture *fx = calloc(1, sizeof *fx);
   const char *helper = getenv("NABLACL_TEST_HELPER_DIR");
   snprintf(fx->bin, sizeof fx->bin, "%s/../tools/nablacl", helper ? helper : ".");
-  snprintf(fx->dir, sizeof fx->dir, "%s/cli-test-XXXXXX", helper ? helper : "/tmp");
-  if (!mkdtemp(fx->dir)) {
-    snprintf(fx->dir, sizeof fx->dir, "/tmp/cli-test-XXXXXX");
-    if (!mkdtemp(fx->dir)) return -1;
-  }
+  if (tu_temp_dir(fx->dir, sizeof fx->dir, "cli-test") != 0) return -1;
   snprintf(fx->in, sizeof fx->in, "%s/in", fx->dir);
   snprintf(fx->out, sizeof fx->out, "%s/out", fx->dir);
   mkdir(fx->in, 0777);

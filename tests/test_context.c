@@ -449,10 +449,8 @@ static void test_device_key(void **state) {
 static void test_cache_dir_env(void **state) {
   CTX_OR_SKIP(state);
   tu_env cache = tu_env_save("NABLACL_CACHE_DIR"), xdg = tu_env_save("XDG_CACHE_HOME");
-  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
   char dir[1024];
-  snprintf(dir, sizeof dir, "%s/context-cache-XXXXXX", base && base[0] ? base : "/tmp");
-  assert_non_null(mkdtemp(dir));
+  assert_int_equal(tu_temp_dir(dir, sizeof dir, "context-cache"), 0);
   char err[ERR_CAP];
   nabla_context *c = NULL;
 

@@ -27,21 +27,12 @@ typedef struct {
 /* ---- filesystem helpers ------------------------------------------------------------------ */
 
 /* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
-__attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(out, PATH_CAP, fmt, ap);
-  va_end(ap);
-  assert_true(n >= 0 && n < PATH_CAP);
-}
+#define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
-  if (!base || !base[0]) base = "/tmp";
-  pathf(f->dir, "%s/diskcache-XXXXXX", base);
-  if (!mkdtemp(f->dir)) {
+  if (tu_temp_dir(f->dir, sizeof f->dir, "diskcache") != 0) {
     free(f);
     return -1;
   }

@@ -18,14 +18,9 @@
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 static char *make_temp_dir(void) {
-  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
   char *path = malloc(4096);
   assert_non_null(path);
-  snprintf(path, 4096, "%s/npy-test-XXXXXX", base && *base ? base : "/tmp");
-  if (!mkdtemp(path)) {
-    snprintf(path, 4096, "/tmp/npy-test-XXXXXX");
-    assert_non_null(mkdtemp(path));
-  }
+  assert_int_equal(tu_temp_dir(path, 4096, "npy-test"), 0);
   return path;
 }
 

@@ -32,18 +32,13 @@ static const nabla_shape kShape = {1, 2, 2 * 9 * 13, 8, 2, 9, 13};
 
 /* ---- filesystem helpers ------------------------------------------------------------------ */
 
-__attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(out, PATH_CAP, fmt, ap);
-  va_end(ap);
-  assert_true(n >= 0 && n < PATH_CAP);
-}
+/* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
+#define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
 static void make_tmpdir(char *out, const char *tag) {
-  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
-  pathf(out, "%s/program-%s-XXXXXX", base && base[0] ? base : "/tmp", tag);
-  if (!mkdtemp(out)) fail_msg("mkdtemp(%s): %s", out, strerror(errno));
+  char name[64];
+  snprintf(name, sizeof name, "program-%s", tag);
+  if (tu_temp_dir(out, PATH_CAP, name) != 0) fail_msg("cannot create a temporary directory: %s", strerror(errno));
 }
 
 static void *read_file(const char *path, size_t *len) {

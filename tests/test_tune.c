@@ -35,31 +35,21 @@ static const nabla_shape kTiny = {1, 1, 128, 64, 0, 0, 0};
 typedef struct {
   char dir[PATH_CAP];   /* private temp dir */
   char cache[PATH_CAP]; /* <dir>/cache: NABLACL_CACHE_DIR of the test */
-  char *saved_env;
+  tu_env saved_env;      /* NABLACL_CACHE_DIR before the test */
 } fixture;
 
-__attribute__((format(printf, 2, 3))) static void pathf(char *out, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(out, PATH_CAP, fmt, ap);
-  va_end(ap);
-  assert_true(n >= 0 && n < PATH_CAP);
-}
+/* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
+#define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
 static int setup(void **state) {
   fixture *f = calloc(1, sizeof *f);
   if (!f) return -1;
-  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
-  if (!base || !base[0]) base = "/tmp";
-  if (strlen(base) > 1024) base = "/tmp";
-  snprintf(f->dir, sizeof f->dir, "%s/tune-XXXXXX", base);
-  if (!mkdtemp(f->dir)) {
+  if (tu_temp_dir(f->dir, sizeof f->dir, "tune") != 0) {
     free(f);
     return -1;
   }
-  snprintf(f->cache, sizeof f->cache, "%.2000s/cache", f->dir);
-  const char *env = getenv("NABLACL_CACHE_DIR");
-  f->saved_env = env ? strdup(env) : NULL;
+  pathf(f->cache, "%s/cache", f->dir);
+  f->saved_env = tu_env_save("NABLACL_CACHE_DIR");
   setenv("NABLACL_CACHE_DIR", f->cache, 1);
   *state = f;
   return 0;
@@ -67,9 +57,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
   fixture *f = *state;
-  if (f->saved_env) setenv("NABLACL_CACHE_DIR", f->saved_env, 1);
-  else unsetenv("NABLACL_CACHE_DIR");
-  free(f->saved_env);
+  tu_env_restore(&f->saved_env);
   tu_remove_tree(f->dir);
   free(f);
   return 0;

@@ -232,6 +232,24 @@ void tu_spit(const char *path, const void *data, size_t len) {
   assert_int_equal(fclose(fp), 0);
 }
 
+void tu_pathf(char *out, size_t cap, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(out, cap, fmt, ap);
+  va_end(ap);
+  if (n < 0 || (size_t)n >= cap) fail_msg("path longer than %zu bytes: %s...", cap, out);
+}
+
+int tu_temp_dir(char *out, size_t cap, const char *tag) {
+  const char *base = getenv("NABLACL_TEST_HELPER_DIR");
+  const char *bases[2] = {base && base[0] ? base : "/tmp", "/tmp"};
+  for (int i = 0; i < 2; i++) {
+    int n = snprintf(out, cap, "%s/%s-XXXXXX", bases[i], tag);
+    if (n > 0 && (size_t)n < cap && mkdtemp(out)) return 0;
+  }
+  return -1;
+}
+
 tu_env tu_env_save(const char *name) {
   tu_env saved = {name, NULL};
   const char *v = getenv(name);

@@ -57,6 +57,14 @@ unsigned char *tu_slurp(const char *path, size_t *len);
 /* Writes len bytes to path, replacing it; fails the test on any error. */
 void tu_spit(const char *path, const void *data, size_t len);
 
+/* snprintf into a buffer of cap bytes; a result that does not fit fails the test. */
+__attribute__((format(printf, 3, 4))) void tu_pathf(char *out, size_t cap, const char *fmt, ...);
+
+/* Creates a fresh directory <NABLACL_TEST_HELPER_DIR or /tmp>/<tag>-XXXXXX (under /tmp when the
+ * helper directory cannot hold it) and writes its path to out; 0 on success, -1 if none could
+ * be made. Remove it with tu_remove_tree. */
+int tu_temp_dir(char *out, size_t cap, const char *tag);
+
 /* A saved environment variable: tu_env_save before a test changes it, tu_env_restore after. */
 typedef struct {
   const char *name;

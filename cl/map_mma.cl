@@ -59,6 +59,15 @@ inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int 
   stage_commit();
 }
 
+/* An A fragment from the 32-bit words c and c + 4 of rows a and b (zeros for a missing row). */
+inline void map_afrag(uint *f, __global const uint *a, __global const uint *b, int has_a, int has_b,
+                      int c) {
+  f[0] = has_a ? a[c] : 0u;
+  f[1] = has_b ? b[c] : 0u;
+  f[2] = has_a ? a[c + 4] : 0u;
+  f[3] = has_b ? b[c + 4] : 0u;
+}
+
 __kernel __attribute__((reqd_work_group_size(MAP_THREADS, 1, 1)))
 void reduced_map_mma(__global const ushort *restrict pooled, __global float *restrict logits, int Nb,
                      int BH, float scale) {
@@ -85,25 +94,17 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
 
   /* This warp's A fragments: rows i0 + g and i0 + g + 8, the 32-bit pairs of halves at d =
    * 16 s + 2 t (+ 8), hi then lo (row layout of mma.m16n8k16; see cl/mma.cl). */
+  const int ra = i0 + g, rb = i0 + g + 8;
   uint ahi[MAP_KSTEPS][4], alo[MAP_KSTEPS][4];
   {
     __global const uint *w = (__global const uint *)pooled;
-    const int ra = i0 + g, rb = i0 + g + 8;
     const size_t pa = (arow0 + (ra < Nb ? ra : 0)) * MAP_D, pb = (arow0 + (rb < Nb ? rb : 0)) * MAP_D;
     UNROLL
     for (int s = 0; s < MAP_KSTEPS; s++) {
-      const int c = 8 * s + t; /* 32-bit word of the row */
-      ahi[s][0] = ra < Nb ? w[pa + c] : 0u;
-      ahi[s][1] = rb < Nb ? w[pb + c] : 0u;
-      ahi[s][2] = ra < Nb ? w[pa + c + 4] : 0u;
-      ahi[s][3] = rb < Nb ? w[pb + c + 4] : 0u;
-      alo[s][0] = ra < Nb ? w[pa + MAP_D / 2 + c] : 0u;
-      alo[s][1] = rb < Nb ? w[pb + MAP_D / 2 + c] : 0u;
-      alo[s][2] = ra < Nb ? w[pa + MAP_D / 2 + c + 4] : 0u;
-      alo[s][3] = rb < Nb ? w[pb + MAP_D / 2 + c + 4] : 0u;
+      map_afrag(ahi[s], w + pa, w + pb, ra < Nb, rb < Nb, 8 * s + t);
+      map_afrag(alo[s], w + pa, w + pb, ra < Nb, rb < Nb, MAP_D / 2 + 8 * s + t);
     }
   }
-  const int ra = i0 + g, rb = i0 + g + 8;
   const float sa = ra < Nb ? scales[arow0 + ra] * scale : 0.0f;
   const float sb = rb < Nb ? scales[arow0 + rb] * scale : 0.0f;
   __global float *out = logits + z * Nb * Nb;

@@ -55,14 +55,14 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   part[ts * nv + v] = acc;
   barrier(CLK_LOCAL_MEM_FENCE);
   const size_t row = (size_t)z * Nb + i;
-#if POOL_SPLIT
-  __local float row_max[POOL_WG]; /* one per vector of the row: nv <= POOL_WG */
-  floatv mean = (floatv)(0.0f);
+  floatv mean = (floatv)(0.0f); /* the row's mean, in the work-items ts == 0 */
   if (ts == 0) {
     for (int s = 1; s < nts; s++) acc += part[s * nv + v];
     mean = acc / (float)(t1 - t0);
-    row_max[v] = POOL_VMAX(fabs(mean));
   }
+#if POOL_SPLIT
+  __local float row_max[POOL_WG]; /* one per vector of the row: nv <= POOL_WG */
+  if (ts == 0) row_max[v] = POOL_VMAX(fabs(mean));
   barrier(CLK_LOCAL_MEM_FENCE);
   if (ts != 0) return;
   /* x = s (hi + lo): s = 2^(e - 15) puts the row's largest |x| / s in [2^14, 2^15), inside
@@ -84,8 +84,6 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   VSTORE_HALF(xs - hi, 0, dst + D);
   if (v == 0) ((__global float *)out)[2 * (size_t)BH * Nb * D + row] = as_float((uint)(127 + shift) << 23);
 #else
-  if (ts != 0) return;
-  for (int s = 1; s < nts; s++) acc += part[s * nv + v];
-  VSTORE(acc / (float)(t1 - t0), out, row * D + (size_t)v * PV);
+  if (ts == 0) VSTORE(mean, out, row * D + (size_t)v * PV);
 #endif
 }

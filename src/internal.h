@@ -161,11 +161,11 @@ struct nabla_mask {
   cl_context cl_ctx;
 };
 
-/* Uploads the block layout of a shape; caller releases. */
 /* mask.c, for tests: pools q and k and computes the reduced map (the variant src/variant.h's
  * nabla_map_variant_choose picks), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                     cl_mem q, cl_mem k, float *logits);
+/* Uploads the block layout of a shape; caller releases. */
 nabla_status nabla_block_starts_buffer(nabla_context *ctx, const nabla_shape *shape, cl_mem *out);
 
 #endif

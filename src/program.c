@@ -2,10 +2,10 @@
  * Kernel registry and program cache.
  *
  * A program is the common prelude (cl/common.cl; the tensor-core stages also cl/mma.cl) followed
- * by one stage file (cl/<name>.cl), built with the given options. Programs live in the context for its lifetime (in-memory slots
- * keyed by name + options) and their binaries in the disk cache under namespace "programs",
- * keyed by the device description, the options and a hash of the exact source bytes, so any
- * change of source, options, driver or device is a miss. A binary that fails to load or build
+ * by one stage file (cl/<name>.cl), built with the given options. Programs live in the context
+ * for its lifetime (in-memory slots keyed by name + options) and their binaries in the disk
+ * cache under namespace "programs", keyed by the device description, the options and a hash of
+ * the exact source bytes, so any change of source, options, driver or device is a miss. A binary that fails to load or build
  * is treated as a miss and rebuilt from source.
  */
 #include <stdio.h>
@@ -55,9 +55,11 @@ static char *read_override(const char *dir, const char *name) {
 /* Source of a stage: prelude (cl/common.cl, then cl/mma.cl for the tensor-core stages) + stage
  * text, malloc'd. */
 static nabla_status stage_source(nabla_context *ctx, const char *name, char **out) {
-  const int mma = strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0;
-  const char *parts[3] = {"common", mma ? "mma" : name, name};
-  const int nparts = mma ? 3 : 2;
+  const char *parts[3];
+  int nparts = 0;
+  parts[nparts++] = "common";
+  if (strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0) parts[nparts++] = "mma";
+  parts[nparts++] = name;
   char *texts[3] = {NULL, NULL, NULL};
   nabla_status st = NABLA_OK;
   size_t total = 0;

@@ -91,13 +91,13 @@ void csr_fill(__global const uchar *bitmap, __global const int *row_ptr, __globa
 }
 
 /* After the NABLA selection, whose work-group g (rows r0 = g * group_rows ..) wrote each row's
- * length at row_ptr[r + 1], its kept columns compacted at cols[r * Nb ..] and the group's
+ * length at row_ptr[r + 1], its kept columns compacted at cols[r * ld ..] and the group's
  * total at groups[g + 1], which csr_scan has turned into the group's offset groups[g]. One
  * work-group per selection group: the offsets of its rows, then the copy of their columns
  * to col_idx[row_ptr[r] ..]. Needs group_rows <= CSR_WG. */
 __kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
 void csr_gather(__global const int *cols, __global const int *groups, __global int *row_ptr,
-                __global int *col_idx, int Nb, int R, int group_rows) {
+                __global int *col_idx, int ld, int R, int group_rows) {
   __local int start[CSR_WG + 1];
   const int lid = get_local_id(0), g = get_group_id(0);
   const int r0 = g * group_rows, nr = min(group_rows, R - r0);
@@ -115,7 +115,7 @@ void csr_gather(__global const int *cols, __global const int *groups, __global i
   const int rr = lid / CSR_TPR, lt = lid % CSR_TPR;
   for (int i = rr; i < nr; i += CSR_ROWS) {
     const int p0 = start[i], n = start[i + 1] - p0;
-    __global const int *src = cols + (size_t)(r0 + i) * Nb;
+    __global const int *src = cols + (size_t)(r0 + i) * ld;
     for (int e = lt; e < n; e += CSR_TPR) col_idx[p0 + e] = src[e];
   }
 }

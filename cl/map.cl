@@ -2,7 +2,8 @@
  * Reduced attention map: logits[z][i][j] = scale * sum_d qp[z][i][d] * kp[z][j][d] for every
  * (b, h) = z, where qp = pooled[0 .. BH) and kp = pooled[BH .. 2BH) are the pooled blocks
  * [BH, Nb, D] of Q and K (fp32, row-major, as cl/pool.cl writes them). One batched "A Bᵀ"
- * product, fp32 throughout.
+ * product, fp32 throughout. Map rows are ld floats apart (src/mask.c: Nb rounded up so that
+ * every row starts on a 128-byte line; the columns past Nb are never written or read).
  *
  * A 16 x 16 work-group computes a 128 x 128 tile of one z. The operands pass through local
  * memory in chunks of MAP_KC along d, stored transposed (d-major) so that work-item (tx, ty)
@@ -27,7 +28,7 @@ inline float4 map_fetch(__global const float *src, int row, int d, int Nb, int D
 }
 
 __kernel __attribute__((reqd_work_group_size(MAP_WX, MAP_WX, 1)))
-void reduced_map(__global const float *pooled, __global float *logits, int Nb, int D, int BH,
+void reduced_map(__global const float *pooled, __global float *logits, int Nb, int ld, int D, int BH,
                  float scale) {
   __local float as[MAP_KC][MAP_LDS], bs[MAP_KC][MAP_LDS];
   const int tx = get_local_id(0), ty = get_local_id(1), lid = ty * MAP_WX + tx;
@@ -74,7 +75,7 @@ void reduced_map(__global const float *pooled, __global float *logits, int Nb, i
     barrier(CLK_LOCAL_MEM_FENCE);
   }
 
-  __global float *out = logits + z * Nb * Nb;
+  __global float *out = logits + z * Nb * ld;
 #pragma unroll
   for (int r = 0; r < 8; r++) {
     int i = i0 + (r < 4 ? 4 * ty + r : 64 + 4 * ty + r - 4);
@@ -83,7 +84,7 @@ void reduced_map(__global const float *pooled, __global float *logits, int Nb, i
     for (int h = 0; h < 2; h++) {
       int j = j0 + 64 * h + 4 * tx;
       float4 v = (float4)(acc[r][4 * h], acc[r][4 * h + 1], acc[r][4 * h + 2], acc[r][4 * h + 3]) * scale;
-      __global float *dst = out + (size_t)i * Nb + j;
+      __global float *dst = out + (size_t)i * ld + j;
       if (j + 3 < Nb) {
         vstore4(v, 0, dst);
       } else {

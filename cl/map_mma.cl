@@ -1,8 +1,8 @@
 /*
  * Reduced attention map on NVIDIA tensor cores (the "nvidia-mma" variant of the map stage):
- * logits[z][i][j] = scale * qp[z][i] · kp[z][j], the same product as cl/map.cl, from the split
- * pooling (cl/pool.cl with POOL_SPLIT=1): every pooled row x is s (hi + lo), s a power of two,
- * hi and lo fp16. Then
+ * logits[z][i][j] = scale * qp[z][i] · kp[z][j] (rows ld floats apart), the same product as
+ * cl/map.cl, from the split pooling (cl/pool.cl with POOL_SPLIT=1): every pooled row x is
+ * s (hi + lo), s a power of two, hi and lo fp16. Then
  *   x_i · y_j = s_i s_j (hi_i · hi_j + hi_i · lo_j + lo_i · hi_j + lo_i · lo_j)
  * and the first three products run on `mma.sync.aligned.m16n8k16` (fp16 inputs, fp32
  * accumulators). hi + lo holds each value to 2^-22 of its row's largest and the dropped
@@ -70,7 +70,7 @@ inline void map_afrag(uint *f, __global const uint *a, __global const uint *b, i
 
 __kernel __attribute__((reqd_work_group_size(MAP_THREADS, 1, 1)))
 void reduced_map_mma(__global const ushort *restrict pooled, __global float *restrict logits, int Nb,
-                     int BH, float scale) {
+                     int ld, int BH, float scale) {
   __local uint4 bbuf[MAP_STAGES][MAP_BN * MAP_SROW / 8];
 #ifdef NABLA_NO_PTX
   __local uint emu_all[8 * EMU_WORDS];
@@ -107,7 +107,7 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
   }
   const float sa = ra < Nb ? scales[arow0 + ra] * scale : 0.0f;
   const float sb = rb < Nb ? scales[arow0 + rb] * scale : 0.0f;
-  __global float *out = logits + z * Nb * Nb;
+  __global float *out = logits + z * Nb * ld;
 
   for (int tile = split, buf = 0; tile < tiles; tile += splits, buf = buf + 1 == MAP_STAGES ? 0 : buf + 1) {
 #if MAP_STAGES == 3
@@ -164,8 +164,8 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
         const float si = h ? sb : sa;
         if (i >= Nb) continue;
         const float v0 = acc[b][2 * h] * si * s0[b], v1 = acc[b][2 * h + 1] * si * s1[b];
-        __global float *dst = out + (size_t)i * Nb + j;
-        if (j + 1 < Nb && (Nb & 1) == 0) {
+        __global float *dst = out + (size_t)i * ld + j;
+        if (j + 1 < Nb) { /* ld is even */
           vstore2((float2)(v0, v1), 0, dst);
         } else {
           if (j < Nb) dst[0] = v0;

@@ -87,12 +87,12 @@ inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
 
 __kernel __attribute__((reqd_work_group_size(SEL_WG, 1, 1)))
 void select_cdf(__global float *logits, __global uchar *bitmap, __global int *row_ptr,
-                __global int *groups, int Nb, int rows, float thr, int sta, int Hb, int Wb, int rt, int rh, int rw) {
+                __global int *groups, int Nb, int ld, int rows, float thr, int sta, int Hb, int Wb, int rt, int rh, int rw) {
   __local sel_scratch sc;
   const int lid = get_local_id(0), r = lid / SEL_TPR, lt = lid % SEL_TPR;
   const int row = get_group_id(0) * SEL_ROWS + r;
   const int live = row < rows; /* spare rows of the last group redo row 0 and write nothing */
-  __global const float *a = logits + (size_t)(live ? row : 0) * Nb;
+  __global const float *a = logits + (size_t)(live ? row : 0) * ld;
 
   float p[SEL_PT];
   float mx = -INFINITY, mn = INFINITY, bad = 0.0f;
@@ -213,7 +213,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
     sc.words[r][wi] = word;
   }
   barrier(CLK_LOCAL_MEM_FENCE);
-  __global int *cols = (__global int *)logits + (size_t)(live ? row : 0) * Nb;
+  __global int *cols = (__global int *)logits + (size_t)(live ? row : 0) * ld;
   const int own = lt / 32;
   const uint below = (1u << (lt % 32)) - 1u;
   int run = 0;

@@ -76,48 +76,15 @@
 #define PV_F4 (TILE_V * D4 + BQ * P_S4)
 #define SLOT_F4 (QK_F4 > PV_F4 ? QK_F4 : PV_F4) /* one staging buffer */
 
-/* Eight consecutive stored elements as fetched: fp32 values, or the 16-bit words in a uint4
- * (element 2j in the low half of word j on a little-endian device). */
-#if NABLA_DTYPE == 0
-typedef float8 raw8;
-#define RAW_ZERO ((float8)0.0f)
-#else
-typedef uint4 raw8;
-#define RAW_ZERO ((uint4)0u)
-#endif
-
-inline raw8 fetch8(__global const STORE_T *p, size_t i, int aligned) {
-#if NABLA_DTYPE == 0
-  if (aligned) {
-    __global const float4 *p4 = (__global const float4 *)p + (i >> 2);
-    return (float8)(p4[0], p4[1]);
-  }
-  return vload8(i >> 3, p);
-#else
-  if (aligned) return ((__global const uint4 *)p)[i >> 3];
-  return as_uint4(vload8(i >> 3, (__global const ushort *)p));
-#endif
-}
+typedef nabla_raw8 raw8;
+#define RAW_ZERO NABLA_RAW_ZERO
+#define fetch8 nabla_fetch8
 
 /* Stores the fp32 values of a fetched vector at dst[0], dst[1]. */
 inline void put8(__local float4 *dst, raw8 r) {
-#if NABLA_DTYPE == 0
-  dst[0] = r.lo;
-  dst[1] = r.hi;
-#elif NABLA_DTYPE == 1
-  __private uint4 w = r;
-  float8 f = vload_half8(0, (__private const half *)&w);
+  const float8 f = nabla_unpack8(r);
   dst[0] = f.lo;
   dst[1] = f.hi;
-#else
-#ifdef __ENDIAN_LITTLE__
-  float4 even = as_float4(r << 16), odd = as_float4(r & 0xffff0000u);
-#else
-  float4 even = as_float4(r & 0xffff0000u), odd = as_float4(r << 16);
-#endif
-  dst[0] = (float4)(even.x, odd.x, even.y, odd.y);
-  dst[1] = (float4)(even.z, odd.z, even.w, odd.w);
-#endif
 }
 
 /* Global loads of Q·Kᵀ item c (columns c·TD ..) of query rows q0.. and key rows k0... */

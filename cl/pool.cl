@@ -4,7 +4,8 @@
  * count), where z < BH pools q (bh = z) and z >= BH pools k (bh = z - BH). fp32 result.
  * Pooling reads all of Q and K once, so it is bandwidth-bound. A work-group (NV, TS) pools one
  * block: work-item (v, ts) loads the 16-byte vector v (4 fp32 or 8 16-bit values; D is a
- * multiple of 8) of tokens ts, ts + TS, ..., so a token row is read by neighbouring
+ * multiple of 8; one 16-byte load, see nabla_fetch8) of tokens ts, ts + TS, ..., so a token
+ * row is read by neighbouring
  * work-items and every work-item has several loads in flight; the TS partial sums meet in
  * local memory.
  *
@@ -15,7 +16,7 @@
 #if NABLA_DTYPE == 0
 #define PV 4
 #define floatv float4
-#define VLOAD(p, i) vload4((i) / 4, (p))
+#define VLOAD(p, i, al) ((al) ? ((__global const float4 *)(p))[(i) / 4] : vload4((i) / 4, (p)))
 #define VSTORE(v, p, i) vstore4((v), (i) / 4, (p))
 #define VSTORE_HALF(v, i, p) vstore_half4_rte((v), (i), (p))
 #define VLOAD_HALF(i, p) vload_half4((i), (p))
@@ -23,7 +24,7 @@
 #else /* fp16, bf16: 8 values per 16 bytes */
 #define PV 8
 #define floatv float8
-#define VLOAD(p, i) LOAD8((p), (i))
+#define VLOAD(p, i, al) nabla_unpack8(nabla_fetch8((p), (i), (al)))
 #define VSTORE(v, p, i) vstore8((v), (i) / 8, (p))
 #define VSTORE_HALF(v, i, p) vstore_half8_rte((v), (i), (p))
 #define VLOAD_HALF(i, p) vload_half8((i), (p))
@@ -44,14 +45,15 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   __global const STORE_T *x = is_k ? k : q;
   const int t0 = block_start[i], t1 = block_start[i + 1];
   const size_t base = (size_t)(z - (is_k ? BH : 0)) * S * D + (size_t)v * PV;
+  const int al = ((size_t)x & 15) == 0; /* whole 16-byte loads (see nabla_fetch8) */
   floatv acc = (floatv)(0.0f);
   int t = t0 + ts;
   for (; t + 3 * nts < t1; t += 4 * nts) {
-    floatv x0 = VLOAD(x, base + (size_t)t * D), x1 = VLOAD(x, base + (size_t)(t + nts) * D);
-    floatv x2 = VLOAD(x, base + (size_t)(t + 2 * nts) * D), x3 = VLOAD(x, base + (size_t)(t + 3 * nts) * D);
+    floatv x0 = VLOAD(x, base + (size_t)t * D, al), x1 = VLOAD(x, base + (size_t)(t + nts) * D, al);
+    floatv x2 = VLOAD(x, base + (size_t)(t + 2 * nts) * D, al), x3 = VLOAD(x, base + (size_t)(t + 3 * nts) * D, al);
     acc += (x0 + x1) + (x2 + x3);
   }
-  for (; t < t1; t += nts) acc += VLOAD(x, base + (size_t)t * D);
+  for (; t < t1; t += nts) acc += VLOAD(x, base + (size_t)t * D, al);
   part[ts * nv + v] = acc;
   barrier(CLK_LOCAL_MEM_FENCE);
   const size_t row = (size_t)z * Nb + i;

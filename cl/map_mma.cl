@@ -34,10 +34,14 @@
  * NVIDIA's OpenCL allows 48 KiB, so 32 columns fit 2 stages only. Measured on the H100 (Wan 14B
  * shape): 32 columns and 2 stages 0.29 ms, 16 columns and 2 or 3 stages 0.34 ms. */
 #define MAP_NT (MAP_BN / 8) /* n-tiles per warp */
+#define MAP_SWZ(r) ((((r) & 3) << 2) & (MAP_BN / 2 - 1)) /* staged output: pair swizzle of row r */
 #define MAP_THREADS 256
 #define MAP_KSTEPS (MAP_D / 16)
+#define MAP_SP (MAP_D % 32 == 0 ? 2 : 1) /* k-steps per A load (cl/pool.cl's Q layout) */
 #define MAP_SROW (2 * MAP_D + 8)            /* halves per staged row: hi[D], lo[D], padding */
 #define MAP_CHUNKS (MAP_D / 4)              /* 16-byte pieces of a pooled row (2 D halves) */
+/* 16-byte words of a stage: a staged tile, or the 8 warps' 16 x MAP_BN output blocks. */
+#define MAP_STAGE_U4 (MAP_SROW >= 256 ? MAP_BN * MAP_SROW / 8 : MAP_BN * 32)
 #define MAP_COPIES ((MAP_BN * MAP_CHUNKS + MAP_THREADS - 1) / MAP_THREADS) /* per work-item and tile */
 
 /* Copies column tile j0 (rows j0 .. j0 + MAP_BN - 1 of kp, zeros past Nb) into dst, as one
@@ -59,19 +63,30 @@ inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int 
   stage_commit();
 }
 
-/* An A fragment from the 32-bit words c and c + 4 of rows a and b (zeros for a missing row). */
-inline void map_afrag(uint *f, __global const uint *a, __global const uint *b, int has_a, int has_b,
-                      int c) {
-  f[0] = has_a ? a[c] : 0u;
-  f[1] = has_b ? b[c] : 0u;
-  f[2] = has_a ? a[c + 4] : 0u;
-  f[3] = has_b ? b[c + 4] : 0u;
+/* The A fragments of MAP_SP k-steps (f[0 .. MAP_SP)) of rows a and b (zeros for a missing
+ * row) from the 2 MAP_SP words at word c of each row: cl/pool.cl lays the split Q rows out so
+ * that these are the words (s, h = 0), (s, h = 1), (s + 1, h = 0), ... of lane t, where word
+ * (s, h) holds k = 2t + 8h, 2t + 8h + 1 of k-step s. One 16-byte (or 8-byte) load per row
+ * instead of four scalar ones. */
+inline void map_afrag(uint (*f)[4], __global const uint *a, __global const uint *b, int has_a,
+                      int has_b, int c) {
+#if MAP_SP == 2
+  const uint4 x = has_a ? *(__global const uint4 *)(a + c) : (uint4)(0u);
+  const uint4 y = has_b ? *(__global const uint4 *)(b + c) : (uint4)(0u);
+  f[0][0] = x.s0, f[0][2] = x.s1, f[1][0] = x.s2, f[1][2] = x.s3;
+  f[0][1] = y.s0, f[0][3] = y.s1, f[1][1] = y.s2, f[1][3] = y.s3;
+#else
+  const uint2 x = has_a ? *(__global const uint2 *)(a + c) : (uint2)(0u);
+  const uint2 y = has_b ? *(__global const uint2 *)(b + c) : (uint2)(0u);
+  f[0][0] = x.s0, f[0][2] = x.s1;
+  f[0][1] = y.s0, f[0][3] = y.s1;
+#endif
 }
 
 __kernel __attribute__((reqd_work_group_size(MAP_THREADS, 1, 1)))
 void reduced_map_mma(__global const ushort *restrict pooled, __global float *restrict logits, int Nb,
                      int ld, int BH, float scale) {
-  __local uint4 bbuf[MAP_STAGES][MAP_BN * MAP_SROW / 8];
+  __local uint4 bbuf[MAP_STAGES][MAP_STAGE_U4];
 #ifdef NABLA_NO_PTX
   __local uint emu_all[8 * EMU_WORDS];
 #endif
@@ -100,9 +115,10 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
     __global const uint *w = (__global const uint *)pooled;
     const size_t pa = (arow0 + (ra < Nb ? ra : 0)) * MAP_D, pb = (arow0 + (rb < Nb ? rb : 0)) * MAP_D;
     UNROLL
-    for (int s = 0; s < MAP_KSTEPS; s++) {
-      map_afrag(ahi[s], w + pa, w + pb, ra < Nb, rb < Nb, 8 * s + t);
-      map_afrag(alo[s], w + pa, w + pb, ra < Nb, rb < Nb, MAP_D / 2 + 8 * s + t);
+    for (int s = 0; s < MAP_KSTEPS; s += MAP_SP) {
+      const int c = 8 * s + 2 * MAP_SP * t;
+      map_afrag(ahi + s, w + pa, w + pb, ra < Nb, rb < Nb, c);
+      map_afrag(alo + s, w + pa, w + pb, ra < Nb, rb < Nb, MAP_D / 2 + c);
     }
   }
   const float sa = ra < Nb ? scales[arow0 + ra] * scale : 0.0f;
@@ -154,24 +170,30 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
       for (int b = 0; b < MAP_NT; b++) mma16816(acc[b], alo[s], bhi[b][0], bhi[b][1] EMU_PASS);
     }
     /* logits = acc s_i s_j scale: the lane holds rows g, g + 8 and columns 2t, 2t + 1 of
-     * each n-tile. */
+     * each n-tile. They pass through the tile's local buffer, which every warp has finished
+     * reading after the barrier (the next copy into it follows the next iteration's barrier),
+     * so that each store writes whole rows of MAP_BN floats: straight from the fragments, a
+     * warp's store covered 32 bytes of 8 rows, and the map was bound by the L2's request rate
+     * (ncu, Wan 14B shape). The warp's 16 x MAP_BN block is row-major with its column pairs
+     * XOR-swizzled by the row (pair p of row r at p ^ stg_mask(r)), against bank conflicts.
+     * Whole tiles are stored: the columns from Nb to ld hold zeros. */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    __local float *stg = (__local float *)bbuf[buf] + warp * 16 * MAP_BN;
     UNROLL
     for (int b = 0; b < MAP_NT; b++) {
-      const int j = j0 + 8 * b + 2 * t;
       UNROLL
       for (int h = 0; h < 2; h++) {
-        const int i = h ? rb : ra;
         const float si = h ? sb : sa;
-        if (i >= Nb) continue;
-        const float v0 = acc[b][2 * h] * si * s0[b], v1 = acc[b][2 * h + 1] * si * s1[b];
-        __global float *dst = out + (size_t)i * ld + j;
-        if (j + 1 < Nb) { /* ld is even */
-          vstore2((float2)(v0, v1), 0, dst);
-        } else {
-          if (j < Nb) dst[0] = v0;
-          if (j + 1 < Nb) dst[1] = v1;
-        }
+        const int r = g + 8 * h, p = (4 * b + t) ^ MAP_SWZ(r);
+        vstore2((float2)(acc[b][2 * h] * si * s0[b], acc[b][2 * h + 1] * si * s1[b]), 0, stg + r * MAP_BN + 2 * p);
       }
+    }
+    warp_sync();
+    UNROLL
+    for (int k = 0; k < MAP_BN / 8; k++) { /* 4 floats a lane, MAP_BN / 4 lanes a row */
+      const int r = k * (128 / MAP_BN) + lane / (MAP_BN / 4), q = lane % (MAP_BN / 4);
+      const float4 v = vload4(0, stg + r * MAP_BN + 2 * ((2 * q) ^ MAP_SWZ(r)));
+      if (i0 + r < Nb) *(__global float4 *)(out + (size_t)(i0 + r) * ld + j0 + 4 * q) = v;
     }
   }
 }

@@ -3,8 +3,8 @@
  * the host prepends this file, after cl/common.cl, to those stage files.
  *
  * mma16816 (mma.sync m16n8k16, 16-bit inputs, fp32 accumulators), shfl_xor, warp_any,
- * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), and, when MMA_SMEM_PTX is set,
- * ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies.
+ * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), warp_sync, and, when
+ * MMA_SMEM_PTX is set, ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies.
  * MMA_IN: the 16-bit type of the mma inputs, 1 = fp16, 2 = bf16; by default the storage type
  * (NABLA_DTYPE). pack2 always packs for the storage type.
  *
@@ -211,6 +211,16 @@ inline void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: 
 inline void cp_async_wait_but_one(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 #endif
 #endif
+
+/* Orders the local-memory accesses of the lanes of a warp (bar.warp.sync). The emulation, whose
+ * warps all take the same path, waits for the work-group. */
+inline void warp_sync(void) {
+#ifdef NABLA_NO_PTX
+  barrier(CLK_LOCAL_MEM_FENCE);
+#else
+  asm volatile("bar.warp.sync -1;" ::: "memory");
+#endif
+}
 
 /* Waits for this work-item's outstanding copies into local memory, then for the work-group:
  * afterwards every copy issued before is visible to every work-item. */

@@ -11,7 +11,8 @@
  *
  * POOL_SPLIT=1 (for the tensor-core map, cl/map_mma.cl): each pooled row is written as a
  * power-of-two scale s and two fp16 vectors hi, lo with x ~= s (hi + lo): row r's 4 D bytes
- * hold hi[0..D) then lo[0..D), and the scales follow all 2 BH Nb rows as floats.
+ * hold hi[0..D) then lo[0..D) (Q rows with their pairs of values reordered for the map's
+ * loads, see below), and the scales follow all 2 BH Nb rows as floats.
  */
 #if NABLA_DTYPE == 0
 #define PV 4
@@ -78,12 +79,26 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
    * range). Multiplying by 2^-shift is exact. */
   const int shift = (m > 0.0f && isfinite(m)) ? max((int)((as_uint(m) >> 23) & 0xffu) - 141, -126) : 0;
   const floatv xs = mean * as_float((uint)(127 - shift) << 23);
-  __global half *dst = (__global half *)out + row * 2 * D + (size_t)v * PV;
-  ushort bits[PV];
-  VSTORE_HALF(xs, 0, (__private half *)bits);
-  const floatv hi = VLOAD_HALF(0, (__private const half *)bits);
-  VSTORE_HALF(xs, 0, dst);
-  VSTORE_HALF(xs - hi, 0, dst + D);
+  ushort hb[PV], lb[PV];
+  VSTORE_HALF(xs, 0, (__private half *)hb);
+  const floatv hi = VLOAD_HALF(0, (__private const half *)hb);
+  VSTORE_HALF(xs - hi, 0, (__private half *)lb);
+  __global ushort *dst = (__global ushort *)out + row * 2 * D;
+  if (is_k) {
+    for (int e = 0; e < PV; e++) dst[v * PV + e] = hb[e], dst[D + v * PV + e] = lb[e];
+  } else {
+    /* Q rows in the order in which cl/map_mma.cl loads its A fragments: the pair of halves
+     * w = 8 s + 4 h + t (k-step s of 16 values, h its upper 8, lane t) goes to pair
+     * 8 SP (s / SP) + 2 SP t + 2 (s % SP) + h, SP = 2 when D is a multiple of 32, else 1, so
+     * a lane finds the words of SP k-steps side by side. */
+    const int sp = D % 32 == 0 ? 2 : 1;
+    for (int e = 0; e < PV; e += 2) {
+      const int w = (v * PV + e) / 2, s = w / 8, h = (w / 4) & 1, t = w & 3;
+      const int p = 8 * sp * (s / sp) + 2 * sp * t + 2 * (s % sp) + h;
+      dst[2 * p] = hb[e], dst[2 * p + 1] = hb[e + 1];
+      dst[D + 2 * p] = lb[e], dst[D + 2 * p + 1] = lb[e + 1];
+    }
+  }
   if (v == 0) ((__global float *)out)[2 * (size_t)BH * Nb * D + row] = as_float((uint)(127 + shift) << 23);
 #else
   if (ts == 0) VSTORE(mean, out, row * D + (size_t)v * PV);

@@ -46,6 +46,7 @@ typedef struct {
   ulong km[SEL_ROWS][SEL_TPR];          /* each work-item's decisions, bit c = column c */
   uint words[SEL_ROWS][SEL_WORDS];      /* the row's decisions, 32 columns a word */
   int total[SEL_ROWS];                  /* kept blocks per row, for the group's sum */
+  int busy[2][SEL_ROWS];                /* row still searching after step s: busy[s % 2] */
 } sel_scratch;
 
 /* The 16 bucket totals of row r, returned to each of its work-items, from the columns that
@@ -54,8 +55,14 @@ typedef struct {
  * local reads per work-item, not 16 * SEL_TPR. Two barriers: a work-item writes its hist
  * column again only after the second, when every read of the first phase is done, and part
  * is written again only after the next call's first barrier. */
-inline float16 hist_sum(__local sel_scratch *sc, int r, int lt) {
+inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *busy, float16 *sums) {
   barrier(CLK_LOCAL_MEM_FENCE);
+  int any = 1;
+  if (busy) {
+    any = 0;
+#pragma unroll
+    for (int i = 0; i < SEL_ROWS; i++) any |= busy[i];
+  }
   const int b = lt % 16, g = lt / 16;
   __local const float *col = sc->hist[r][b] + g * SEL_SHARE;
   float s = 0.0f;
@@ -64,7 +71,8 @@ inline float16 hist_sum(__local sel_scratch *sc, int r, int lt) {
   barrier(CLK_LOCAL_MEM_FENCE);
   float16 t = vload16(0, sc->part[r][0]);
   for (int i = 1; i < SEL_GROUPS; i++) t += vload16(0, sc->part[r][i]);
-  return t;
+  *sums = t;
+  return any;
 }
 
 /* Writes work-item lt's 16 values into its hist column. */
@@ -119,7 +127,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   zb.s0 = z;
   zb.s1 = bad;
   hist_put(&sc, r, lt, zb);
-  zb = hist_sum(&sc, r, lt);
+  hist_sum(&sc, r, lt, NULL, &zb);
   const int keep_all = zb.s1 > 0.0f || thr >= 1.0f;
   const float inv = 1.0f / zb.s0;
 #pragma unroll
@@ -150,8 +158,12 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
         const uint bits = as_uint(p[c]);
         if (bits >= lo && bits <= hi) sc.hist[r][(bits - lo) >> shift][lt] += p[c];
       }
-    const float16 mass = hist_sum(&sc, r, lt);
-    if (done) continue; /* the other rows of the work-group still need the barriers */
+    float16 mass;
+    if (!hist_sum(&sc, r, lt, step ? sc.busy[(step - 1) & 1] : NULL, &mass)) break;
+    if (done) {
+      if (lt == 0) sc.busy[step & 1][r] = 0;
+      continue;
+    }
     float m[16];
     vstore16(mass, 0, m);
     float f = s_hi, fk = s_hi, mk = 0.0f; /* f(top_k), k from 15 down */
@@ -170,6 +182,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
      * the kept set is p > hi, that is p >= lo; with one, f(t) > thr below v and f(v) =
      * s_hi <= thr, so t* = v and again p >= lo. Later steps would not change the decisions. */
     done = mk < 2.0f * as_float(lo);
+    if (lt == 0) sc.busy[step & 1][r] = !done;
   }
   const float cut = as_float(lo);
 

@@ -60,9 +60,14 @@ typedef struct {
   char note[512];   /* why the last choice is not the requested or preferred variant ("" if it is) */
 } nabla_variant_state;
 
+#define NABLA_SLOT_KERNELS 4 /* kernel objects kept per program */
+
 typedef struct {
   char *key;        /* stage name + '\n' + build options */
   cl_program program;
+  int kernel_count;
+  char kernel_name[NABLA_SLOT_KERNELS][32];
+  cl_kernel kernel[NABLA_SLOT_KERNELS];
 } nabla_program_slot;
 
 #define NABLA_PROFILE_MAX 64
@@ -133,7 +138,9 @@ nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *ou
 /* program.c: builds (or loads) stage `name` with `options`; the program stays owned by ctx. */
 nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char *options,
                                cl_program *out);
-/* Creates a kernel from a program; caller releases it. */
+/* A kernel of a program from nabla_program_get; caller releases it. The context keeps one
+ * object per program and name and hands it out again (retained): set every argument before
+ * each enqueue. */
 nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const char *kernel,
                                  cl_kernel *out);
 void nabla_programs_release(nabla_context *ctx);

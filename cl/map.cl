@@ -3,7 +3,7 @@
  * (b, h) = z, where qp = pooled[0 .. BH) and kp = pooled[BH .. 2BH) are the pooled blocks
  * [BH, Nb, D] of Q and K (fp32, row-major, as cl/pool.cl writes them). One batched "A Bᵀ"
  * product, fp32 throughout. Map rows are ld floats apart (src/mask.c: Nb rounded up so that
- * every row starts on a 128-byte line; the columns past Nb are never written or read).
+ * every row starts on a 128-byte line; the columns past Nb are never read).
  *
  * A 16 x 16 work-group computes a 128 x 128 tile of one z. The operands pass through local
  * memory in chunks of MAP_KC along d, stored transposed (d-major) so that work-item (tx, ty)

@@ -13,9 +13,10 @@
  * of its 16 rows for all of d in registers, loaded once. The columns j pass by in tiles of
  * MAP_BN staged in local memory (hi and lo side by side in each row; MAP_STAGES - 1 tiles are
  * copied by cp.async while one is multiplied), so each barrier serves 3 MAP_BN / 8 mma per 16
- * of d per warp and each staged tile is read by all 8 warps. Work-group (s, strip,
- * z) takes the column tiles s, s + splits, ... of its strip. Rows and columns past Nb are
- * zero and nothing is stored out of range. MAP_D: D, a multiple of 16 up to 128.
+ * of d per warp and each staged tile is read by all 8 warps. Work-group (s, strip, z) takes
+ * the column tiles s, s + splits, ... of its strip. Rows and columns past Nb read as zero;
+ * nothing is stored past row Nb, and the columns from Nb to ld receive zeros. MAP_D: D, a
+ * multiple of 16 up to 128.
  */
 #ifndef MAP_D
 #define MAP_D 128

@@ -76,34 +76,30 @@
 #define PV_F4 (TILE_V * D4 + BQ * P_S4)
 #define SLOT_F4 (QK_F4 > PV_F4 ? QK_F4 : PV_F4) /* one staging buffer */
 
-typedef nabla_raw8 raw8;
-#define RAW_ZERO NABLA_RAW_ZERO
-#define fetch8 nabla_fetch8
-
 /* Stores the fp32 values of a fetched vector at dst[0], dst[1]. */
-inline void put8(__local float4 *dst, raw8 r) {
+inline void put8(__local float4 *dst, nabla_raw8 r) {
   const float8 f = nabla_unpack8(r);
   dst[0] = f.lo;
   dst[1] = f.hi;
 }
 
 /* Global loads of Q·Kᵀ item c (columns c·TD ..) of query rows q0.. and key rows k0... */
-inline void fetch_qk(__private raw8 *pre, int lid, int c, __global const STORE_T *q,
+inline void fetch_qk(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *q,
                      __global const STORE_T *k, size_t base, int q0, int qn, int k0, int kn,
                      int aligned) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
-    pre[i] = RAW_ZERO;
+    pre[i] = NABLA_RAW_ZERO;
     if (idx < QK_VECS) {
       int isk = idx >= BQ * QK_VPR, j = idx - (isk ? BQ * QK_VPR : 0);
       int r = j / QK_VPR, d = c * TD + 8 * (j - r * QK_VPR);
       if (r < (isk ? kn : qn) && d < HEAD_DIM)
-        pre[i] = fetch8(isk ? k : q, base + (size_t)((isk ? k0 : q0) + r) * HEAD_DIM + d, aligned);
+        pre[i] = nabla_fetch8(isk ? k : q, base + (size_t)((isk ? k0 : q0) + r) * HEAD_DIM + d, aligned);
     }
   }
 }
 
-inline void store_qk(__local float4 *slot, __private const raw8 *pre, int lid) {
+inline void store_qk(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
     if (idx < QK_VECS) {
@@ -114,20 +110,20 @@ inline void store_qk(__local float4 *slot, __private const raw8 *pre, int lid) {
 }
 
 /* Global loads of P·V item c: V rows c·TILE_V .. of the key block at k0. */
-inline void fetch_v(__private raw8 *pre, int lid, int c, __global const STORE_T *v, size_t base,
+inline void fetch_v(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *v, size_t base,
                     int k0, int kn, int aligned) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
-    pre[i] = RAW_ZERO;
+    pre[i] = NABLA_RAW_ZERO;
     if (idx < V_VECS) {
       int r = idx / V_VPR, key = c * TILE_V + r;
       size_t at = base + (size_t)(k0 + key) * HEAD_DIM + 8 * (idx - r * V_VPR);
-      if (key < kn) pre[i] = fetch8(v, at, aligned);
+      if (key < kn) pre[i] = nabla_fetch8(v, at, aligned);
     }
   }
 }
 
-inline void store_v(__local float4 *slot, __private const raw8 *pre, int lid) {
+inline void store_v(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
     if (idx < V_VECS) put8(slot + 2 * idx, pre[i]); /* rows of HEAD_DIM floats, unpadded */
@@ -226,7 +222,7 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
 #endif
 
   /* Item i of the key block p runs from buffer (item0 + i) % 2, item0 = (p - p0) (NQK + NPV). */
-  raw8 pre[NPRE];
+  nabla_raw8 pre[NPRE];
   if (p0 < p1) {
     int kb = KEY_BLOCK(p0), k0 = block_start[kb];
     fetch_qk(pre, lid, 0, q, k, base, q0, qn, k0, block_start[kb + 1] - k0, aligned);

@@ -176,7 +176,7 @@ void reduced_map_mma(__global const ushort *restrict pooled, __global float *res
      * so that each store writes whole rows of MAP_BN floats: straight from the fragments, a
      * warp's store covered 32 bytes of 8 rows, and the map was bound by the L2's request rate
      * (ncu, Wan 14B shape). The warp's 16 x MAP_BN block is row-major with its column pairs
-     * XOR-swizzled by the row (pair p of row r at p ^ stg_mask(r)), against bank conflicts.
+     * XOR-swizzled by the row (pair p of row r at p ^ MAP_SWZ(r)), against bank conflicts.
      * Whole tiles are stored: the columns from Nb to ld hold zeros. */
     barrier(CLK_LOCAL_MEM_FENCE);
     __local float *stg = (__local float *)bbuf[buf] + warp * 16 * MAP_BN;

@@ -5,9 +5,8 @@
  * Pooling reads all of Q and K once, so it is bandwidth-bound. A work-group (NV, TS) pools one
  * block: work-item (v, ts) loads the 16-byte vector v (4 fp32 or 8 16-bit values; D is a
  * multiple of 8; one 16-byte load, see nabla_fetch8) of tokens ts, ts + TS, ..., so a token
- * row is read by neighbouring
- * work-items and every work-item has several loads in flight; the TS partial sums meet in
- * local memory.
+ * row is read by neighbouring work-items and every work-item has several loads in flight; the
+ * TS partial sums meet in local memory.
  *
  * POOL_SPLIT=1 (for the tensor-core map, cl/map_mma.cl): each pooled row is written as a
  * power-of-two scale s and two fp16 vectors hi, lo with x ~= s (hi + lo): row r's 4 D bytes
@@ -83,21 +82,17 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   VSTORE_HALF(xs, 0, (__private half *)hb);
   const floatv hi = VLOAD_HALF(0, (__private const half *)hb);
   VSTORE_HALF(xs - hi, 0, (__private half *)lb);
+  /* Pair of halves w goes to pair p. K rows keep their order (p = w); Q rows take the order in
+   * which cl/map_mma.cl loads its A fragments: w = 8 s + 4 h + t (k-step s of 16 values, h its
+   * upper 8, lane t) goes to 8 SP (s / SP) + 2 SP t + 2 (s % SP) + h, SP = 2 when D is a
+   * multiple of 32, else 1, so a lane finds the words of SP k-steps side by side. */
   __global ushort *dst = (__global ushort *)out + row * 2 * D;
-  if (is_k) {
-    for (int e = 0; e < PV; e++) dst[v * PV + e] = hb[e], dst[D + v * PV + e] = lb[e];
-  } else {
-    /* Q rows in the order in which cl/map_mma.cl loads its A fragments: the pair of halves
-     * w = 8 s + 4 h + t (k-step s of 16 values, h its upper 8, lane t) goes to pair
-     * 8 SP (s / SP) + 2 SP t + 2 (s % SP) + h, SP = 2 when D is a multiple of 32, else 1, so
-     * a lane finds the words of SP k-steps side by side. */
-    const int sp = D % 32 == 0 ? 2 : 1;
-    for (int e = 0; e < PV; e += 2) {
-      const int w = (v * PV + e) / 2, s = w / 8, h = (w / 4) & 1, t = w & 3;
-      const int p = 8 * sp * (s / sp) + 2 * sp * t + 2 * (s % sp) + h;
-      dst[2 * p] = hb[e], dst[2 * p + 1] = hb[e + 1];
-      dst[D + 2 * p] = lb[e], dst[D + 2 * p + 1] = lb[e + 1];
-    }
+  const int sp = D % 32 == 0 ? 2 : 1;
+  for (int e = 0; e < PV; e += 2) {
+    const int w = (v * PV + e) / 2, s = w / 8, h = (w / 4) & 1, t = w & 3;
+    const int p = is_k ? w : 8 * sp * (s / sp) + 2 * sp * t + 2 * (s % sp) + h;
+    dst[2 * p] = hb[e], dst[2 * p + 1] = hb[e + 1];
+    dst[D + 2 * p] = lb[e], dst[D + 2 * p + 1] = lb[e + 1];
   }
   if (v == 0) ((__global float *)out)[2 * (size_t)BH * Nb * D + row] = as_float((uint)(127 + shift) << 23);
 #else

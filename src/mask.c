@@ -98,11 +98,11 @@ static void pool_local_size(const nabla_context *ctx, int D, nabla_dtype dtype, 
 }
 
 /* What the NABLA selection hands to the CSR step: every row's kept columns, compacted at
- * cols[row * map_stride(Nb) ..] (over the reduced map), and per work-group of the selection
- * (group_rows rows each) the sum of its rows' lengths at groups[g + 1]. */
+ * cols[row * ld ..] (over the reduced map, ld its row stride), and per work-group of the
+ * selection (group_rows rows each) the sum of its rows' lengths at groups[g + 1]. */
 typedef struct {
   cl_mem cols, groups;
-  cl_int group_rows;
+  cl_int ld, group_rows;
 } selection;
 
 /* The reduced-map kernel for this shape (src/variant.h says which) and whether it needs the
@@ -243,6 +243,7 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   size_t sel_global = sel_groups * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
   out->cols = logits;
+  out->ld = ld;
   out->groups = groups;
   out->group_rows = (cl_int)rows_per_group;
 done:
@@ -288,8 +289,7 @@ static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selecti
     cl_int G = (R + sel->group_rows - 1) / sel->group_rows;
     TRY(st, nabla_kernel_create(ctx, prog, "csr_gather", &fill));
     TRY_CL(st, ctx, set_args(scan, 2, ARG(sel->groups), ARG(G)));
-    cl_int ld = (cl_int)map_stride(Nb);
-    TRY_CL(st, ctx, set_args(fill, 7, ARG(sel->cols), ARG(sel->groups), ARG(m->row_ptr), ARG(m->col_idx), ARG(ld), ARG(R),
+    TRY_CL(st, ctx, set_args(fill, 7, ARG(sel->cols), ARG(sel->groups), ARG(m->row_ptr), ARG(m->col_idx), ARG(sel->ld), ARG(R),
                              ARG(sel->group_rows)));
     global = (size_t)G * wg;
   } else {
@@ -338,7 +338,7 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
     TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
   }
   TRY(st, mask_alloc(ctx, shape, &m));
-  selection chosen = {NULL, NULL, 0}; /* NABLA only */
+  selection chosen = {NULL, NULL, 0, 0}; /* NABLA only */
   if (algo->nabla) {
     TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &chosen));
   } else {

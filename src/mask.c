@@ -160,12 +160,12 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * (D + (size_t)split) * sizeof(float), "pooled Q and K", &pooled));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * (size_t)ld * sizeof(float), "reduced map", logits));
 
-  char pool_options[96];
-  snprintf(pool_options, sizeof pool_options, "%s -DPOOL_SPLIT=%d", nabla_dtype_define(dtype), split);
-  TRY(st, nabla_program_get(ctx, "pool", pool_options, &prog));
-  TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
   size_t pool_local[3], pool_global[3];
   pool_local_size(ctx, D, dtype, pool_local);
+  char pool_options[128];
+  snprintf(pool_options, sizeof pool_options, "%s -DPOOL_SPLIT=%d -DPOOL_TS=%zu", nabla_dtype_define(dtype), split, pool_local[1]);
+  TRY(st, nabla_program_get(ctx, "pool", pool_options, &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
   pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
   TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));

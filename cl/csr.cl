@@ -2,10 +2,9 @@
  * CSR compaction of the block bitmap [R = BH*Nb rows, Nb columns]:
  *   csr_count: row_ptr[r + 1] = kept blocks of row r
  *   csr_scan:  one work-group turns row_ptr[1..R] into the inclusive prefix sum (row_ptr[0] = 0)
- *              (after the NABLA selection it scans the selection's work-group totals)
  *   csr_fill:  col_idx[row_ptr[r] ..] = kept columns of row r, ascending
  *   csr_gather: the same from the per-row lists the NABLA selection compacted, with offsets
- *              from the selection's per-work-group totals (scanned by csr_scan)
+ *              from the selection's per-work-group totals
  * count and fill give each row CSR_TPR work-items, each owning a contiguous chunk of the row,
  * CSR_WG / CSR_TPR rows per work-group.
  */
@@ -92,17 +91,27 @@ void csr_fill(__global const uchar *bitmap, __global const int *row_ptr, __globa
 
 /* After the NABLA selection, whose work-group g (rows r0 = g * group_rows ..) wrote each row's
  * length at row_ptr[r + 1], its kept columns compacted at cols[r * ld ..] and the group's
- * total at groups[g + 1], which csr_scan has turned into the group's offset groups[g]. One
- * work-group per selection group: the offsets of its rows, then the copy of their columns
- * to col_idx[row_ptr[r] ..]. Needs group_rows <= CSR_WG. */
+ * total at groups[g + 1]. One work-group per selection group: the group's offset (the sum of
+ * the totals before it, which every work-group adds up itself: a few thousand ints from the
+ * cache cost less than a scan launch between two kernels), the offsets of its rows, then the
+ * copy of their columns to col_idx[row_ptr[r] ..]. Needs group_rows <= CSR_WG. */
 __kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
 void csr_gather(__global const int *cols, __global const int *groups, __global int *row_ptr,
                 __global int *col_idx, int ld, int R, int group_rows) {
   __local int start[CSR_WG + 1];
+  __local int sums[CSR_WG];
   const int lid = get_local_id(0), g = get_group_id(0);
   const int r0 = g * group_rows, nr = min(group_rows, R - r0);
+  int before = 0;
+  for (int i = lid; i < g; i += CSR_WG) before += groups[i + 1];
+  sums[lid] = before;
+  for (int n = CSR_WG / 2; n > 0; n >>= 1) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < n) sums[lid] += sums[lid + n];
+  }
+  barrier(CLK_LOCAL_MEM_FENCE);
   if (lid == 0) {
-    int s = groups[g];
+    int s = sums[0];
     for (int i = 0; i < nr; i++) {
       start[i] = s;
       s += row_ptr[r0 + i + 1];

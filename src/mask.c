@@ -272,9 +272,9 @@ done:
 
 /* CSR of m->bitmap. Without a selection (sel == NULL): row lengths, their prefix sum, the
  * column indices from the bitmap. After the NABLA selection, which wrote the row lengths and
- * the compacted columns: a prefix sum over the selection's work-group totals (one per
- * group_rows rows, far fewer than rows) and a gather that adds the lengths inside each group
- * and copies the columns. */
+ * the compacted columns: one gather whose work-groups add up the selection's work-group totals
+ * before their own (one per group_rows rows, far fewer than rows) and the lengths inside it,
+ * and copy the columns. */
 static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selection *sel, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
@@ -284,23 +284,22 @@ static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selecti
   size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
   size_t global = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
   TRY(st, nabla_program_get(ctx, "csr", "", &prog));
-  TRY(st, nabla_kernel_create(ctx, prog, "csr_scan", &scan));
   if (sel) {
     cl_int G = (R + sel->group_rows - 1) / sel->group_rows;
     TRY(st, nabla_kernel_create(ctx, prog, "csr_gather", &fill));
-    TRY_CL(st, ctx, set_args(scan, 2, ARG(sel->groups), ARG(G)));
     TRY_CL(st, ctx, set_args(fill, 7, ARG(sel->cols), ARG(sel->groups), ARG(m->row_ptr), ARG(m->col_idx), ARG(sel->ld), ARG(R),
                              ARG(sel->group_rows)));
     global = (size_t)G * wg;
   } else {
+    TRY(st, nabla_kernel_create(ctx, prog, "csr_scan", &scan));
     TRY(st, nabla_kernel_create(ctx, prog, "csr_fill", &fill));
     TRY(st, nabla_kernel_create(ctx, prog, "csr_count", &count));
     TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
     TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
     TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
     TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &global, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   }
-  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   cl_event *slot = nabla_profile_slot(ctx, "csr");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, fill, 1, NULL, &global, &wg, 0, NULL, NABLA_EVENT_OUT(slot, done_event)));
   nabla_profile_share(slot, done_event);

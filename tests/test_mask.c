@@ -98,6 +98,14 @@ static void test_long_rows(void **state) {
   check_mask(ctx, s, NABLA_F32, "nabla-0.5_sta-3-3-3", 72, 1);
 }
 
+/* Many rows: 2400 rows are 300 work-groups of the selection, more than the 256 work-items with
+ * which each work-group of the CSR gather adds up the totals of the groups before it. */
+static void test_many_rows(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {2, 4, 300 * 64, 16, 0, 0, 0};
+  check_mask(ctx, s, NABLA_F16, "nabla-0.6", 73, 0);
+}
+
 static void test_config_forms_and_dtypes(void **state) {
   CTX_OR_SKIP(state);
   nabla_shape s = {3, 1, 234, 32, 2, 9, 13}; /* batch 3, ragged 2x9x13 */
@@ -343,6 +351,7 @@ int main(void) {
       cmocka_unit_test(test_head_dims_plain_sequence),
       cmocka_unit_test(test_sta_densities_exact),
       cmocka_unit_test(test_long_rows),
+      cmocka_unit_test(test_many_rows),
       cmocka_unit_test(test_near_threshold_rows),
       cmocka_unit_test(test_nan_rows_keep_everything),
       cmocka_unit_test(test_flex_layout),

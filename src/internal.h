@@ -84,6 +84,8 @@ typedef enum { NABLA_WS_POOLED = 0, NABLA_WS_MAP, NABLA_WS_GROUPS, NABLA_WS_COUN
 typedef struct {
   cl_mem mem[NABLA_WS_COUNT];
   size_t bytes[NABLA_WS_COUNT];
+  cl_mem starts;       /* block layout of the last shape asked for (nabla_block_starts_buffer) */
+  int starts_shape[4]; /* its seq, grid_t, grid_h, grid_w */
 } nabla_workspace;
 
 struct nabla_context {
@@ -172,7 +174,10 @@ struct nabla_mask {
  * nabla_map_variant_choose picks), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                     cl_mem q, cl_mem k, float *logits);
-/* Uploads the block layout of a shape; caller releases. */
+/* The block layout of a shape on the device (int32, nb + 1 token offsets), retained for the
+ * caller, who releases it. The context keeps the last layout it uploaded and hands it out
+ * again for shapes with the same seq and grid: uploading it is host work that a mask build
+ * would otherwise do before its first kernel. */
 nabla_status nabla_block_starts_buffer(nabla_context *ctx, const nabla_shape *shape, cl_mem *out);
 
 #endif

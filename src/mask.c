@@ -53,22 +53,30 @@ void nabla_mask_release(nabla_mask *mask) {
   free(mask);
 }
 
-static nabla_status mask_alloc(nabla_context *ctx, const nabla_shape *shape, nabla_mask **out) {
+/* A mask for `shape` with its block layout; its bitmap and CSR come from mask_lists. */
+static nabla_status mask_new(nabla_context *ctx, const nabla_shape *shape, nabla_mask **out) {
   nabla_status st = NABLA_OK;
   nabla_mask *m = calloc(1, sizeof *m);
   if (!m) return nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
   m->shape = *shape;
   m->nblocks = nabla_shape_blocks(shape);
   m->cl_ctx = ctx->cl_ctx;
-  size_t rows = (size_t)shape->batch * shape->heads * m->nblocks;
   TRY(st, nabla_block_starts_buffer(ctx, shape, &m->block_start));
-  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks, "block bitmap", &m->bitmap));
-  TRY(st, nabla_buffer_new(ctx, (rows + 1) * sizeof(cl_int), "row_ptr", &m->row_ptr));
-  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks * sizeof(cl_int), "col_idx", &m->col_idx));
   *out = m;
   m = NULL;
 done:
   nabla_mask_release(m);
+  return st;
+}
+
+/* The mask's bitmap, row_ptr and col_idx (col_idx with room for every block). */
+static nabla_status mask_lists(nabla_context *ctx, nabla_mask *m) {
+  nabla_status st = NABLA_OK;
+  size_t rows = (size_t)m->shape.batch * m->shape.heads * m->nblocks;
+  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks, "block bitmap", &m->bitmap));
+  TRY(st, nabla_buffer_new(ctx, (rows + 1) * sizeof(cl_int), "row_ptr", &m->row_ptr));
+  TRY(st, nabla_buffer_new(ctx, rows * m->nblocks * sizeof(cl_int), "col_idx", &m->col_idx));
+done:
   return st;
 }
 
@@ -225,6 +233,8 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
     goto done;
   }
   TRY(st, enqueue_map(ctx, s, m->block_start, dtype, q, k, num_wait, wait, &logits));
+  /* The mask's own buffers now, while the device pools: creating them is host work. */
+  TRY(st, mask_lists(ctx, m));
   size_t rows_per_group = sel_wg / tpr, sel_groups = (rows + rows_per_group - 1) / rows_per_group;
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_GROUPS, (sel_groups + 1) * sizeof(cl_int), "selection group totals", &groups));
 
@@ -336,11 +346,12 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
     TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
     TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
   }
-  TRY(st, mask_alloc(ctx, shape, &m));
+  TRY(st, mask_new(ctx, shape, &m));
   selection chosen = {NULL, NULL, 0, 0}; /* NABLA only */
   if (algo->nabla) {
     TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &chosen));
   } else {
+    TRY(st, mask_lists(ctx, m));
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
     size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
     TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, m->bitmap, &value, 1, 0, bytes, num_wait, wait, nabla_profile_slot(ctx, "fill")));
@@ -365,7 +376,8 @@ nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape
     goto done;
   }
   *out = NULL;
-  TRY(st, mask_alloc(ctx, shape, &m));
+  TRY(st, mask_new(ctx, shape, &m));
+  TRY(st, mask_lists(ctx, m));
   size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;
   for (size_t i = 0; i < bytes; i++)
     if (bitmap[i] > 1) {

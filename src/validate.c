@@ -1,7 +1,6 @@
 /* Argument checks shared by the operations: everything is checked before anything is enqueued. */
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 
 #include "internal.h"
 
@@ -39,21 +38,4 @@ nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf
                       "%s holds %zu bytes but [%d,%d,%d,%d] %s needs %zu", what, size, shape->batch,
                       shape->heads, shape->seq, shape->head_dim, nabla_dtype_name(dtype), need);
   return NABLA_OK;
-}
-
-nabla_status nabla_block_starts_buffer(nabla_context *ctx, const nabla_shape *shape, cl_mem *out) {
-  int nb = nabla_shape_blocks(shape);
-  size_t n = (size_t)nb + 1;
-  int32_t small[1025];
-  int32_t *starts = n <= 1025 ? small : malloc(n * sizeof *starts);
-  nabla_status st = NABLA_OK;
-  cl_int rc = CL_SUCCESS;
-  if (!starts) return nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
-  TRY(st, nabla_shape_block_starts(shape, starts, n));
-  *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof *starts, starts, &rc);
-  if (rc != CL_SUCCESS)
-    st = nabla_fail(ctx, NABLA_OPENCL, "clCreateBuffer(block_start) failed: %s", nabla_cl_error_name(rc));
-done:
-  if (starts != small) free(starts);
-  return st;
 }

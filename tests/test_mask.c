@@ -99,11 +99,15 @@ static void test_long_rows(void **state) {
 }
 
 /* Many rows: 2400 rows are 300 work-groups of the selection, more than the 256 work-items with
- * which each work-group of the CSR gather adds up the totals of the groups before it. */
+ * which each work-group of the CSR gather adds up the totals of the groups before it. Then a
+ * video grid of another block layout in the same context, which keeps the last layout it
+ * uploaded: it must not hand out the plain sequence's. */
 static void test_many_rows(void **state) {
   CTX_OR_SKIP(state);
   nabla_shape s = {2, 4, 300 * 64, 16, 0, 0, 0};
   check_mask(ctx, s, NABLA_F16, "nabla-0.6", 73, 0);
+  nabla_shape g = {1, 2, 3 * 12 * 20, 32, 3, 12, 20};
+  check_mask(ctx, g, NABLA_F32, "nabla-0.5", 74, 1);
 }
 
 static void test_config_forms_and_dtypes(void **state) {
@@ -192,6 +196,15 @@ static void test_nan_rows_keep_everything(void **state) {
   double *out = malloc(n * sizeof *out);
   tu_buffer_read(ctx, dout, n, NABLA_F32, out);
   assert_true(isnan(out[64 * 16 + 3]));
+  nabla_mask_release(mask);
+  /* A NaN key block: every row then has one NaN logit among finite ones, and keeps all. */
+  q[64 * 16 + 3] = 0.5;
+  k[2 * 64 * 16 + 5] = NAN;
+  clReleaseMemObject(dq), clReleaseMemObject(dk);
+  dq = tu_buffer_from(ctx, q, n, NABLA_F32), dk = tu_buffer_from(ctx, k, n, NABLA_F32);
+  assert_int_equal(nabla_mask_build(ctx, &algo, &s, NABLA_F32, dq, dk, &mask, 0, NULL, NULL), NABLA_OK);
+  assert_int_equal(nabla_mask_read_bitmap(ctx, mask, bitmap, 16), NABLA_OK);
+  for (int j = 0; j < 16; j++) assert_int_equal(bitmap[j], 1);
   nabla_mask_release(mask);
   clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
   free(q), free(k), free(out);

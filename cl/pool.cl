@@ -102,13 +102,13 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
    * which cl/map_mma.cl loads its A fragments: w = 8 s + 4 h + t (k-step s of 16 values, h its
    * upper 8, lane t) goes to 8 SP (s / SP) + 2 SP t + 2 (s % SP) + h, SP = 2 when D is a
    * multiple of 32, else 1, so a lane finds the words of SP k-steps side by side. */
-  __global ushort *dst = (__global ushort *)out + row * 2 * D;
+  __global uint *dst = (__global uint *)out + row * D; /* a pair of halves a word */
   const int sp = D % 32 == 0 ? 2 : 1;
   for (int e = 0; e < PV; e += 2) {
     const int w = (v * PV + e) / 2, s = w / 8, h = (w / 4) & 1, t = w & 3;
     const int p = is_k ? w : 8 * sp * (s / sp) + 2 * sp * t + 2 * (s % sp) + h;
-    dst[2 * p] = hb[e], dst[2 * p + 1] = hb[e + 1];
-    dst[D + 2 * p] = lb[e], dst[D + 2 * p + 1] = lb[e + 1];
+    dst[p] = as_uint((ushort2)(hb[e], hb[e + 1]));
+    dst[D / 2 + p] = as_uint((ushort2)(lb[e], lb[e + 1]));
   }
   if (v == 0) ((__global float *)out)[2 * (size_t)BH * Nb * D + row] = as_float((uint)(127 + shift) << 23);
 #else

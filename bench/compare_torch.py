@@ -8,7 +8,11 @@ through --mask-in), and times on the same device in the same process:
   * torch.nn.functional.scaled_dot_product_attention (dense),
   * flex_attention with BlockMask.from_kv_blocks(...) (64-token blocks), compiled plainly
     (kernel_options BLOCK_M = BLOCK_N = 64) and with mode="max-autotune-no-cudagraphs",
-  * nablacl (its own event-profiled median, from `nablacl run --json --repeat N`).
+  * nablacl (its own event-profiled median, from `nablacl run --json --repeat N`),
+  * with --ref-mask THR, the reference's NABLA mask build in PyTorch (block means and logits in
+    the storage type, softmax, full sort and cumulative sum in fp32, then the BlockMask) next to
+    nablacl's mask build; when nablacl built nabla-THR itself (--algo), the two masks are
+    compared row by row (they may differ only where a cumulative sum is within rounding of thr).
 
 Checks that nablacl's output matches FlexAttention's (max abs <= 2e-2 in bf16) and prints a
 Markdown table (also written to --table). TFLOP/s count computed blocks only:
@@ -20,6 +24,7 @@ Example (Wan2.1-14B, 1280x640, 81 frames):
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,6 +66,36 @@ def load_npy(path, dtype):
     return t.view(dtype) if dtype == torch.bfloat16 else t
 
 
+def reference_keep(q, k, thr):
+    """The NABLA reference's keep matrix [B, H, nb, nb] (bool): block means of Q and K and
+    their logits in the inputs' type, softmax and the inclusive cumulative sum of the sorted
+    row in fp32, keep iff that sum >= 1 - thr. Full 64-token blocks only (the reference crops
+    videos to whole tiles)."""
+    B, H, S, D = q.shape
+    nb = S // 64
+    qa = q.view(B, H, nb, 64, D).mean(-2)
+    ka = k.view(B, H, nb, 64, D).mean(-2)
+    p = torch.softmax((qa @ ka.transpose(-1, -2)).float() / math.sqrt(D), dim=-1)
+    vals, order = p.sort(dim=-1)
+    keep_sorted = vals.cumsum(dim=-1) >= 1.0 - thr
+    return torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
+
+
+def reference_block_mask(q, k, thr):
+    """reference_keep, then FlexAttention's BlockMask: what one reference mask build costs."""
+    keep = reference_keep(q, k, thr)
+    num = keep.sum(-1, dtype=torch.int32)
+    idx = keep.to(torch.uint8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+    return BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=64)
+
+
+def nabla_thr(algo):
+    """thr of a pure nabla-THR algorithm string, else None."""
+    if algo and algo.startswith("nabla-") and "_" not in algo:
+        return float(algo[len("nabla-"):])
+    return None
+
+
 def block_sizes(S, grid):
     """Token count of every block in tile order (ragged edge tiles), as nablacl defines them."""
     if grid is None:
@@ -88,6 +123,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--variant", default=None, help="NABLACL_VARIANT for the nablacl run")
     ap.add_argument("--skip-dense", action="store_true", help="skip SDPA")
+    ap.add_argument("--ref-mask", type=float, default=None, metavar="THR",
+                    help="also time the reference's nabla-THR mask build in PyTorch")
     ap.add_argument("--table", default=None, help="write the Markdown table here")
     ap.add_argument("--json", default=None, help="write the figures as JSON here")
     args = ap.parse_args()
@@ -161,6 +198,25 @@ def main():
     rows.append(("FlexAttention (max-autotune)", auto_ms, sparse_flops))
     rows.append((f"nablacl ({ours.get('variant', 'portable')})", ours["attn_ms"], sparse_flops))
 
+    ref_lines, ref_fig = [], {}
+    if args.ref_mask is not None:
+        if S % 64 or any(n != 64 for n in sizes):
+            sys.exit("--ref-mask needs whole 64-token blocks (grid H and W multiples of 8)")
+        ref_ms = median_ms(lambda: reference_block_mask(q, k, args.ref_mask), repeat=args.repeat)
+        ref_fig = {"ref_mask_thr": args.ref_mask, "ref_mask_ms": ref_ms}
+        ref_lines.append(f"reference nabla-{args.ref_mask:g} mask build in PyTorch (same inputs, "
+                         f"same run): {ref_ms:.3f} ms")
+        if nabla_thr(args.algo) == args.ref_mask:
+            ref = reference_keep(q.float(), k.float(), args.ref_mask).cpu()
+            # kv_indices past a row's count are padding: they add 0 wherever they point.
+            ours_keep = torch.zeros(B, H, nb, nb, dtype=torch.int32).scatter_add_(
+                -1, idxc.long(), valid.to(torch.int32)) > 0
+            diff = (ref != ours_keep).sum(-1)
+            same = float((diff == 0).float().mean())
+            ref_fig.update({"mask_rows_identical": same, "mask_max_row_diff": int(diff.max())})
+            ref_lines.append(f"masks: {same * 100:.3f} % of rows identical to the fp32 reference, "
+                             f"at most {int(diff.max())} blocks apart in a row")
+
     out_ours = load_npy(paths["o"], dtype).to(dev)
     err = float((out_ours.float() - out_flex.float()).abs().max())
     err_auto = float((out_auto.float() - out_flex.float()).abs().max())
@@ -174,7 +230,7 @@ def main():
     built = "dense (mask given by --mask-in)" if args.density is not None else mask_name
     lines += ["", f"nablacl mask build of {built} (its own, same run): {ours.get('mask_ms', float('nan')):.3f} ms",
               f"max |nablacl - FlexAttention| = {err:.3e} (tolerance 2e-2); "
-              f"max |flex autotune - flex compile| = {err_auto:.3e}"]
+              f"max |flex autotune - flex compile| = {err_auto:.3e}"] + ref_lines
     text = "\n".join(lines)
     print(text)
     if args.table:
@@ -184,7 +240,7 @@ def main():
         with open(args.json, "w") as f:
             json.dump({"shape": [B, H, S, D], "grid": grid, "density": density, "mask": mask_name,
                        "rows": [{"name": n, "ms": m, "tflops": fl / (m * 1e-3) * 1e-12} for n, m, fl in rows],
-                       "max_abs_vs_flex": err, "nablacl": ours}, f, indent=1)
+                       "max_abs_vs_flex": err, "nablacl": ours, **ref_fig}, f, indent=1)
     if not err <= 2e-2:
         sys.exit(f"outputs disagree: max abs {err:.3e} > 2e-2")
 

@@ -19,7 +19,7 @@
  * Outputs: bitmap[row][j] = kept || (sta && window(row block, j)); row_ptr[row + 1] = kept
  * blocks of the row after the OR (the CSR's row lengths); groups[g + 1] = the sum of those
  * over work-group g's rows; the kept columns of the row, ascending, in place of its logits
- * (see the compaction below). csr_scan and csr_gather turn these into the CSR.
+ * (see the compaction below). csr_gather turns these into the CSR.
  */
 #ifndef SEL_WG
 #define SEL_WG 256 /* work-group size */
@@ -242,8 +242,8 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
       if (live && w == own && ((km >> c) & 1)) cols[run + popcount(word & below)] = lt + c * SEL_TPR;
       run += popcount(word);
     }
-  /* The row's length, and the group's total at groups[group + 1] (csr_scan turns those into
-   * the groups' offsets, csr_gather the lengths into the rows' offsets). */
+  /* The row's length, and the group's total at groups[group + 1] (csr_gather adds up those
+   * of the groups before its own, then the lengths inside the group, for the rows' offsets). */
   if (lt == 0) {
     if (live) row_ptr[row + 1] = run;
     sc.total[r] = live ? run : 0;

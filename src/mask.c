@@ -1,8 +1,9 @@
 /*
  * Mask build: pool (Q and K in one launch) -> reduced map (batched GEMM: fp32 FMA, cl/map.cl, or
  * on NVIDIA tensor cores from a split fp16 hi + lo pooling, cl/map_mma.cl) ->
- * softmax + CDF select with the STA window ORed in and the row lengths counted -> CSR scan and
- * fill. Pure STA and dense masks fill the bitmap, OR the window, count, scan and fill.
+ * softmax + CDF select with the STA window ORed in and the row lengths counted -> CSR gather
+ * (offsets from the selection's group totals, rows copied from its compacted lists). Pure STA
+ * and dense masks fill the bitmap, OR the window, count, scan and fill.
  * Everything stays on the device; nothing is read back unless asked for. Pooled Q/K and the
  * reduced map live in the context's workspace, reused by the next build.
  */

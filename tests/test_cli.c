@@ -267,6 +267,11 @@ static void test_help_and_version(void **state) {
   assert_int_equal(r.status, 0);
   assert_non_null(strstr(r.out, "--mask-out"));
   result_free(&r);
+  const char *mh[] = {"help", "mask", NULL};
+  r = run_tool(fx, mh);
+  assert_int_equal(r.status, 0);
+  assert_non_null(strstr(r.out, "--csr-out"));
+  result_free(&r);
   const char *none[] = {NULL};
   r = run_tool(fx, none);
   assert_int_equal(r.status, 2);
@@ -322,6 +327,16 @@ static void test_bad_arguments(void **state) {
   const char *needles[] = {"--k", "--q", "Fortran", "--dtype bf16", "--k"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     expect_failure(fx, 2, needles[i], cases[i]);
+#define MASK(...) ((const char *const[]){"mask", "--q", p.q, "--k", p.k, __VA_ARGS__, NULL})
+  expect_failure(fx, 2, "--k", (const char *const[]){"mask", "--q", p.q, "--algo", "nabla-0.7", "--mask-out", p.m, NULL});
+  expect_failure(fx, 2, "--v", MASK("--v", p.v, "--algo", "nabla-0.7", "--mask-out", p.m));
+  expect_failure(fx, 2, "--algo", MASK("--algo", "sta-3-3-3", "--mask-out", p.m));
+  expect_failure(fx, 2, "--csr-out", MASK("--algo", "nabla-0.7", "--csr-out", nodir));
+  expect_failure(fx, 2, "--mask-out", MASK("--algo", "nabla-0.7", "--mask-out", fx->out));
+  expect_failure(fx, 2, "--repeat", MASK("--algo", "nabla-0.7", "--repeat", "0", "--mask-out", p.m));
+  expect_failure(fx, 2, "--k", (const char *const[]){"mask", "--q", p.q, "--k", k_short, "--algo", "nabla-0.7",
+                                                    "--mask-out", p.m, NULL});
+#undef MASK
   expect_failure(fx, 2, "--dim", (const char *const[]){"demo", "--dim", "60", NULL});
   expect_failure(fx, 2, "--heads", (const char *const[]){"demo", "--heads", "0", NULL});
   expect_failure(fx, 2, "--json", (const char *const[]){"devices", "--json=1", NULL});
@@ -503,6 +518,76 @@ static void test_raster_bf16_matches_tile(void **state) {
   npy_free(&b);
 }
 
+/* mask: the same block mask as run's for the same inputs, exports that agree with each other,
+ * per-head and per-row figures that match the exported bitmap, and raster-order inputs that
+ * give the tile-order mask. */
+static void test_mask_command(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p, pr;
+  default_paths(fx, &p, "bf16");
+  default_paths(fx, &pr, "bf16_raster");
+  char run_mask[1400], raster_mask[1400];
+  out_path(fx, "run_mask.npy", run_mask, sizeof run_mask);
+  out_path(fx, "raster_mask.npy", raster_mask, sizeof raster_mask);
+  empty_out_dir(fx);
+  const char *algo = "nabla-0.6_sta-1-3-3";
+  const char *by_run[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", algo, "--grid", "2,16,16",
+                          "--dtype", "bf16", "--mask-out", run_mask, NULL};
+  result r = run_tool(fx, by_run);
+  if (r.status != 0) fail_msg("run: exit %d: %s", r.status, r.err);
+  result_free(&r);
+  const char *by_mask[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", "2,16,16",
+                           "--dtype", "bf16", "--mask-out", p.m, "--csr-out", p.p, "--repeat", "2",
+                           "--check", "--json", NULL};
+  r = run_tool(fx, by_mask);
+  if (r.status != 0) fail_msg("mask: exit %d: %s", r.status, r.err);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  double kept = json_number(root, "blocks_kept"), density = json_number(root, "density");
+  json_number(root, "mask_ms");
+  assert_true(fabs(density - kept / (B_ * H_ * NB_ * NB_)) < 1e-9);
+  assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "check"), "ok")));
+  check_mask_files(&p, kept);
+  size_t mshape[4] = {B_, H_, NB_, NB_};
+  npy_array m, mr;
+  expect_npy(p.m, NPY_U8, 4, mshape, &m);
+  expect_npy(run_mask, NPY_U8, 4, mshape, &mr);
+  assert_memory_equal(m.data, mr.data, m.count);
+  /* The spreads, recomputed from the bitmap. */
+  const uint8_t *bits = m.data;
+  double hmin = 1, hmax = 0, rmin = NB_, rmax = 0;
+  for (int h = 0; h < B_ * H_; h++) {
+    int hk = 0;
+    for (int i = 0; i < NB_; i++) {
+      int rk = 0;
+      for (int j = 0; j < NB_; j++) rk += bits[(h * NB_ + i) * NB_ + j];
+      rmin = fmin(rmin, rk), rmax = fmax(rmax, rk), hk += rk;
+    }
+    hmin = fmin(hmin, (double)hk / (NB_ * NB_)), hmax = fmax(hmax, (double)hk / (NB_ * NB_));
+  }
+  cJSON *hd = cJSON_GetObjectItemCaseSensitive(root, "head_density");
+  cJSON *rb = cJSON_GetObjectItemCaseSensitive(root, "row_blocks");
+  assert_true(fabs(json_number(hd, "min") - hmin) < 1e-12 && fabs(json_number(hd, "max") - hmax) < 1e-12);
+  assert_true(json_number(rb, "min") == rmin && json_number(rb, "max") == rmax);
+  assert_true(fabs(json_number(rb, "mean") - kept / (B_ * H_ * NB_)) < 1e-9);
+  cJSON_Delete(root);
+  result_free(&r);
+  const char *raster[] = {"mask", "--q", pr.q, "--k", pr.k, "--algo", algo, "--grid", "2,16,16",
+                          "--dtype", "bf16", "--order", "raster", "--mask-out", raster_mask, NULL};
+  r = run_tool(fx, raster);
+  if (r.status != 0) fail_msg("raster mask: exit %d: %s", r.status, r.err);
+  assert_non_null(strstr(r.out, "per head"));
+  npy_array mra;
+  expect_npy(raster_mask, NPY_U8, 4, mshape, &mra);
+  assert_memory_equal(mra.data, m.data, m.count);
+  assert_int_equal(count_entries(fx->out), 5); /* M, two CSR files, run's and raster's masks */
+  npy_free(&m);
+  npy_free(&mr);
+  npy_free(&mra);
+  result_free(&r);
+}
+
 /* A plain sequence in fp16, dense, human output. */
 static void test_plain_sequence_f16(void **state) {
   fixture *fx = *state;
@@ -549,6 +634,7 @@ int main(void) {
     cmocka_unit_test(test_good_run),
     cmocka_unit_test(test_mask_in),
     cmocka_unit_test(test_raster_bf16_matches_tile),
+    cmocka_unit_test(test_mask_command),
     cmocka_unit_test(test_plain_sequence_f16),
     cmocka_unit_test(test_demo_small),
   };

@@ -20,6 +20,7 @@ typedef struct {
 static const cli_command commands[] = {
   {"devices", cmd_devices, "list OpenCL devices and their capabilities"},
   {"run", cmd_run, "run NABLA attention on Q/K/V .npy files (optionally check in float64)"},
+  {"mask", cmd_mask, "build the NABLA block mask of Q/K .npy files; export it for FlexAttention"},
   {"demo", cmd_demo, "generate a video-like problem; compare sparse vs dense attention"},
   {"bench", cmd_bench, "time mask build, sparse and dense attention (median, event profiling)"},
   {"tune", cmd_tune, "autotune the kernels for a device; results go to the tuning cache"},

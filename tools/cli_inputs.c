@@ -9,6 +9,26 @@
 
 /* ---- reading and validating ------------------------------------------------------------- */
 
+int cli_parse_input_options(const char *algo_text, const char *grid_text, const char *dtype_text,
+                            const char *order_text, nabla_algo *algo, int grid[3],
+                            nabla_dtype *dtype, int *raster) {
+  int rc = cli_parse_algo("--algo", algo_text, algo);
+  if (!rc && grid_text) rc = cli_parse_grid("--grid", grid_text, grid);
+  if (!rc && dtype_text) rc = cli_parse_dtype("--dtype", dtype_text, dtype);
+  if (rc) return rc;
+  const char *order = order_text ? order_text : "tile";
+  if (strcmp(order, "tile") != 0 && strcmp(order, "raster") != 0) {
+    cli_error("--order %s: must be 'tile' or 'raster'", order);
+    return CLI_EXIT_USAGE;
+  }
+  *raster = strcmp(order, "raster") == 0;
+  if (algo->sta && !grid_text) {
+    cli_error("--algo %s: STA needs a video grid (--grid T,H,W)", algo_text);
+    return CLI_EXIT_USAGE;
+  }
+  return 0;
+}
+
 static void format_dims(const npy_array *a, char *buf, size_t len) {
   size_t used = (size_t)snprintf(buf, len, "(");
   for (int i = 0; i < a->ndim && used < len; i++)
@@ -222,4 +242,34 @@ void cli_print_mask_compare(const char *lead, const cli_mask_compare *m, int ok)
   printf("%smask rows identical %lld / %lld, %lld near threshold, %lld unexplained: %s\n", lead,
          (long long)m->rows_equal, (long long)m->rows, (long long)m->rows_near,
          (long long)m->rows_bad, ok ? "ok" : "FAILED");
+}
+
+cJSON *cli_mask_report_json(const char *device, const char *algo, const cli_inputs *in,
+                            int raster, const cli_mask_host *m) {
+  const nabla_shape *s = &in->shape;
+  double nb = nabla_shape_blocks(s);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "device", device);
+  cJSON_AddStringToObject(o, "algo", algo);
+  cJSON_AddStringToObject(o, "dtype", nabla_dtype_name(in->dtype));
+  cJSON_AddStringToObject(o, "order", raster ? "raster" : "tile");
+  cJSON_AddItemToObject(o, "shape", cli_json_shape(s));
+  cJSON_AddNumberToObject(o, "density", m->density);
+  cJSON_AddNumberToObject(o, "blocks_kept", (double)m->kept);
+  cJSON_AddNumberToObject(o, "blocks_total", (double)s->batch * s->heads * nb * nb);
+  return o;
+}
+
+void cli_mask_report_human(const char *device, const char *algo, const cli_inputs *in,
+                           int raster, const cli_mask_host *m) {
+  const nabla_shape *s = &in->shape;
+  double nb = nabla_shape_blocks(s);
+  char shape[160];
+  cli_format_shape(s, shape, sizeof shape);
+  printf("device       %s\n", device);
+  printf("shape        %s\n", shape);
+  printf("dtype        %s, %s order\n", nabla_dtype_name(in->dtype), raster ? "raster" : "tile");
+  printf("algo         %s\n", algo);
+  printf("blocks kept  %lld of %.0f (density %.2f %%)\n", (long long)m->kept,
+         s->batch * s->heads * nb * nb, 100.0 * m->density);
 }

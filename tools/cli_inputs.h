@@ -27,6 +27,15 @@ typedef struct {
   size_t elems, bytes;  /* of one of Q, K, V */
 } cli_inputs;
 
+/**
+ * The options that describe the inputs, as given (NULL: absent): --algo (required) into
+ * `algo`, --grid into `grid`, --dtype into `dtype`, --order ("tile" by default) into `raster`;
+ * STA needs a grid.
+ */
+int cli_parse_input_options(const char *algo_text, const char *grid_text, const char *dtype_text,
+                            const char *order_text, nabla_algo *algo, int grid[3],
+                            nabla_dtype *dtype, int *raster);
+
 /** Reads a 4-D [B,H,S,D] .npy for option `opt` (every dimension 1 .. 2^31 - 1). */
 int cli_load_tensor(const char *opt, const char *path, npy_array *out);
 
@@ -70,6 +79,16 @@ int cli_csr_paths(const char *prefix, char **num_path, char **idx_path);
  */
 int cli_mask_outputs_add(cli_outputs *set, const nabla_shape *shape, const char *mask_out,
                          const char *num_path, const char *idx_path, const cli_mask_host *m);
+
+/**
+ * What every command that builds a mask reports first, as a new JSON object: device, algo,
+ * dtype, order, shape, density, blocks_kept, blocks_total.
+ */
+cJSON *cli_mask_report_json(const char *device, const char *algo, const cli_inputs *in,
+                            int raster, const cli_mask_host *m);
+/** The same as text, one "label        value" line each (labels in a 13-character column). */
+void cli_mask_report_human(const char *device, const char *algo, const cli_inputs *in,
+                           int raster, const cli_mask_host *m);
 
 /** Adds mask_rows, mask_rows_equal, mask_rows_near_threshold, mask_rows_unexplained to `o`. */
 void cli_json_add_mask_compare(cJSON *o, const cli_mask_compare *m);

@@ -72,23 +72,11 @@ static int parse_args(int argc, char **argv, mask_args *a) {
                 options[needed[i]].metavar);
       return CLI_EXIT_USAGE;
     }
-  rc = cli_parse_algo("--algo", a->v[OPT_ALGO], &a->algo);
-  if (!rc && a->v[OPT_GRID]) rc = cli_parse_grid("--grid", a->v[OPT_GRID], a->grid);
-  if (!rc && a->v[OPT_DTYPE]) rc = cli_parse_dtype("--dtype", a->v[OPT_DTYPE], &a->dtype);
+  rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
+                               &a->algo, a->grid, &a->dtype, &a->raster);
   a->repeat = 5;
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
-  if (rc) return rc;
-  const char *order = a->v[OPT_ORDER] ? a->v[OPT_ORDER] : "tile";
-  if (strcmp(order, "tile") != 0 && strcmp(order, "raster") != 0) {
-    cli_error("--order %s: must be 'tile' or 'raster'", order);
-    return CLI_EXIT_USAGE;
-  }
-  a->raster = strcmp(order, "raster") == 0;
-  if (a->algo.sta && !a->v[OPT_GRID]) {
-    cli_error("--algo %s: STA needs a video grid (--grid T,H,W)", a->v[OPT_ALGO]);
-    return CLI_EXIT_USAGE;
-  }
-  if (a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
+  if (!rc && a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
   if (!rc && a->v[OPT_CSR_OUT]) rc = cli_csr_paths(a->v[OPT_CSR_OUT], &a->csr_num_path, &a->csr_idx_path);
   return rc;
 }
@@ -202,17 +190,7 @@ static cJSON *spread_json(const spread *x, const char *middle) {
 
 static int report_json(const mask_args *a, const cli_inputs *in, const mask_results *r,
                        const char *device) {
-  cJSON *o = cJSON_CreateObject();
-  const nabla_shape *s = &in->shape;
-  double nb = nabla_shape_blocks(s);
-  cJSON_AddStringToObject(o, "device", device);
-  cJSON_AddStringToObject(o, "algo", a->v[OPT_ALGO]);
-  cJSON_AddStringToObject(o, "dtype", nabla_dtype_name(in->dtype));
-  cJSON_AddStringToObject(o, "order", a->raster ? "raster" : "tile");
-  cJSON_AddItemToObject(o, "shape", cli_json_shape(s));
-  cJSON_AddNumberToObject(o, "density", r->mask.density);
-  cJSON_AddNumberToObject(o, "blocks_kept", (double)r->mask.kept);
-  cJSON_AddNumberToObject(o, "blocks_total", (double)s->batch * s->heads * nb * nb);
+  cJSON *o = cli_mask_report_json(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
   cJSON_AddItemToObject(o, "head_density", spread_json(&r->head_density, "median"));
   cJSON_AddItemToObject(o, "row_blocks", spread_json(&r->row_blocks, "mean"));
   cJSON_AddNumberToObject(o, "mask_ms", r->mask_ms);
@@ -229,22 +207,14 @@ static int report_json(const mask_args *a, const cli_inputs *in, const mask_resu
 static void report_human(const mask_args *a, const cli_inputs *in, const mask_results *r,
                          const char *device) {
   const nabla_shape *s = &in->shape;
-  double nb = nabla_shape_blocks(s);
-  char shape[160];
-  cli_format_shape(s, shape, sizeof shape);
-  printf("device        %s\n", device);
-  printf("shape         %s\n", shape);
-  printf("dtype         %s, %s order\n", nabla_dtype_name(in->dtype), a->raster ? "raster" : "tile");
-  printf("algo          %s\n", a->v[OPT_ALGO]);
-  printf("blocks kept   %lld of %.0f (density %.2f %%)\n", (long long)r->mask.kept,
-         s->batch * s->heads * nb * nb, 100.0 * r->mask.density);
-  printf("per head      density %.2f / %.2f / %.2f %% (min / median / max of %d heads)\n",
+  cli_mask_report_human(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
+  printf("per head     density %.2f / %.2f / %.2f %% (min / median / max of %d heads)\n",
          100.0 * r->head_density.min, 100.0 * r->head_density.median,
          100.0 * r->head_density.max, s->batch * s->heads);
-  printf("per row       %.0f / %.1f / %.0f key blocks (min / mean / max of %.0f blocks)\n",
-         r->row_blocks.min, r->row_blocks.median, r->row_blocks.max, nb);
-  printf("mask build    %.3f ms (median of %d)\n", r->mask_ms, a->repeat);
-  if (r->checked) cli_print_mask_compare("check         ", &r->masks, r->masks.rows_bad == 0);
+  printf("per row      %.0f / %.1f / %.0f key blocks (min / mean / max of %d blocks)\n",
+         r->row_blocks.min, r->row_blocks.median, r->row_blocks.max, nabla_shape_blocks(s));
+  printf("mask build   %.3f ms (median of %d)\n", r->mask_ms, a->repeat);
+  if (r->checked) cli_print_mask_compare("check        ", &r->masks, r->masks.rows_bad == 0);
 }
 
 static int finish(nabla_context *ctx, const mask_args *a, const cli_inputs *in,

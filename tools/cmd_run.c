@@ -91,24 +91,13 @@ static int check_outputs(run_args *a) {
 static int parse_values(run_args *a) {
   int rc = 0;
   for (int opt = OPT_Q; !rc && opt <= OPT_ALGO; opt++) rc = required(a, opt);
-  if (!rc) rc = cli_parse_algo("--algo", a->v[OPT_ALGO], &a->algo);
-  if (!rc && a->v[OPT_GRID]) rc = cli_parse_grid("--grid", a->v[OPT_GRID], a->grid);
-  if (!rc && a->v[OPT_DTYPE]) rc = cli_parse_dtype("--dtype", a->v[OPT_DTYPE], &a->dtype);
+  if (!rc)
+    rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
+                                 &a->algo, a->grid, &a->dtype, &a->raster);
   if (!rc && a->v[OPT_WARMUP]) rc = cli_parse_int("--warmup", a->v[OPT_WARMUP], 0, 1000, &a->warmup);
   a->repeat = 1;
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
-  if (rc) return rc;
-  const char *order = a->v[OPT_ORDER] ? a->v[OPT_ORDER] : "tile";
-  if (strcmp(order, "tile") != 0 && strcmp(order, "raster") != 0) {
-    cli_error("--order %s: must be 'tile' or 'raster'", order);
-    return CLI_EXIT_USAGE;
-  }
-  a->raster = strcmp(order, "raster") == 0;
-  if (a->algo.sta && !a->v[OPT_GRID]) {
-    cli_error("--algo %s: STA needs a video grid (--grid T,H,W)", a->v[OPT_ALGO]);
-    return CLI_EXIT_USAGE;
-  }
-  return check_outputs(a);
+  return rc ? rc : check_outputs(a);
 }
 
 static int parse_args(int argc, char **argv, run_args *a) {
@@ -335,17 +324,7 @@ static cJSON *check_json(const run_results *r) {
 
 static int report_json(const run_args *a, const cli_inputs *in, const run_results *r,
                        const char *device) {
-  cJSON *o = cJSON_CreateObject();
-  const nabla_shape *s = &in->shape;
-  double total = (double)s->batch * s->heads * nabla_shape_blocks(s) * nabla_shape_blocks(s);
-  cJSON_AddStringToObject(o, "device", device);
-  cJSON_AddStringToObject(o, "algo", a->v[OPT_ALGO]);
-  cJSON_AddStringToObject(o, "dtype", nabla_dtype_name(in->dtype));
-  cJSON_AddStringToObject(o, "order", a->raster ? "raster" : "tile");
-  cJSON_AddItemToObject(o, "shape", cli_json_shape(s));
-  cJSON_AddNumberToObject(o, "density", r->mask.density);
-  cJSON_AddNumberToObject(o, "blocks_kept", (double)r->mask.kept);
-  cJSON_AddNumberToObject(o, "blocks_total", total);
+  cJSON *o = cli_mask_report_json(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
   cJSON_AddNumberToObject(o, "mask_ms", r->mask_ms);
   cJSON_AddNumberToObject(o, "attn_ms", r->attn_ms);
   cJSON_AddStringToObject(o, "variant", r->variant);
@@ -355,16 +334,7 @@ static int report_json(const run_args *a, const cli_inputs *in, const run_result
 
 static void report_human(const run_args *a, const cli_inputs *in, const run_results *r,
                          const char *device) {
-  const nabla_shape *s = &in->shape;
-  double total = (double)s->batch * s->heads * nabla_shape_blocks(s) * nabla_shape_blocks(s);
-  char shape[160];
-  cli_format_shape(s, shape, sizeof shape);
-  printf("device       %s\n", device);
-  printf("shape        %s\n", shape);
-  printf("dtype        %s, %s order\n", nabla_dtype_name(in->dtype), a->raster ? "raster" : "tile");
-  printf("algo         %s\n", a->v[OPT_ALGO]);
-  printf("blocks kept  %lld of %.0f (density %.2f %%)\n", (long long)r->mask.kept, total,
-         100.0 * r->mask.density);
+  cli_mask_report_human(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
   printf("mask build   %.3f ms\n", r->mask_ms);
   printf("attention    %.3f ms (%s kernel)\n", r->attn_ms, r->variant);
   if (!r->checked) return;

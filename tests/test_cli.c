@@ -45,20 +45,6 @@ typedef struct {
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static char *slurp(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return strdup("");
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *s = malloc((size_t)n + 1);
-  assert_non_null(s);
-  size_t got = fread(s, 1, (size_t)n, f);
-  s[got] = '\0';
-  fclose(f);
-  return s;
-}
-
 static void result_free(result *r) {
   free(r->out);
   free(r->err);
@@ -91,7 +77,9 @@ static result run_tool(const fixture *fx, const char *const *args) {
   }
   int status = 0;
   assert_int_equal(waitpid(pid, &status, 0), pid);
-  result r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out_path), slurp(err_path)};
+  size_t n_out, n_err;
+  result r = {WIFEXITED(status) ? WEXITSTATUS(status) : -1, (char *)tu_slurp(out_path, &n_out),
+              (char *)tu_slurp(err_path, &n_err)};
   return r;
 }
 

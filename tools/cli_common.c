@@ -118,6 +118,15 @@ int cli_parse(int argc, char **argv, const char *usage, const cli_option *opts, 
   return CLI_PARSED;
 }
 
+int cli_require(const char *command, const cli_option *opts, const char *const *values, size_t count) {
+  for (size_t i = 0; i < count; i++)
+    if (!values[i]) {
+      cli_error("missing %s %s (see 'nablacl %s --help')", opts[i].name, opts[i].metavar, command);
+      return CLI_EXIT_USAGE;
+    }
+  return 0;
+}
+
 int cli_parse_int(const char *opt, const char *text, long min, long max, int *out) {
   char *end = NULL;
   errno = 0;

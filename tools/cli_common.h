@@ -65,6 +65,13 @@ int cli_parse(int argc, char **argv, const char *usage, const cli_option *opts, 
 /** Prints "usage: <usage>" and the option table. */
 void cli_print_help(FILE *out, const char *usage, const cli_option *opts, size_t count);
 
+/**
+ * Options opts[0..count) must all be given (values[i] not NULL): 0, or prints "missing <name>
+ * <metavar> (see 'nablacl <command> --help')" for the first absent one and returns
+ * CLI_EXIT_USAGE.
+ */
+int cli_require(const char *command, const cli_option *opts, const char *const *values, size_t count);
+
 /* Value parsers: return 0, or print "nablacl: <opt> <text>: <why>" and return CLI_EXIT_USAGE. */
 int cli_parse_int(const char *opt, const char *text, long min, long max, int *out);
 int cli_parse_grid(const char *opt, const char *text, int grid[3]);

@@ -47,14 +47,14 @@ typedef struct {
 } mask_args;
 
 typedef struct {
-  double min, median, max;
+  double min, mid, max; /* mid: the median or the mean, as the field says */
 } spread;
 
 typedef struct {
   double mask_ms;
   cli_mask_host mask;    /* counts; bitmap for --mask-out / --check; Flex layout for --csr-out */
-  spread head_density;   /* kept / Nb^2 of each (b, h) */
-  spread row_blocks;     /* kept key blocks of each query-block row (median: the mean) */
+  spread head_density;   /* kept / Nb^2 of each (b, h) (mid: the median) */
+  spread row_blocks;     /* kept key blocks of each query-block row (mid: the mean) */
   int checked;
   cli_mask_compare masks;
 } mask_results;
@@ -65,15 +65,11 @@ static int parse_args(int argc, char **argv, mask_args *a) {
   memset(a, 0, sizeof *a);
   int rc = cli_parse(argc, argv, usage, options, OPT_COUNT, a->v);
   if (rc != CLI_PARSED) return rc;
-  static const int needed[] = {OPT_Q, OPT_K, OPT_ALGO};
-  for (size_t i = 0; i < sizeof needed / sizeof needed[0]; i++)
-    if (!a->v[needed[i]]) {
-      cli_error("missing %s %s (see 'nablacl mask --help')", options[needed[i]].name,
-                options[needed[i]].metavar);
-      return CLI_EXIT_USAGE;
-    }
-  rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
-                               &a->algo, a->grid, &a->dtype, &a->raster);
+  /* --q, --k and --algo lead the option table. */
+  rc = cli_require("mask", options, a->v, OPT_ALGO + 1);
+  if (!rc)
+    rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
+                                 &a->algo, a->grid, &a->dtype, &a->raster);
   a->repeat = 5;
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
   if (!rc && a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
@@ -88,22 +84,26 @@ static int cmp_double(const void *x, const void *y) {
   return (a > b) - (a < b);
 }
 
-/* Per-head densities and per-row block counts from the CSR row pointers. */
+/* Per-head densities and per-row block counts from the CSR row pointers (read alone: the
+ * column lists are not needed). */
 static int row_stats(nabla_context *ctx, const nabla_shape *s, const nabla_mask *mask,
                      mask_results *r) {
   size_t nb = (size_t)nabla_shape_blocks(s), heads = (size_t)s->batch * s->heads, rows = heads * nb;
   int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr);
-  int32_t *col_idx = malloc((r->mask.kept ? (size_t)r->mask.kept : 1) * sizeof *col_idx);
   double *dens = malloc(heads * sizeof *dens);
+  cl_mem row_ptr_buf = NULL, col_idx_buf = NULL;
   int rc = CLI_EXIT_RUNTIME;
-  nabla_status st = row_ptr && col_idx && dens
-                        ? nabla_mask_read_csr(ctx, mask, row_ptr, rows + 1, col_idx,
-                                              r->mask.kept ? (size_t)r->mask.kept : 1)
-                        : NABLA_OUT_OF_MEMORY;
-  if (st != NABLA_OK) {
-    cli_lib_error(ctx, st, "reading the mask");
+  if (!row_ptr || !dens) {
+    cli_error("out of memory for the mask's row pointers");
     goto done;
   }
+  nabla_status st = nabla_mask_buffers(mask, &row_ptr_buf, &col_idx_buf);
+  if (st != NABLA_OK) {
+    cli_lib_error(ctx, st, "nabla_mask_buffers");
+    goto done;
+  }
+  if (cli_read_buffer(ctx, row_ptr_buf, (rows + 1) * sizeof *row_ptr, row_ptr, "the mask's row pointers"))
+    goto done;
   r->row_blocks = (spread){(double)nb, (double)r->mask.kept / (double)rows, 0.0};
   for (size_t row = 0; row < rows; row++) {
     double n = row_ptr[row + 1] - row_ptr[row];
@@ -118,7 +118,6 @@ static int row_stats(nabla_context *ctx, const nabla_shape *s, const nabla_mask 
   rc = 0;
 done:
   free(row_ptr);
-  free(col_idx);
   free(dens);
   return rc;
 }
@@ -183,7 +182,7 @@ done:
 static cJSON *spread_json(const spread *x, const char *middle) {
   cJSON *o = cJSON_CreateObject();
   cJSON_AddNumberToObject(o, "min", x->min);
-  cJSON_AddNumberToObject(o, middle, x->median);
+  cJSON_AddNumberToObject(o, middle, x->mid);
   cJSON_AddNumberToObject(o, "max", x->max);
   return o;
 }
@@ -209,10 +208,10 @@ static void report_human(const mask_args *a, const cli_inputs *in, const mask_re
   const nabla_shape *s = &in->shape;
   cli_mask_report_human(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
   printf("per head     density %.2f / %.2f / %.2f %% (min / median / max of %d heads)\n",
-         100.0 * r->head_density.min, 100.0 * r->head_density.median,
+         100.0 * r->head_density.min, 100.0 * r->head_density.mid,
          100.0 * r->head_density.max, s->batch * s->heads);
   printf("per row      %.0f / %.1f / %.0f key blocks (min / mean / max of %d blocks)\n",
-         r->row_blocks.min, r->row_blocks.median, r->row_blocks.max, nabla_shape_blocks(s));
+         r->row_blocks.min, r->row_blocks.mid, r->row_blocks.max, nabla_shape_blocks(s));
   printf("mask build   %.3f ms (median of %d)\n", r->mask_ms, a->repeat);
   if (r->checked) cli_print_mask_compare("check        ", &r->masks, r->masks.rows_bad == 0);
 }

@@ -70,12 +70,6 @@ typedef struct {
 
 /* ---- arguments -------------------------------------------------------------------------- */
 
-static int required(const run_args *a, int opt) {
-  if (a->v[opt]) return 0;
-  cli_error("missing %s %s (see 'nablacl run --help')", options[opt].name, options[opt].metavar);
-  return CLI_EXIT_USAGE;
-}
-
 static int check_outputs(run_args *a) {
   int rc = 0;
   if (!rc && a->v[OPT_OUT]) rc = cli_check_output_path("--out", a->v[OPT_OUT]);
@@ -89,8 +83,8 @@ static int check_outputs(run_args *a) {
 }
 
 static int parse_values(run_args *a) {
-  int rc = 0;
-  for (int opt = OPT_Q; !rc && opt <= OPT_ALGO; opt++) rc = required(a, opt);
+  /* --q, --k, --v and --algo lead the option table. */
+  int rc = cli_require("run", options, a->v, OPT_ALGO + 1);
   if (!rc)
     rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
                                  &a->algo, a->grid, &a->dtype, &a->raster);

@@ -51,7 +51,7 @@ typedef struct {
   char why[384];    /* why it is unsupported or broken */
 } nabla_variant_probe;
 
-#define NABLA_VARIANT_SLOTS 4
+#define NABLA_VARIANT_SLOTS 6
 
 typedef struct {
   nabla_variant_probe probe[NABLA_VARIANT_SLOTS];

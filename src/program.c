@@ -15,6 +15,7 @@
 #include "diskcache.h"
 #include "internal.h"
 #include "kernels.h"
+#include "ptxpatch.h"
 
 const char *nabla_dtype_define(nabla_dtype dtype) {
   switch (dtype) {
@@ -52,15 +53,22 @@ static char *read_override(const char *dir, const char *name) {
   return text;
 }
 
-/* Source of a stage: prelude (cl/common.cl, then cl/mma.cl for the tensor-core stages) + stage
- * text, malloc'd. */
+/* Whether a stage uses Hopper's wgmma (cl/wgmma.cl), built through the sm_90a rewrite. */
+static int wgmma_stage(const char *name) {
+  return strcmp(name, "attention_wgmma") == 0 || strcmp(name, "probe_wgmma") == 0;
+}
+
+/* Source of a stage: prelude (cl/common.cl; cl/mma.cl for the tensor-core stages, then
+ * cl/wgmma.cl for the wgmma ones) + stage text, malloc'd. */
 static nabla_status stage_source(nabla_context *ctx, const char *name, char **out) {
-  const char *parts[3];
+  const char *parts[4];
   int nparts = 0;
   parts[nparts++] = "common";
-  if (strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0) parts[nparts++] = "mma";
+  if (strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0 || wgmma_stage(name))
+    parts[nparts++] = "mma";
+  if (wgmma_stage(name)) parts[nparts++] = "wgmma";
   parts[nparts++] = name;
-  char *texts[3] = {NULL, NULL, NULL};
+  char *texts[4] = {NULL, NULL, NULL, NULL};
   nabla_status st = NABLA_OK;
   size_t total = 0;
   for (int i = 0; i < nparts; i++) {
@@ -87,7 +95,7 @@ static nabla_status stage_source(nabla_context *ctx, const char *name, char **ou
   size_t off = 0;
   for (int i = 0; i < nparts; i++) off += (size_t)snprintf(*out + off, total + 1 - off, "%s\n", texts[i]);
 done:
-  for (int i = 0; i < 3; i++) free(texts[i]);
+  for (int i = 0; i < 4; i++) free(texts[i]);
   return st;
 }
 
@@ -166,6 +174,14 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
     st = build_log_error(ctx, prog, name, options, rc);
     clReleaseProgram(prog);
     goto done;
+  }
+  if (wgmma_stage(name) && ctx->caps.vendor == NABLA_VENDOR_NVIDIA && !strstr(options, "NABLA_NO_PTX")) {
+    /* The marked sm_90a instructions are comments so far: rebuild from the rewritten PTX. */
+    cl_program patched = NULL;
+    st = nabla_program_sm90a(ctx, prog, name, options, &patched);
+    clReleaseProgram(prog);
+    if (st != NABLA_OK) goto done;
+    prog = patched;
   }
   store_binary(ctx, prog, key);
   *out = prog;

@@ -47,8 +47,8 @@ static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *
   return 1;
 }
 
-/* VARIANT candidates: automatic and the plain-OpenCL kernels run everywhere; nvidia-mma only
- * where its probe passed. */
+/* VARIANT candidates: automatic and the plain-OpenCL kernels run everywhere; nvidia-mma and
+ * nvidia-wgmma only where their probes passed. */
 static int variant_allowed(nabla_context *ctx, int value) {
   return value < 0 || nabla_variant_probe_run(ctx, value, NULL, 0);
 }
@@ -115,13 +115,13 @@ static const nabla_kernel_space kernel_spaces[] = {
     {"attention",
      {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim columns of Q and K per staged item of Q·Kᵀ (double-buffered)"},
       {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V (and columns of P) per staged item of P·V (double-buffered)"},
-      {"VARIANT", NABLA_VARIANT_AUTO, 4, {NABLA_VARIANT_AUTO, NABLA_VARIANT_PORTABLE, NABLA_VARIANT_NVIDIA_MMA, NABLA_VARIANT_CPU_ROWS},
-       variant_allowed, "attention kernel: -1 automatic, 0 portable, 1 nvidia-mma, 3 cpu-rows (TILE_D/TILE_V shape the portable one)"}},
+      {"VARIANT", NABLA_VARIANT_AUTO, 5, {NABLA_VARIANT_AUTO, NABLA_VARIANT_PORTABLE, NABLA_VARIANT_NVIDIA_MMA, NABLA_VARIANT_CPU_ROWS, NABLA_VARIANT_NVIDIA_WGMMA},
+       variant_allowed, "attention kernel: -1 automatic, 0 portable, 1 nvidia-mma, 3 cpu-rows, 4 nvidia-wgmma (TILE_D/TILE_V shape the portable one)"}},
      attention_fits,
      attention_build,
      "TILE_D a multiple of 8, TILE_V a multiple of 4, 64 % TILE_V == 0; with TD = min(TILE_D, HEAD_DIM): "
      "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
-     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128; VARIANT=1 only where the nvidia-mma probe passed"},
+     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128; VARIANT=1 (4) only where the nvidia-mma (nvidia-wgmma) probe passed"},
     {"select",
      {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
      select_fits,

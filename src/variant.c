@@ -9,8 +9,8 @@
 
 _Static_assert(NABLA_VARIANT_COUNT == NABLA_VARIANT_SLOTS, "one probe slot per variant (internal.h)");
 
-static const char *const variant_names[NABLA_VARIANT_COUNT] = {"portable", "nvidia-mma",
-                                                               "nvidia-mma-emulated", "cpu-rows"};
+static const char *const variant_names[NABLA_VARIANT_COUNT] = {
+    "portable", "nvidia-mma", "nvidia-mma-emulated", "cpu-rows", "nvidia-wgmma", "nvidia-wgmma-emulated"};
 
 /* Register cap of the mma attention kernel on NVIDIA (0: none); see docs/variants.md. */
 #define MMA_MAXRREG_DEFAULT 0
@@ -45,18 +45,16 @@ static cl_mem probe_buffer(nabla_context *ctx, size_t bytes, const void *init) {
   return rc == CL_SUCCESS ? m : NULL;
 }
 
-/* Builds `kernel` of cl/probe_mma.cl with PROBE_SMEM=smem, binds `nbuf` buffers, runs one warp
- * and reads the buffers flagged in `readback` back into host[i]. */
-static probe_verdict probe_launch(nabla_context *ctx, int smem, const char *kernel, int nbuf,
-                                  const size_t *bytes, void **host, const int *readback,
-                                  char *why, size_t why_len) {
+/* Builds `kernel` of the probe program `program` with `options`, binds `nbuf` buffers, runs one
+ * work-group of `items` work-items and reads the buffers flagged in `readback` back into host[i]. */
+static probe_verdict probe_launch(nabla_context *ctx, const char *program, const char *options,
+                                  const char *kernel, size_t items, int nbuf, const size_t *bytes,
+                                  void **host, const int *readback, char *why, size_t why_len) {
   probe_verdict v = PROBE_ERROR;
   cl_program prog = NULL;
   cl_kernel k = NULL;
   cl_mem bufs[8] = {0};
-  char options[64];
-  snprintf(options, sizeof options, "-DPROBE_SMEM=%d", smem);
-  if (nabla_program_get(ctx, "probe_mma", options, &prog) != NABLA_OK) {
+  if (nabla_program_get(ctx, program, options, &prog) != NABLA_OK) {
     snprintf(why, why_len, "probe kernel %s does not build: %.300s", kernel, ctx->error);
     return PROBE_FAIL; /* a compiler that rejects the PTX will keep rejecting it */
   }
@@ -72,8 +70,7 @@ static probe_verdict probe_launch(nabla_context *ctx, int smem, const char *kern
     }
     rc |= clSetKernelArg(k, (cl_uint)i, sizeof bufs[i], &bufs[i]);
   }
-  size_t one = 32;
-  if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &one, &one, 0, NULL, NULL);
+  if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &items, &items, 0, NULL, NULL);
   for (int i = 0; i < nbuf && rc == CL_SUCCESS; i++)
     if (readback[i]) rc = clEnqueueReadBuffer(ctx->queue, bufs[i], CL_TRUE, 0, bytes[i], host[i], 0, NULL, NULL);
   if (rc == CL_SUCCESS) rc = clFinish(ctx->queue);
@@ -108,7 +105,8 @@ static probe_verdict probe_mma_core(nabla_context *ctx, char *why, size_t why_le
   size_t bytes[8] = {sizeof a16, sizeof b16, sizeof abf, sizeof bbf, sizeof d16, sizeof dbf, sizeof shfl, sizeof cvt};
   void *host[8] = {a16, b16, abf, bbf, d16, dbf, shfl, cvt};
   int readback[8] = {0, 0, 0, 0, 1, 1, 1, 1};
-  probe_verdict v = probe_launch(ctx, 0, "probe_mma", 8, bytes, host, readback, why, why_len);
+  probe_verdict v = probe_launch(ctx, "probe_mma", "-DPROBE_SMEM=0", "probe_mma", 32, 8, bytes, host,
+                                 readback, why, why_len);
   if (v != PROBE_PASS) return v;
   for (int pass = 0; pass < 2; pass++) {
     const float *d = pass ? dbf : d16;
@@ -149,7 +147,8 @@ static probe_verdict probe_mma_smem(nabla_context *ctx, char *why, size_t why_le
   size_t bytes[2] = {sizeof m, sizeof out};
   void *host[2] = {m, out};
   int readback[2] = {0, 1};
-  probe_verdict v = probe_launch(ctx, 1, "probe_smem", 2, bytes, host, readback, why, why_len);
+  probe_verdict v = probe_launch(ctx, "probe_mma", "-DPROBE_SMEM=1", "probe_smem", 32, 2, bytes, host,
+                                 readback, why, why_len);
   if (v != PROBE_PASS) return v;
 #define M(r, c) ((uint32_t)m[(r) * 16 + (c)])
   for (int l = 0; l < 32; l++) {
@@ -238,6 +237,120 @@ static void probe_nvidia_mma(nabla_context *ctx, nabla_variant_probe *pr) {
   memcpy(ctx->error, saved, sizeof saved); /* a failed probe is no error of the caller's call */
 }
 
+/* ---- the nvidia-wgmma probe ------------------------------------------------------------ */
+
+/* Small integers again, another pattern: exact in fp16/bf16 and in every fp32 sum. */
+static int wmat(int which, int r, int c) { return (r * (3 + which) + c * (5 + 2 * which) + which) % 7 - 3; }
+
+static uint16_t to16(int fp16, float x) { return fp16 ? nabla_f32_to_f16(x) : nabla_f32_to_bf16(x); }
+
+/* Runs cl/probe_wgmma.cl for one 16-bit type (emulated: with NABLA_NO_PTX) and checks its three
+ * products (see that file) against the host, bit for bit. */
+static probe_verdict probe_wgmma_dtype(nabla_context *ctx, nabla_dtype dtype, int emulated, char *why,
+                                       size_t why_len) {
+  const int fp16 = dtype == NABLA_F16, rows_kept = 61;
+  uint16_t *a = malloc(64 * 128 * 2), *b = malloc(64 * 128 * 2), *p = malloc(64 * 64 * 2);
+  float *d1 = malloc(64 * 64 * 4), *d2 = malloc(64 * 128 * 4), *d3 = malloc(64 * 64 * 4);
+  probe_verdict v = PROBE_ERROR;
+  if (!a || !b || !p || !d1 || !d2 || !d3) {
+    snprintf(why, why_len, "out of memory");
+    goto done;
+  }
+  for (int r = 0; r < 64; r++)
+    for (int c = 0; c < 128; c++) {
+      a[r * 128 + c] = to16(fp16, (float)wmat(0, r, c));
+      b[r * 128 + c] = to16(fp16, (float)wmat(1, r, c));
+      if (c < 64) p[r * 64 + c] = to16(fp16, (float)wmat(2, r, c));
+    }
+  char options[96];
+  snprintf(options, sizeof options, "%s%s", nabla_dtype_define(dtype), emulated ? " -DNABLA_NO_PTX" : "");
+  size_t bytes[6] = {64 * 128 * 2, 64 * 128 * 2, 64 * 64 * 2, 64 * 64 * 4, 64 * 128 * 4, 64 * 64 * 4};
+  void *host[6] = {a, b, p, d1, d2, d3};
+  int readback[6] = {0, 0, 0, 1, 1, 1};
+  v = probe_launch(ctx, "probe_wgmma", options, "probe_wgmma", 128, 6, bytes, host, readback, why, why_len);
+  if (v != PROBE_PASS) goto done;
+  for (int m = 0; m < 64 && v == PROBE_PASS; m++)
+    for (int n = 0; n < 128 && v == PROBE_PASS; n++) {
+      float want1 = 0.0f, want2 = 0.5f;
+      for (int k = 0; k < 128 && n < 64; k++)
+        want1 += n < rows_kept ? (float)(wmat(0, m, k) * wmat(1, n, k)) : 0.0f;
+      for (int k = 0; k < rows_kept; k++) want2 += (float)(wmat(2, m, k) * wmat(1, k, n));
+      const char *what = NULL;
+      float got = 0.0f, want = 0.0f;
+      if (n < 64 && d1[m * 64 + n] != want1) what = "m64n64k16 (K-major B)", got = d1[m * 64 + n], want = want1;
+      else if (d2[m * 128 + n] != want2) what = "m64n128k16 (MN-major B)", got = d2[m * 128 + n], want = want2;
+      else if (n < 64 && d3[m * 64 + n] != want2) what = "m64n64k16 (MN-major B)", got = d3[m * 64 + n], want = want2;
+      if (what) {
+        snprintf(why, why_len, "wgmma %s %s gave D[%d][%d] = %g, expected %g", what, fp16 ? "f16" : "bf16",
+                 m, n, (double)got, (double)want);
+        v = PROBE_FAIL;
+      }
+    }
+done:
+  free(a), free(b), free(p), free(d1), free(d2), free(d3);
+  return v;
+}
+
+static probe_verdict probe_wgmma_both(nabla_context *ctx, int emulated, char *why, size_t why_len) {
+  probe_verdict v = probe_wgmma_dtype(ctx, NABLA_BF16, emulated, why, why_len);
+  return v == PROBE_PASS ? probe_wgmma_dtype(ctx, NABLA_F16, emulated, why, why_len) : v;
+}
+
+static void wgmma_cache_key(const nabla_context *ctx, char *buf, size_t len) {
+  snprintf(buf, len, "nvidia-wgmma|probe v%d|%s", PROBE_VERSION, ctx->device_key);
+}
+
+/* The real wgmma: NVIDIA, the nvidia-mma probe with cp.async passed, then probe_wgmma (whose
+ * build fails on a device whose PTX is not sm_90). Verdicts cached like nvidia-mma's. */
+static void probe_nvidia_wgmma(nabla_context *ctx, nabla_variant_probe *pr) {
+  char saved[NABLA_ERR_LEN], key[128], why[384] = "";
+  memcpy(saved, ctx->error, sizeof saved);
+  pr->probed = 1;
+  pr->supported = 0;
+  if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, why, sizeof why) ||
+      !ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx) {
+    snprintf(pr->why, sizeof pr->why, "needs nvidia-mma with cp.async: %.300s", why[0] ? why : "cp.async probe failed");
+    return;
+  }
+  wgmma_cache_key(ctx, key, sizeof key);
+  void *data = NULL;
+  size_t len = 0;
+  if (ctx->cache_root[0] && nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &len) == NABLA_OK) {
+    char text[512];
+    size_t n = len < sizeof text - 1 ? len : sizeof text - 1;
+    memcpy(text, data, n);
+    text[n] = '\0';
+    free(data);
+    int ok = -1, used = 0;
+    if (sscanf(text, "wgmma=%d%n", &ok, &used) == 1 && (ok == 0 || ok == 1)) {
+      const char *w = strstr(text + used, "why=");
+      pr->supported = ok;
+      snprintf(pr->why, sizeof pr->why, "%s", w ? w + 4 : "");
+      return;
+    }
+  }
+  probe_verdict v = probe_wgmma_both(ctx, 0, why, sizeof why);
+  pr->supported = v == PROBE_PASS;
+  snprintf(pr->why, sizeof pr->why, "%s", v == PROBE_PASS ? "" : why);
+  if (v != PROBE_ERROR && ctx->cache_root[0]) {
+    char text[512];
+    snprintf(text, sizeof text, "wgmma=%d why=%s", pr->supported, pr->why);
+    nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text)); /* best effort */
+  }
+  memcpy(ctx->error, saved, sizeof saved);
+}
+
+/* The emulation runs the same probe kernel with every wgmma emulated: it checks, on any device,
+ * that the emulation agrees with the host's reading of the layouts (kept for the context). */
+static void probe_wgmma_emulated(nabla_context *ctx, nabla_variant_probe *pr) {
+  char saved[NABLA_ERR_LEN], why[384] = "";
+  memcpy(saved, ctx->error, sizeof saved);
+  pr->probed = 1;
+  pr->supported = probe_wgmma_both(ctx, 1, why, sizeof why) == PROBE_PASS;
+  snprintf(pr->why, sizeof pr->why, "%s", why);
+  memcpy(ctx->error, saved, sizeof saved);
+}
+
 int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_len) {
   if (why && why_len) why[0] = '\0';
   if (id < 0 || id >= NABLA_VARIANT_COUNT) {
@@ -248,6 +361,10 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
   if (!pr->probed) {
     if (id == NABLA_VARIANT_NVIDIA_MMA) {
       probe_nvidia_mma(ctx, pr);
+    } else if (id == NABLA_VARIANT_NVIDIA_WGMMA) {
+      probe_nvidia_wgmma(ctx, pr);
+    } else if (id == NABLA_VARIANT_WGMMA_EMULATED) {
+      probe_wgmma_emulated(ctx, pr);
     } else { /* portable, the emulation and cpu-rows run wherever OpenCL C does */
       pr->probed = pr->supported = 1;
     }
@@ -266,10 +383,14 @@ void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why) {
 
 /* ---- attention -------------------------------------------------------------------------- */
 
-/* Whether the mma kernel handles this problem; else writes why. */
-static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {
+/* Whether the mma (or, wgmma set, the wgmma) kernel handles this problem; else writes why. */
+static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, int wgmma, char *why, size_t len) {
   if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
     snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
+    return 0;
+  }
+  if (wgmma && shape->head_dim != 64 && shape->head_dim != 128) {
+    snprintf(why, len, "needs head_dim 64 or 128, not %d", shape->head_dim);
     return 0;
   }
   if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
@@ -316,9 +437,14 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
     snprintf(note, note_len, "cpu-rows (%s) unavailable: %s; using portable", source, why);
     return NABLA_VARIANT_PORTABLE;
   }
-  int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
   char why[384] = "";
-  if (!mma_eligible(shape, dtype, why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
+  if (want == NABLA_VARIANT_AUTO && ctx->caps.vendor == NABLA_VENDOR_NVIDIA &&
+      mma_eligible(shape, dtype, 1, why, sizeof why) &&
+      nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_WGMMA, why, sizeof why))
+    return NABLA_VARIANT_NVIDIA_WGMMA;
+  int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
+  int wgmma = id == NABLA_VARIANT_NVIDIA_WGMMA || id == NABLA_VARIANT_WGMMA_EMULATED;
+  if (!mma_eligible(shape, dtype, wgmma, why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
     /* Automatic choice on a device without the variant is no fallback worth a note. */
     if (want != NABLA_VARIANT_AUTO || ctx->caps.vendor == NABLA_VENDOR_NVIDIA)
       snprintf(note, note_len, "%s (%s) unavailable: %s; using portable", nabla_variant_name(id),
@@ -332,8 +458,9 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
   const char *source = NULL;
   int want = requested_variant(ctx, NULL, &source);
   if (shape->head_dim % 16 != 0 || shape->head_dim > 128) return NABLA_VARIANT_PORTABLE;
-  if (want == NABLA_VARIANT_MMA_EMULATED) return NABLA_VARIANT_MMA_EMULATED;
-  if (want != NABLA_VARIANT_AUTO && want != NABLA_VARIANT_NVIDIA_MMA) return NABLA_VARIANT_PORTABLE;
+  if (want == NABLA_VARIANT_MMA_EMULATED || want == NABLA_VARIANT_WGMMA_EMULATED) return NABLA_VARIANT_MMA_EMULATED;
+  if (want != NABLA_VARIANT_AUTO && want != NABLA_VARIANT_NVIDIA_MMA && want != NABLA_VARIANT_NVIDIA_WGMMA)
+    return NABLA_VARIANT_PORTABLE;
   if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, NULL, 0)) return NABLA_VARIANT_PORTABLE;
   return ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx ? NABLA_VARIANT_NVIDIA_MMA
                                                                 : NABLA_VARIANT_PORTABLE;
@@ -346,6 +473,12 @@ int nabla_attention_mma_qpw(const nabla_shape *shape, int dense, const nabla_par
   if (qpw != 1 && qpw != 2) qpw = dense ? 2 : 1;
   (void)shape;
   return qpw;
+}
+
+void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
+                                   char *buf, size_t len) {
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d%s", nabla_dtype_define(dtype), shape->head_dim,
+           dense, id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "");
 }
 
 void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
@@ -390,7 +523,8 @@ nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t len) {
   buf[0] = '\0';
   size_t off = 0;
   for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
-    if (id == NABLA_VARIANT_MMA_EMULATED) continue; /* a test aid, not a device capability */
+    if (id == NABLA_VARIANT_MMA_EMULATED || id == NABLA_VARIANT_WGMMA_EMULATED)
+      continue; /* test aids, not device capabilities */
     if (!nabla_variant_probe_run(ctx, id, NULL, 0)) continue;
     int n = snprintf(buf + off, len - off, "%s%s", off ? " " : "", variant_names[id]);
     if (n < 0 || (size_t)n >= len - off) return NABLA_BUFFER_TOO_SMALL;
@@ -404,7 +538,8 @@ nabla_status nabla_variant_force(nabla_context *ctx, const char *variant) {
   int id = nabla_variant_id(variant);
   if (id == -2)
     return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
-                      "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated, cpu-rows)",
+                      "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated, cpu-rows, "
+                      "nvidia-wgmma, nvidia-wgmma-emulated)",
                       variant);
   ctx->variants.forced = id == NABLA_VARIANT_AUTO ? 0 : id + 1;
   return NABLA_OK;

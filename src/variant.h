@@ -10,6 +10,10 @@
  *                          any device, slow, only when forced (tests the kernel's logic on CPUs)
  *   3 cpu-rows             cl/attention_rows.cl, one work-item per query row, no barriers;
  *                          plain OpenCL C, every device and dtype; automatic on CPU devices
+ *   4 nvidia-wgmma         cl/attention_wgmma.cl, Hopper's warpgroup MMA (wgmma, sm_90a, built
+ *                          through the PTX rewrite of ptxpatch.h); NVIDIA sm_90 devices whose
+ *                          probe passes, fp16/bf16, head_dim 64 or 128
+ *   5 nvidia-wgmma-emulated the same kernel with wgmma emulated; any device, only when forced
  *
  * Probes: a variant that needs a device feature compiles and runs a tiny kernel once per device
  * (cl/probe_mma.cl) and compares its output with values computed here. The verdict is kept in
@@ -18,8 +22,8 @@
  * compiler ever sees PTX. Any failure (build, launch, wrong result) means "unsupported".
  *
  * Choice, first match: nabla_variant_force on the context; NABLACL_VARIANT in the environment;
- * the tuned VARIANT parameter; automatic = cpu-rows on CPU devices, nvidia-mma where supported
- * and eligible, else portable. A requested variant that is unsupported, ineligible for the problem or broken
+ * the tuned VARIANT parameter; automatic = cpu-rows on CPU devices, nvidia-wgmma, then
+ * nvidia-mma, where supported and eligible, else portable. A requested variant that is unsupported, ineligible for the problem or broken
  * falls back to portable; the context's variant note says why.
  */
 #ifndef NABLA_VARIANT_H
@@ -34,7 +38,9 @@ enum {
   NABLA_VARIANT_NVIDIA_MMA = 1,
   NABLA_VARIANT_MMA_EMULATED = 2,
   NABLA_VARIANT_CPU_ROWS = 3,
-  NABLA_VARIANT_COUNT = 4
+  NABLA_VARIANT_NVIDIA_WGMMA = 4,
+  NABLA_VARIANT_WGMMA_EMULATED = 5,
+  NABLA_VARIANT_COUNT = 6
 };
 
 /* Name of a variant id ("portable", ...); "auto" for NABLA_VARIANT_AUTO, NULL if unknown. */
@@ -61,6 +67,10 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 
 /* Marks a variant unusable on this context (a build or launch failed), with the reason. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
+
+/* Build options of the wgmma attention kernel (variant 4 or 5). */
+void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
+                                   char *buf, size_t len);
 
 /* Build options of the mma attention kernel (variant 1 or 2), after nabla_dtype_define. */
 void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "diskcache.h"
+#include "ptxpatch.h"
 #include "testutil.h"
 
 #define PATH_CAP 4096
@@ -551,6 +552,41 @@ static void test_kernel_dir_override(void **state) {
   unsetenv("NABLACL_KERNEL_DIR");
 }
 
+/* The sm_90a rewrite of the wgmma kernels' PTX (ptxpatch.h), on texts shaped like NVIDIA's. */
+static void test_ptx_sm90a_rewrite(void **state) {
+  (void)state;
+  char *out = NULL, why[256];
+  size_t n = 0;
+  const char ptx[] = ".version 9.0\n.target sm_90\n.address_size 64\n\t// begin inline asm\n"
+                     "\t//@wg wgmma.fence.sync.aligned;\n\t// end inline asm\n"
+                     "\t{ setp.ne.b32 p, %r1, 0;\n//@wg wgmma.commit_group.sync.aligned;\n}\n";
+  assert_int_equal(nabla_ptx_sm90a(ptx, sizeof ptx, &out, &n, why, sizeof why), 1); /* NUL included */
+  assert_string_equal(out, ".version 9.0\n.target sm_90a\n.address_size 64\n\t// begin inline asm\n"
+                           "\twgmma.fence.sync.aligned;\n\t// end inline asm\n"
+                           "\t{ setp.ne.b32 p, %r1, 0;\nwgmma.commit_group.sync.aligned;\n}\n");
+  assert_int_equal(n, strlen(out) + 1);
+  free(out);
+  /* Already sm_90a, or with a trailing target option: only the marks change, or the target. */
+  const char a[] = ".target sm_90a\n//@wg wgmma.fence.sync.aligned;";
+  assert_int_equal(nabla_ptx_sm90a(a, strlen(a), &out, &n, why, sizeof why), 1);
+  assert_string_equal(out, ".target sm_90a\nwgmma.fence.sync.aligned;");
+  free(out);
+  const char dbg[] = ".target sm_90, debug\n//@wg x;";
+  assert_int_equal(nabla_ptx_sm90a(dbg, strlen(dbg), &out, &n, why, sizeof why), 1);
+  assert_string_equal(out, ".target sm_90a, debug\nx;");
+  free(out);
+  /* Other targets (no wgmma there) and unmarked PTX are refused, with the reason. */
+  const char *bad[] = {".target sm_80\n//@wg x;", ".target sm_100\n//@wg x;", ".target sm_90\nmov.u32 %r1, 0;",
+                       ".target sm_900\n//@wg x;"};
+  const char *reason[] = {"sm_80", "sm_100", "no //@wg", "sm_900"};
+  for (int i = 0; i < 4; i++) {
+    out = (char *)1;
+    assert_int_equal(nabla_ptx_sm90a(bad[i], strlen(bad[i]), &out, &n, why, sizeof why), 0);
+    assert_null(out);
+    if (!strstr(why, reason[i])) fail_msg("case %d: \"%s\" does not name %s", i, why, reason[i]);
+  }
+}
+
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--child") == 0) return child_main();
   const struct CMUnitTest tests[] = {
@@ -562,6 +598,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_unwritable_cache, setup, teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
       cmocka_unit_test_setup_teardown(test_kernel_dir_override, setup, teardown),
+      cmocka_unit_test(test_ptx_sm90a_rewrite),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

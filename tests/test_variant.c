@@ -113,8 +113,11 @@ static void test_probe_by_vendor(void **state) {
   char buf[128];
   nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
   assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
-  /* The automatic choice: tensor cores where the probe passed, the row-shaped kernel on CPUs. */
-  assert_string_equal(buf, mma ? "nvidia-mma" : is_cpu(ctx) ? "cpu-rows" : "portable");
+  /* The automatic choice: Hopper's wgmma, else mma.sync where the probes passed, the
+   * row-shaped kernel on CPUs. */
+  int wg = nabla_variant_supported(ctx, "nvidia-wgmma");
+  if (!is_nvidia(ctx)) assert_int_equal(wg, 0);
+  assert_string_equal(buf, wg ? "nvidia-wgmma" : mma ? "nvidia-mma" : is_cpu(ctx) ? "cpu-rows" : "portable");
   /* Asking twice gives the same verdict (memoized, and cached on disk). */
   assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);
 }
@@ -164,6 +167,48 @@ static void test_emulated_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* The wgmma kernel's logic, emulated: its probe kernel must agree with the host (the same
+ * check the real probe makes on a Hopper GPU), then ragged blocks, both head dims, batch > 1,
+ * empty rows and dense. */
+static void test_wgmma_emulated_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  const char *emu = "nvidia-wgmma-emulated";
+  if (!nabla_variant_supported(ctx, emu)) fail_msg("%s probe: %s", emu, nabla_variant_note(ctx));
+  const nabla_shape ragged = {2, 1, 300, 64, 3, 10, 10}, seq = {1, 2, 200, 128, 0, 0, 0};
+  assert_int_equal(nabla_variant_force(ctx, emu), NABLA_OK);
+  run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
+  run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
+  run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
+  run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
+  /* Head dims other than 64 and 128 are not the wgmma kernel's: portable, with a note. */
+  const nabla_shape d32 = {1, 1, 130, 32, 0, 0, 0};
+  run_case(ctx, d32, NABLA_BF16, 0.5, 15, "portable");
+  assert_non_null(strstr(nabla_variant_note(ctx), "head_dim 64 or 128"));
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
+static void test_nvidia_wgmma_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  if (!nabla_variant_supported(ctx, "nvidia-wgmma")) {
+    print_message("nvidia-wgmma: %s\n", nabla_variant_note(ctx));
+    skip();
+  }
+  assert_int_equal(nabla_variant_force(ctx, "nvidia-wgmma"), NABLA_OK);
+  const nabla_shape shapes[] = {
+      {2, 2, 720, 64, 3, 12, 20},  /* ragged 8x8 tiles, batch 2 */
+      {1, 2, 200, 64, 0, 0, 0},    /* plain sequence, ragged last block */
+      {1, 2, 300, 128, 3, 10, 10}, /* the Wan head dim */
+      {1, 4, 3600, 128, 4, 30, 30},
+  };
+  const nabla_dtype dts[] = {NABLA_BF16, NABLA_F16};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+    for (int d = 0; d < 2; d++) {
+      run_case(ctx, shapes[i], dts[d], i == 3 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
+      run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
+    }
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
 static void test_nvidia_mma_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "nvidia-mma")) skip();
@@ -191,6 +236,8 @@ int main(void) {
       cmocka_unit_test(test_env_forces_and_falls_back),
       cmocka_unit_test(test_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_mma_matches_reference),
+      cmocka_unit_test(test_wgmma_emulated_matches_reference),
+      cmocka_unit_test(test_nvidia_wgmma_matches_reference),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -1,0 +1,216 @@
+/*
+ * Block-sparse flash attention on Hopper's warpgroup tensor cores ("nvidia-wgmma" variant of
+ * "attention"). Same arguments and results as cl/attention.cl; fp16 or bf16 storage, HEAD_DIM
+ * 64 or 128. The host prepends cl/common.cl, cl/mma.cl and cl/wgmma.cl (layouts, descriptors,
+ * the sm_90a build, the emulation), and builds the program through src/ptxpatch.c.
+ *
+ * A work-group is one warpgroup (4 warps, 128 work-items) and one query block of 64 rows;
+ * warp w owns rows 16w..16w+15, whose Q fragments stay in registers (the A operand of every
+ * S product). Per kept key block (the CSR row, ascending; every block when NABLA_DENSE):
+ *   S = Q Kᵀ      HEAD_DIM/16 wgmma m64n64k16, K from a swizzled local tile (K-major B)
+ *   online softmax in fp32 on the accumulator registers (rows g and g+8 of the warp's 16),
+ *                 as in cl/attention_mma.cl: base 2, the scale folded into one fma
+ *   O += P V      P converted to 16 bit is directly the A operand (accumulator layout of two
+ *                 adjacent 8-column groups = A layout); 4 wgmma m64nHEAD_DIMk16 with V from a
+ *                 swizzled local tile (MN-major B)
+ * K and V are staged with cp.async into one tile each (33 KB with the alignment slack, so
+ * several work-groups share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is
+ * copied while S(j) and the softmax run, K(j+1) while P·V(j) does.
+ */
+#if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
+#error "attention_wgmma needs fp16 or bf16 storage"
+#endif
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#ifndef NABLA_DENSE
+#define NABLA_DENSE 0
+#endif
+#if HEAD_DIM != 64 && HEAD_DIM != 128
+#error "attention_wgmma needs HEAD_DIM 64 or 128"
+#endif
+
+#define BK 64
+#define NTHREADS 128
+#define KSTEPS (HEAD_DIM / 16)    /* k-steps of Q Kᵀ */
+#define OREGS (HEAD_DIM / 2)      /* accumulator registers of O per work-item */
+#define ROW_CHUNKS (HEAD_DIM / 8) /* 16-byte chunks per row */
+#define TILE_BYTES (BK * HEAD_DIM * 2)
+#if HEAD_DIM == 128
+#define WG_MMA_PV wg_mma_n128t
+#else
+#define WG_MMA_PV wg_mma_n64t
+#endif
+
+__kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
+void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
+               __global ushort *o, __global const int *block_start,
+               __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
+               float scale_log2) {
+  __local uint4 arena_raw[(2 * TILE_BYTES + 1024) / 16];
+  __local uchar *arena = (__local uchar *)arena_raw;
+#ifdef NABLA_NO_PTX
+  __local uint wgemu[WG_EMU_WORDS];
+  __local uint emu_all[4 * EMU_WORDS];
+#endif
+  const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+#ifdef NABLA_NO_PTX
+  __local uint *emu = emu_all + warp * EMU_WORDS;
+#endif
+  /* Tiles on 1024-byte boundaries: the swizzle is computed from address bits. */
+  __local uchar *kt = arena + ((1024u - (WG_ADDR(arena) & 1023u)) & 1023u);
+  __local uchar *vt = kt + TILE_BYTES;
+  const uint kaddr = WG_ADDR(kt), vaddr = WG_ADDR(vt);
+
+  const int qb = get_group_id(0);
+  const size_t bh = get_group_id(1);
+  const size_t base = bh * (size_t)S * HEAD_DIM; /* element offset of this (b, h) */
+  const int q0 = block_start[qb], qn = block_start[qb + 1] - q0;
+  const int ra = 16 * warp + g, rb = ra + 8; /* rows of d[4i+0..1] and d[4i+2..3] */
+
+  /* Q as A fragments; rows beyond a ragged block are zero. */
+  uint qf[KSTEPS][4];
+  {
+    __global const uint *qw = (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM);
+    UNROLL
+    for (int s = 0; s < KSTEPS; s++) {
+      int w = 8 * s + t;
+      qf[s][0] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w] : 0u;
+      qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
+      qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
+      qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
+    }
+  }
+
+  float acc[OREGS], s[32];
+  UNROLL
+  for (int i = 0; i < OREGS; i++) acc[i] = 0.0f;
+  UNROLL
+  for (int i = 0; i < 32; i++) s[i] = 0.0f;
+  float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+
+#if NABLA_DENSE
+  int p = 0;
+  const int e = Nb;
+#define COL(i) (i)
+#else
+  int p = row_ptr[bh * Nb + qb];
+  const int e = row_ptr[bh * Nb + qb + 1];
+#define COL(i) col_idx[i]
+#endif
+
+  __global const uint4 *kg = (__global const uint4 *)(k + base);
+  __global const uint4 *vg = (__global const uint4 *)(v + base);
+  int kb = p < e ? COL(p) : Nb;
+  if (kb < Nb) {
+    int k0 = block_start[kb];
+    wg_stage_tile(kt, kg + (size_t)k0 * ROW_CHUNKS, block_start[kb + 1] - k0, ROW_CHUNKS, lid, NTHREADS);
+  }
+  while (kb < Nb) {
+    const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
+    p++;
+    const int next = p < e ? COL(p) : Nb;
+
+    wg_stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
+    wg_stage_tile(vt, vg + (size_t)k0 * ROW_CHUNKS, kn, ROW_CHUNKS, lid, NTHREADS);
+
+    UNROLL
+    for (int i = 0; i < 32; i++) wg_keep(s[i]);
+    wg_fence();
+    UNROLL
+    for (int st = 0; st < KSTEPS; st++)
+      wg_mma_n64(s, qf[st], wg_desc(kaddr + (st >> 2) * WG_TILE_HALF + (st & 3) * 32, 16, 1024), st > 0);
+    wg_commit();
+    wg_wait0();
+    UNROLL
+    for (int i = 0; i < 32; i++) wg_keep(s[i]);
+
+    /* Online softmax in base 2: row ra holds s[4j+0..1], row rb s[4j+2..3]. */
+    if (kn < BK) { /* ragged block: mask the tail keys */
+      UNROLL
+      for (int j = 0; j < 8; j++) {
+        int c = 8 * j + 2 * t;
+        if (c >= kn) s[4 * j] = s[4 * j + 2] = -INFINITY;
+        if (c + 1 >= kn) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+      }
+    }
+    float xa = -INFINITY, xb = -INFINITY;
+    UNROLL
+    for (int j = 0; j < 8; j++) {
+      xa = fmax(xa, fmax(s[4 * j], s[4 * j + 1]));
+      xb = fmax(xb, fmax(s[4 * j + 2], s[4 * j + 3]));
+    }
+    xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
+    xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
+    xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
+    xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
+    float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
+    float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
+    float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
+    ma = na;
+    mb = nb;
+    if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
+    if (nb == -INFINITY) nb = 0.0f;
+    float sa = 0.0f, sb = 0.0f;
+    UNROLL
+    for (int j = 0; j < 8; j++) {
+      s[4 * j] = exp2_ftz(fma(s[4 * j], scale_log2, -na));
+      s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
+      s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
+      s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
+      sa += s[4 * j] + s[4 * j + 1];
+      sb += s[4 * j + 2] + s[4 * j + 3];
+    }
+    la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
+    lb = lb * alpha_b + sb;
+    if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
+      UNROLL
+      for (int j = 0; j < OREGS / 4; j++) {
+        acc[4 * j] *= alpha_a;
+        acc[4 * j + 1] *= alpha_a;
+        acc[4 * j + 2] *= alpha_b;
+        acc[4 * j + 3] *= alpha_b;
+      }
+    }
+    uint pf[4][4];
+    UNROLL
+    for (int kc = 0; kc < 4; kc++) {
+      pf[kc][0] = pack2(s[8 * kc], s[8 * kc + 1]);
+      pf[kc][1] = pack2(s[8 * kc + 2], s[8 * kc + 3]);
+      pf[kc][2] = pack2(s[8 * kc + 4], s[8 * kc + 5]);
+      pf[kc][3] = pack2(s[8 * kc + 6], s[8 * kc + 7]);
+    }
+
+    wg_stage_wait(); /* V(kb) is in; every warp is done with K(kb) */
+    if (next < Nb) {
+      int n0 = block_start[next];
+      wg_stage_tile(kt, kg + (size_t)n0 * ROW_CHUNKS, block_start[next + 1] - n0, ROW_CHUNKS, lid, NTHREADS);
+    }
+
+    UNROLL
+    for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
+    wg_fence();
+    UNROLL
+    for (int kc = 0; kc < 4; kc++) WG_MMA_PV(acc, pf[kc], wg_desc(vaddr + kc * 2048, WG_TILE_HALF, 1024), 1);
+    wg_commit();
+    wg_wait0();
+    UNROLL
+    for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
+    kb = next;
+  }
+
+  la += shfl_xor(la, 1 EMU_PASS);
+  lb += shfl_xor(lb, 1 EMU_PASS);
+  la += shfl_xor(la, 2 EMU_PASS);
+  lb += shfl_xor(lb, 2 EMU_PASS);
+  const float ia = la == 0.0f ? 0.0f : 1.0f / la; /* no kept block: zeros */
+  const float ib = lb == 0.0f ? 0.0f : 1.0f / lb;
+  __global uint *ow = (__global uint *)(o + base + (size_t)q0 * HEAD_DIM);
+  UNROLL
+  for (int j = 0; j < OREGS / 4; j++) {
+    int w = 4 * j + t;
+    if (ra < qn) ow[ra * (HEAD_DIM / 2) + w] = pack2(acc[4 * j] * ia, acc[4 * j + 1] * ia);
+    if (rb < qn) ow[rb * (HEAD_DIM / 2) + w] = pack2(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
+  }
+}

@@ -1,0 +1,205 @@
+/*
+ * Hopper warpgroup MMA primitives (wgmma.mma_async, sm_90a) for cl/attention_wgmma.cl and its
+ * probe (cl/probe_wgmma.cl); the host prepends this file after cl/common.cl and cl/mma.cl.
+ *
+ * NVIDIA's OpenCL compiler emits PTX for sm_90, where wgmma does not exist, and has no option
+ * for sm_90a. Every sm_90a-only instruction is therefore written as a PTX comment that begins
+ * with the mark WG ("//@wg "): the first build compiles, and the host (src/ptxpatch.c) then
+ * takes the program's PTX, removes the marks, retargets it to sm_90a and builds the program
+ * again from that PTX. Without the patch the marked instructions do nothing, so a kernel built
+ * from source alone is never launched.
+ *
+ * Operands (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"): a warpgroup
+ * (4 warps, 128 work-items) computes D[64][N] += A[64][16] B[16][N]; warp w owns rows
+ * 16w..16w+15, and within a warp the layouts are those of mma.m16n8k16 (cl/mma.cl):
+ *   A in registers, a[4]: a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..],
+ *     a[3] = A[g+8][2t+8..] (rows relative to 16w; lane = 4g + t);
+ *   D (fp32), N/2 registers: d[4i+0..1] = D[g][8i+2t..8i+2t+1], d[4i+2..3] = D[g+8][8i+2t..].
+ *   B in local memory, through a 64-bit matrix descriptor (wg_desc): start address >> 4 in
+ *     bits 0-13, leading byte offset >> 4 in 16-29, stride byte offset >> 4 in 32-45, and the
+ *     swizzle mode in 62-63 (1 = 128-byte swizzle, the only mode used here).
+ *
+ * Tile layout in local memory (wg_tile_offset), for a 64-row block of K or V, row r (key),
+ * column c (head dim): the columns are split in 64-wide halves of 64 rows x 128 bytes (8 KB
+ * each); row r of a half starts at 128 r; its 16-byte chunk j (columns 8j..8j+7 of the half)
+ * sits at chunk slot j ^ (r % 8): the 128-byte swizzle, which the hardware applies to the
+ * address bits (so a tile must start on a 1024-byte boundary). The same bytes serve two roles:
+ *   K as B of S = Q Kᵀ, "K-major" (B[k][n] = K[n][k], k = head dim): for the k-step of columns
+ *     16s..16s+15 the start is half s / 4, plus 32 (s % 4) bytes; stride byte offset 1024 (the
+ *     next 8 rows); the leading byte offset is unused;
+ *   V as B of O = P V, "MN-major" (B[k][n] = V[k][n], transposed operand): for the k-step of
+ *     rows 16s..16s+15 the start is 2048 s; leading byte offset 8192 (the next half, n += 64),
+ *     stride byte offset 1024 (the next 8 rows, k += 8).
+ * The probe checks exactly these products against the host, bit for bit.
+ *
+ * Ordering: local memory written by the work-items (cp.async included) must be made visible to
+ * wgmma, which reads through the async proxy: each writer waits for its copies, runs
+ * fence.proxy.async, then the work-group meets at a barrier (wg_stage_wait). wgmma runs
+ * asynchronously: wg_fence before a batch, wg_commit after it, and wg_wait0 before its results
+ * (or the registers of its A operand) are touched again; wg_keep pins a register's value
+ * around these points so that the compiler does not move reads or writes across them.
+ *
+ * NABLA_NO_PTX: every instruction is emulated (A fragments exchanged through local memory,
+ * B read through the descriptor with the same address and swizzle arithmetic), so the kernels'
+ * logic runs on any OpenCL device; WG_EMU_ARGS / WG_EMU_PASS carry the scratch, the local
+ * memory the descriptors address and the work-item's index.
+ */
+#define WG_TILE_HALF 8192 /* bytes of a 64-row x 64-column half of a tile */
+
+/* Byte offset of row r, 16-byte chunk j (columns 8j..8j+7) in a tile. */
+inline uint wg_tile_offset(int r, int j) {
+  return (uint)((j >> 3) * WG_TILE_HALF + r * 128 + (((j & 7) ^ (r & 7)) << 4));
+}
+
+/* The descriptor of a 128-byte-swizzled operand at local address addr. */
+inline ulong wg_desc(uint addr, uint lbo, uint sbo) {
+  return (ulong)((addr & 0x3FFFFu) >> 4) | ((ulong)(lbo >> 4) << 16) | ((ulong)(sbo >> 4) << 32) |
+         ((ulong)1 << 62);
+}
+
+#ifdef NABLA_NO_PTX
+/* Per-work-group scratch of the emulation: the 4 A registers of each of the 128 work-items. */
+#define WG_EMU_WORDS (128 * 4)
+#define WG_EMU_ARGS , __local uint *wgemu, __local const uchar *arena, int lid
+#define WG_EMU_PASS , wgemu, arena, lid
+/* The emulation's local addresses are offsets into the arena its descriptors address. */
+#define WG_ADDR(p) ((uint)((__local const uchar *)(p) - arena))
+
+inline void wg_fence(void) {}
+inline void wg_commit(void) {}
+inline void wg_wait0(void) {}
+inline void fence_proxy_async(void) {}
+#define wg_keep(x) ((void)0)
+
+/* Element k (0..15) of row m (0..63) of A, from the exchanged registers. */
+inline float wg_emu_a(__local const uint *wgemu, int m, int k) {
+  int lane = 4 * (m & 7) + ((k & 7) >> 1), reg = ((m >> 3) & 1) + 2 * (k >> 3);
+  uint w = wgemu[(32 * (m >> 4) + lane) * 4 + reg];
+  return emu_half((k & 1) ? w >> 16 : w);
+}
+
+/* Element (k, n) of B through the descriptor; trans: MN-major. */
+inline float wg_emu_b(__local const uchar *arena, ulong desc, int k, int n, int trans) {
+  uint start = (uint)(desc & 0x3FFFu) << 4, lbo = (uint)((desc >> 16) & 0x3FFFu) << 4;
+  uint sbo = (uint)((desc >> 32) & 0x3FFFu) << 4;
+  uint addr = trans ? start + (uint)(n >> 6) * lbo + (uint)(k >> 3) * sbo + (uint)(k & 7) * 128u + 2u * (uint)(n & 63)
+                    : start + (uint)(n >> 3) * sbo + (uint)(n & 7) * 128u + 2u * (uint)k;
+  addr ^= ((addr >> 7) & 7u) << 4;
+  return emu_half(*(__local const ushort *)(arena + addr));
+}
+
+inline void wg_mma_emu(float *d, const uint *a, ulong desc, int accumulate, int n, int trans WG_EMU_ARGS) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int i = 0; i < 4; i++) wgemu[lid * 4 + i] = a[i];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  const int lane = lid & 31, g = lane >> 2, t = lane & 3, m0 = 16 * (lid >> 5);
+  for (int i = 0; i < n / 8; i++)
+    for (int e = 0; e < 4; e++) {
+      int m = m0 + g + 8 * (e >> 1), c = 8 * i + 2 * t + (e & 1);
+      float acc = accumulate ? d[4 * i + e] : 0.0f;
+      for (int k = 0; k < 16; k++) acc = fma(wg_emu_a(wgemu, m, k), wg_emu_b(arena, desc, k, c, trans), acc);
+      d[4 * i + e] = acc;
+    }
+}
+#define wg_mma_n64(d, a, desc, acc) wg_mma_emu(d, a, desc, acc, 64, 0 WG_EMU_PASS)
+#define wg_mma_n64t(d, a, desc, acc) wg_mma_emu(d, a, desc, acc, 64, 1 WG_EMU_PASS)
+#define wg_mma_n128t(d, a, desc, acc) wg_mma_emu(d, a, desc, acc, 128, 1 WG_EMU_PASS)
+
+#else /* real PTX */
+#define WG_EMU_ARGS
+#define WG_EMU_PASS
+#define WG_ADDR(p) ((uint)(size_t)(p)) /* a __local pointer as an integer is its .shared address */
+#define WG "//@wg "
+#if MMA_IN == 1
+#define WG_TYPES ".f16.f16"
+#else
+#define WG_TYPES ".bf16.bf16"
+#endif
+
+inline void wg_fence(void) { asm volatile(WG "wgmma.fence.sync.aligned;" ::: "memory"); }
+inline void wg_commit(void) { asm volatile(WG "wgmma.commit_group.sync.aligned;" ::: "memory"); }
+inline void wg_wait0(void) { asm volatile(WG "wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+inline void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+#define wg_keep(x) asm volatile("" : "+f"(x) :: "memory")
+
+/* D[64][64] (+)= A[64][16] (registers) x B[16][64], B K-major (desc). */
+inline void wg_mma_n64(float *d, const uint *a, ulong desc, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" WG
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32" WG_TYPES
+               " {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+
+/* D[64][64] (+)= A[64][16] (registers) x B[16][64], B MN-major (desc). */
+inline void wg_mma_n64t(float *d, const uint *a, ulong desc, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" WG
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32" WG_TYPES
+               " {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+
+/* D[64][128] (+)= A[64][16] (registers) x B[16][128], B MN-major (desc). */
+inline void wg_mma_n128t(float *d, const uint *a, ulong desc, int accumulate) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" WG
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32" WG_TYPES
+               " {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+               "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+}
+
+#endif
+
+/* Waits for this work-item's copies into local memory, makes them visible to wgmma, then waits
+ * for the work-group. */
+inline void wg_stage_wait(void) {
+#if MMA_CPASYNC
+  cp_async_wait_all();
+#endif
+  fence_proxy_async();
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* Copies rows [0, kn) of a 64-row block with `row_chunks` 16-byte chunks per row (src = its first
+ * row) into the tile at dst, zero-filling the other rows; nthreads work-items, this one lid. */
+inline void wg_stage_tile(__local uchar *dst, __global const uint4 *src, int kn, int row_chunks,
+                          int lid, int nthreads) {
+  const int total = 64 * row_chunks;
+  for (int c = lid; c < total; c += nthreads) {
+    int r = c / row_chunks, j = c - r * row_chunks;
+    __local uint4 *d = (__local uint4 *)(dst + wg_tile_offset(r, j));
+#if MMA_CPASYNC
+    cp_async16(d, r < kn ? src + r * row_chunks + j : src, r < kn ? 16u : 0u);
+#else
+    *d = r < kn ? src[r * row_chunks + j] : (uint4)(0u);
+#endif
+  }
+#if MMA_CPASYNC
+  cp_async_commit();
+#endif
+}

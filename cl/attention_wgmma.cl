@@ -4,9 +4,11 @@
  * 64 or 128. The host prepends cl/common.cl, cl/mma.cl and cl/wgmma.cl (layouts, descriptors,
  * the sm_90a build, the emulation), and builds the program through src/ptxpatch.c.
  *
- * A work-group is one warpgroup (4 warps, 128 work-items) and one query block of 64 rows;
- * warp w owns rows 16w..16w+15, whose Q fragments stay in registers (the A operand of every
- * S product). Per kept key block (the CSR row, ascending; every block when NABLA_DENSE):
+ * A work-group is MMA_QPW warpgroups (4 warps, 128 work-items each), one per query block of
+ * 64 rows; warp w of a warpgroup owns rows 16w..16w+15, whose Q fragments stay in registers
+ * (the A operand of every S product). Per kept key block (the union of the work-group's CSR
+ * rows, ascending; every block when NABLA_DENSE) the work-group stages K and V once, and each
+ * warpgroup whose own row keeps the block computes:
  *   S = Q Kᵀ      HEAD_DIM/16 wgmma m64n64k16, K from a swizzled local tile (K-major B)
  *   online softmax in fp32 on the accumulator registers (rows g and g+8 of the warp's 16),
  *                 as in cl/attention_mma.cl: base 2, the scale folded into one fma
@@ -15,7 +17,8 @@
  *                 swizzled local tile (MN-major B)
  * K and V are staged with cp.async into one tile each (33 KB with the alignment slack, so
  * several work-groups share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is
- * copied while S(j) and the softmax run, K(j+1) while P·V(j) does.
+ * copied while S(j) and the softmax run, K(j+1) while P·V(j) does. Two query blocks per
+ * work-group (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the same blocks.
  */
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
 #error "attention_wgmma needs fp16 or bf16 storage"
@@ -26,12 +29,18 @@
 #ifndef NABLA_DENSE
 #define NABLA_DENSE 0
 #endif
+#ifndef MMA_QPW
+#define MMA_QPW 1 /* query blocks (warpgroups) per work-group; they share staged K/V blocks */
+#endif
 #if HEAD_DIM != 64 && HEAD_DIM != 128
 #error "attention_wgmma needs HEAD_DIM 64 or 128"
 #endif
+#if MMA_QPW != 1 && MMA_QPW != 2
+#error "MMA_QPW must be 1 or 2"
+#endif
 
 #define BK 64
-#define NTHREADS 128
+#define NTHREADS (128 * MMA_QPW)
 #define KSTEPS (HEAD_DIM / 16)    /* k-steps of Q Kᵀ */
 #define OREGS (HEAD_DIM / 2)      /* accumulator registers of O per work-item */
 #define ROW_CHUNKS (HEAD_DIM / 8) /* 16-byte chunks per row */
@@ -42,7 +51,16 @@
 #define WG_MMA_PV wg_mma_n64t
 #endif
 
+/* MMA_MAXRREG: the host caps registers (-cl-nv-maxrregcount) so that three work-groups fit on
+ * a multiprocessor; a required work-group size would make the compiler ignore the cap. */
+#ifndef MMA_MAXRREG
+#define MMA_MAXRREG 0
+#endif
+#if MMA_MAXRREG
+__kernel
+#else
 __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
+#endif
 void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
                __global ushort *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
@@ -50,24 +68,31 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   __local uint4 arena_raw[(2 * TILE_BYTES + 1024) / 16];
   __local uchar *arena = (__local uchar *)arena_raw;
 #ifdef NABLA_NO_PTX
-  __local uint wgemu[WG_EMU_WORDS];
-  __local uint emu_all[4 * EMU_WORDS];
+  __local uint wgemu_all[MMA_QPW * WG_EMU_WORDS];
+  __local uint emu_all[4 * MMA_QPW * EMU_WORDS];
 #endif
   const int lid = get_local_id(0), lane = lid & 31, warp = lid >> 5;
   const int g = lane >> 2, t = lane & 3;
+  const int sub = lid >> 7, wlid = lid & 127; /* warpgroup = query block of the work-group */
 #ifdef NABLA_NO_PTX
   __local uint *emu = emu_all + warp * EMU_WORDS;
+  __local uint *wgemu = wgemu_all + sub * WG_EMU_WORDS;
 #endif
   /* Tiles on 1024-byte boundaries: the swizzle is computed from address bits. */
   __local uchar *kt = arena + ((1024u - (WG_ADDR(arena) & 1023u)) & 1023u);
   __local uchar *vt = kt + TILE_BYTES;
   const uint kaddr = WG_ADDR(kt), vaddr = WG_ADDR(vt);
 
-  const int qb = get_group_id(0);
+  const int qb0 = get_group_id(0) * MMA_QPW, qb = qb0 + sub;
   const size_t bh = get_group_id(1);
   const size_t base = bh * (size_t)S * HEAD_DIM; /* element offset of this (b, h) */
-  const int q0 = block_start[qb], qn = block_start[qb + 1] - q0;
-  const int ra = 16 * warp + g, rb = ra + 8; /* rows of d[4i+0..1] and d[4i+2..3] */
+#if MMA_QPW == 1
+  const int have_qb = 1; /* the launch covers exactly the blocks */
+#else
+  const int have_qb = qb < Nb; /* a missing second block has an empty row */
+#endif
+  const int q0 = have_qb ? block_start[qb] : 0, qn = have_qb ? block_start[qb + 1] - q0 : 0;
+  const int ra = 16 * (warp & 3) + g, rb = ra + 8; /* rows of d[4i+0..1] and d[4i+2..3] */
 
   /* Q as A fragments; rows beyond a ragged block are zero. */
   uint qf[KSTEPS][4];
@@ -91,95 +116,125 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
 
 #if NABLA_DENSE
-  int p = 0;
-  const int e = Nb;
+  int pa = 0, ea = Nb;
+#if MMA_QPW == 2
+  int pb = 0, eb = qb0 + 1 < Nb ? Nb : 0;
+#endif
 #define COL(i) (i)
 #else
-  int p = row_ptr[bh * Nb + qb];
-  const int e = row_ptr[bh * Nb + qb + 1];
+  const size_t row0 = bh * Nb + qb0;
+  int pa = row_ptr[row0], ea = row_ptr[row0 + 1];
+#if MMA_QPW == 2
+  int pb = 0, eb = 0;
+  if (qb0 + 1 < Nb) pb = row_ptr[row0 + 1], eb = row_ptr[row0 + 2];
+#endif
 #define COL(i) col_idx[i]
+#endif
+  /* Next key block of the union of the rows, or Nb when both are done. */
+#if MMA_QPW == 2
+#define NEXT_KB() min(pa < ea ? COL(pa) : Nb, pb < eb ? COL(pb) : Nb)
+#else
+#define NEXT_KB() (pa < ea ? COL(pa) : Nb)
 #endif
 
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
-  int kb = p < e ? COL(p) : Nb;
+  int kb = NEXT_KB();
   if (kb < Nb) {
     int k0 = block_start[kb];
     wg_stage_tile(kt, kg + (size_t)k0 * ROW_CHUNKS, block_start[kb + 1] - k0, ROW_CHUNKS, lid, NTHREADS);
   }
   while (kb < Nb) {
     const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
-    p++;
-    const int next = p < e ? COL(p) : Nb;
+    /* Whether this warpgroup's row keeps kb; advance the rows past kb. */
+    int mine = pa < ea && COL(pa) == kb;
+#if MMA_QPW == 2
+    int mine_b = pb < eb && COL(pb) == kb;
+    if (sub) mine = mine_b;
+    if (mine_b) pb++;
+#endif
+    if (pa < ea && COL(pa) == kb) pa++;
+    const int next = NEXT_KB();
+#if MMA_QPW == 1
+    const int compute = 1, kvalid = kn; /* the only row keeps every block of the loop */
+#elif defined(NABLA_NO_PTX)
+    /* The emulation's barriers need every warpgroup on the same path: one whose row does not
+     * keep kb computes with every key masked, which leaves its state unchanged. */
+    const int compute = 1, kvalid = mine ? kn : 0;
+#else
+    const int compute = mine, kvalid = kn;
+#endif
 
     wg_stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
     wg_stage_tile(vt, vg + (size_t)k0 * ROW_CHUNKS, kn, ROW_CHUNKS, lid, NTHREADS);
 
-    UNROLL
-    for (int i = 0; i < 32; i++) wg_keep(s[i]);
-    wg_fence();
-    UNROLL
-    for (int st = 0; st < KSTEPS; st++)
-      wg_mma_n64(s, qf[st], wg_desc(kaddr + (st >> 2) * WG_TILE_HALF + (st & 3) * 32, 16, 1024), st > 0);
-    wg_commit();
-    wg_wait0();
-    UNROLL
-    for (int i = 0; i < 32; i++) wg_keep(s[i]);
+    uint pf[4][4];
+    if (compute) {
+      UNROLL
+      for (int i = 0; i < 32; i++) wg_keep(s[i]);
+      wg_fence();
+      UNROLL
+      for (int st = 0; st < KSTEPS; st++)
+        wg_mma_n64(s, qf[st], wg_desc(kaddr + (st >> 2) * WG_TILE_HALF + (st & 3) * 32, 16, 1024), st > 0);
+      wg_commit();
+      wg_wait0();
+      UNROLL
+      for (int i = 0; i < 32; i++) wg_keep(s[i]);
 
-    /* Online softmax in base 2: row ra holds s[4j+0..1], row rb s[4j+2..3]. */
-    if (kn < BK) { /* ragged block: mask the tail keys */
+      /* Online softmax in base 2: row ra holds s[4j+0..1], row rb s[4j+2..3]. */
+      if (kvalid < BK) { /* ragged (or, emulated, not this warpgroup's) block: mask the tail */
+        UNROLL
+        for (int j = 0; j < 8; j++) {
+          int c = 8 * j + 2 * t;
+          if (c >= kvalid) s[4 * j] = s[4 * j + 2] = -INFINITY;
+          if (c + 1 >= kvalid) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+        }
+      }
+      float xa = -INFINITY, xb = -INFINITY;
       UNROLL
       for (int j = 0; j < 8; j++) {
-        int c = 8 * j + 2 * t;
-        if (c >= kn) s[4 * j] = s[4 * j + 2] = -INFINITY;
-        if (c + 1 >= kn) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+        xa = fmax(xa, fmax(s[4 * j], s[4 * j + 1]));
+        xb = fmax(xb, fmax(s[4 * j + 2], s[4 * j + 3]));
       }
-    }
-    float xa = -INFINITY, xb = -INFINITY;
-    UNROLL
-    for (int j = 0; j < 8; j++) {
-      xa = fmax(xa, fmax(s[4 * j], s[4 * j + 1]));
-      xb = fmax(xb, fmax(s[4 * j + 2], s[4 * j + 3]));
-    }
-    xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
-    xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
-    xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
-    xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
-    float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
-    float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
-    float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
-    ma = na;
-    mb = nb;
-    if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
-    if (nb == -INFINITY) nb = 0.0f;
-    float sa = 0.0f, sb = 0.0f;
-    UNROLL
-    for (int j = 0; j < 8; j++) {
-      s[4 * j] = exp2_ftz(fma(s[4 * j], scale_log2, -na));
-      s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
-      s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
-      s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
-      sa += s[4 * j] + s[4 * j + 1];
-      sb += s[4 * j + 2] + s[4 * j + 3];
-    }
-    la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
-    lb = lb * alpha_b + sb;
-    if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
+      xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
+      xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
+      xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
+      xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
+      float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
+      float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
+      float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
+      ma = na;
+      mb = nb;
+      if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
+      if (nb == -INFINITY) nb = 0.0f;
+      float sa = 0.0f, sb = 0.0f;
       UNROLL
-      for (int j = 0; j < OREGS / 4; j++) {
-        acc[4 * j] *= alpha_a;
-        acc[4 * j + 1] *= alpha_a;
-        acc[4 * j + 2] *= alpha_b;
-        acc[4 * j + 3] *= alpha_b;
+      for (int j = 0; j < 8; j++) {
+        s[4 * j] = exp2_ftz(fma(s[4 * j], scale_log2, -na));
+        s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
+        s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
+        s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
+        sa += s[4 * j] + s[4 * j + 1];
+        sb += s[4 * j + 2] + s[4 * j + 3];
       }
-    }
-    uint pf[4][4];
-    UNROLL
-    for (int kc = 0; kc < 4; kc++) {
-      pf[kc][0] = pack2(s[8 * kc], s[8 * kc + 1]);
-      pf[kc][1] = pack2(s[8 * kc + 2], s[8 * kc + 3]);
-      pf[kc][2] = pack2(s[8 * kc + 4], s[8 * kc + 5]);
-      pf[kc][3] = pack2(s[8 * kc + 6], s[8 * kc + 7]);
+      la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
+      lb = lb * alpha_b + sb;
+      if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
+        UNROLL
+        for (int j = 0; j < OREGS / 4; j++) {
+          acc[4 * j] *= alpha_a;
+          acc[4 * j + 1] *= alpha_a;
+          acc[4 * j + 2] *= alpha_b;
+          acc[4 * j + 3] *= alpha_b;
+        }
+      }
+      UNROLL
+      for (int kc = 0; kc < 4; kc++) {
+        pf[kc][0] = pack2(s[8 * kc], s[8 * kc + 1]);
+        pf[kc][1] = pack2(s[8 * kc + 2], s[8 * kc + 3]);
+        pf[kc][2] = pack2(s[8 * kc + 4], s[8 * kc + 5]);
+        pf[kc][3] = pack2(s[8 * kc + 6], s[8 * kc + 7]);
+      }
     }
 
     wg_stage_wait(); /* V(kb) is in; every warp is done with K(kb) */
@@ -188,15 +243,17 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       wg_stage_tile(kt, kg + (size_t)n0 * ROW_CHUNKS, block_start[next + 1] - n0, ROW_CHUNKS, lid, NTHREADS);
     }
 
-    UNROLL
-    for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
-    wg_fence();
-    UNROLL
-    for (int kc = 0; kc < 4; kc++) WG_MMA_PV(acc, pf[kc], wg_desc(vaddr + kc * 2048, WG_TILE_HALF, 1024), 1);
-    wg_commit();
-    wg_wait0();
-    UNROLL
-    for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
+    if (compute) {
+      UNROLL
+      for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
+      wg_fence();
+      UNROLL
+      for (int kc = 0; kc < 4; kc++) WG_MMA_PV(acc, pf[kc], wg_desc(vaddr + kc * 2048, WG_TILE_HALF, 1024), 1);
+      wg_commit();
+      wg_wait0();
+      UNROLL
+      for (int i = 0; i < OREGS; i++) wg_keep(acc[i]);
+    }
     kb = next;
   }
 

@@ -20,7 +20,7 @@ void probe_wgmma(__global const uint *a, __global const uint4 *b, __global const
 #ifdef NABLA_NO_PTX
   __local uint wgemu[WG_EMU_WORDS];
 #endif
-  const int lid = get_local_id(0), lane = lid & 31, g = lane >> 2, t = lane & 3;
+  const int lid = get_local_id(0), wlid = lid, lane = lid & 31, g = lane >> 2, t = lane & 3;
   const int ra = 16 * (lid >> 5) + g, rb = ra + 8;
   __local uchar *tile = arena + ((1024u - (WG_ADDR(arena) & 1023u)) & 1023u);
   const uint taddr = WG_ADDR(tile);

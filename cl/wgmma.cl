@@ -41,8 +41,9 @@
  *
  * NABLA_NO_PTX: every instruction is emulated (A fragments exchanged through local memory,
  * B read through the descriptor with the same address and swizzle arithmetic), so the kernels'
- * logic runs on any OpenCL device; WG_EMU_ARGS / WG_EMU_PASS carry the scratch, the local
- * memory the descriptors address and the work-item's index.
+ * logic runs on any OpenCL device; WG_EMU_ARGS / WG_EMU_PASS carry the warpgroup's scratch
+ * (wgemu), the local memory the descriptors address (arena) and the work-item's index in its
+ * warpgroup (wlid).
  */
 #define WG_TILE_HALF 8192 /* bytes of a 64-row x 64-column half of a tile */
 
@@ -61,7 +62,7 @@ inline ulong wg_desc(uint addr, uint lbo, uint sbo) {
 /* Per-work-group scratch of the emulation: the 4 A registers of each of the 128 work-items. */
 #define WG_EMU_WORDS (128 * 4)
 #define WG_EMU_ARGS , __local uint *wgemu, __local const uchar *arena, int lid
-#define WG_EMU_PASS , wgemu, arena, lid
+#define WG_EMU_PASS , wgemu, arena, wlid
 /* The emulation's local addresses are offsets into the arena its descriptors address. */
 #define WG_ADDR(p) ((uint)((__local const uchar *)(p) - arena))
 

@@ -59,7 +59,7 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
                                     cl_program *prog) {
   char options[320];
   if (variant == NABLA_VARIANT_NVIDIA_WGMMA || variant == NABLA_VARIANT_WGMMA_EMULATED) {
-    nabla_attention_wgmma_options(variant, shape, dtype, dense, options, sizeof options);
+    nabla_attention_wgmma_options(variant, shape, dtype, dense, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_wgmma", options, prog);
   }
   if (variant == NABLA_VARIANT_NVIDIA_MMA || variant == NABLA_VARIANT_MMA_EMULATED) {
@@ -92,13 +92,10 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
     local[0] = global[0] = 64, local[1] = 1, global[1] = (size_t)Nb;
-  } else if (variant == NABLA_VARIANT_NVIDIA_WGMMA || variant == NABLA_VARIANT_WGMMA_EMULATED) {
-    /* One warpgroup (128 work-items) per query block along dimension 0, (b, h) along 1. */
-    local[0] = 128, local[1] = 1;
-    global[0] = 128 * (size_t)Nb, global[1] = (size_t)shape->batch * shape->heads, global[2] = 1;
   } else if (variant != NABLA_VARIANT_PORTABLE) {
-    /* Work-groups of MMA_QPW query blocks x 4 warps along dimension 0, (b, h) along 1. */
-    int qpw = nabla_attention_mma_qpw(shape, dense, params);
+    /* Work-groups of MMA_QPW query blocks x 4 warps (one warpgroup each for wgmma) along
+     * dimension 0, (b, h) along 1. */
+    int qpw = nabla_attention_mma_qpw(variant, shape, dense, params);
     local[0] = 128 * (size_t)qpw, local[1] = 1;
     global[0] = local[0] * (size_t)((Nb + qpw - 1) / qpw);
     global[1] = (size_t)shape->batch * shape->heads;

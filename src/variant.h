@@ -68,16 +68,17 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 /* Marks a variant unusable on this context (a build or launch failed), with the reason. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 
-/* Build options of the wgmma attention kernel (variant 4 or 5). */
+/* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel. */
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   char *buf, size_t len);
+                                   const nabla_params *params, char *buf, size_t len);
 
 /* Build options of the mma attention kernel (variant 1 or 2), after nabla_dtype_define. */
 void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
                                  nabla_dtype dtype, int dense, const nabla_params *params,
                                  char *buf, size_t len);
-/* Query blocks per work-group of the mma kernel (1 or 2): the developer override
- * NABLACL_MMA_QPW, else the MMA_QPW parameter when set, else a default by mask kind. */
-int nabla_attention_mma_qpw(const nabla_shape *shape, int dense, const nabla_params *params);
+/* Query blocks per work-group of the mma and wgmma kernels (1 or 2) for an attention variant:
+ * the developer override NABLACL_MMA_QPW, else the MMA_QPW parameter when set, else a default
+ * by variant and mask kind. */
+int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, const nabla_params *params);
 
 #endif

@@ -180,6 +180,12 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
   run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
+  setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks (warpgroups) share the staged K/V */
+  const nabla_shape odd = {2, 1, 260, 64, 0, 0, 0}; /* 5 blocks: a missing second block */
+  run_case(ctx, odd, NABLA_F16, 0.4, 16, emu);
+  run_case(ctx, odd, NABLA_BF16, -1.0, 17, emu);
+  run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
+  unsetenv("NABLACL_MMA_QPW");
   /* Head dims other than 64 and 128 are not the wgmma kernel's: portable, with a note. */
   const nabla_shape d32 = {1, 1, 130, 32, 0, 0, 0};
   run_case(ctx, d32, NABLA_BF16, 0.5, 15, "portable");
@@ -190,22 +196,28 @@ static void test_wgmma_emulated_matches_reference(void **state) {
 static void test_nvidia_wgmma_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "nvidia-wgmma")) {
-    print_message("nvidia-wgmma: %s\n", nabla_variant_note(ctx));
+    print_message("%s\n", nabla_variant_note(ctx));
     skip();
   }
   assert_int_equal(nabla_variant_force(ctx, "nvidia-wgmma"), NABLA_OK);
   const nabla_shape shapes[] = {
       {2, 2, 720, 64, 3, 12, 20},  /* ragged 8x8 tiles, batch 2 */
       {1, 2, 200, 64, 0, 0, 0},    /* plain sequence, ragged last block */
+      {1, 3, 260, 128, 0, 0, 0},   /* 5 blocks: with two per work-group, a missing one */
       {1, 2, 300, 128, 3, 10, 10}, /* the Wan head dim */
       {1, 4, 3600, 128, 4, 30, 30},
   };
   const nabla_dtype dts[] = {NABLA_BF16, NABLA_F16};
-  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-    for (int d = 0; d < 2; d++) {
-      run_case(ctx, shapes[i], dts[d], i == 3 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
-      run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
-    }
+  for (int qpw = 1; qpw <= 2; qpw++) {
+    setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
+    print_message("nvidia-wgmma qpw %d\n", qpw);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+      for (int d = 0; d < 2; d++) {
+        run_case(ctx, shapes[i], dts[d], i == 4 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
+        run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
+      }
+  }
+  unsetenv("NABLACL_MMA_QPW");
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 

@@ -467,13 +467,20 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *                          device, slow; used only when forced (tests the kernel on CPUs).
  *   "cpu-rows"             OpenCL C shaped for CPUs: one work-item per query row, no local
  *                          memory or barriers; every device and dtype; automatic on CPUs.
+ *   "nvidia-wgmma"         Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, reached
+ *                          by rewriting the compiler's PTX), on NVIDIA sm_90 GPUs whose probe
+ *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
+ *                          run, before nvidia-mma.
+ *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
+ *                          only when forced.
  * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
  * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
- * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows); the tuned VARIANT
- * parameter; else the fastest eligible variant. A requested variant that cannot run falls
+ * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows|nvidia-wgmma|
+ * nvidia-wgmma-emulated); the tuned VARIANT parameter; else the fastest eligible variant. A requested variant that cannot run falls
  * back to portable, and nabla_variant_note says why. The reduced map of nabla_mask_build follows
- * the same request (not the tuned VARIANT): on tensor cores with nvidia-mma or automatic where
- * the probe passed, emulated with nvidia-mma-emulated, else fp32 FMA. See docs/variants.md.
+ * the same request (not the tuned VARIANT): on tensor cores (mma.sync) with nvidia-mma,
+ * nvidia-wgmma or automatic where the nvidia-mma probe passed, emulated with either emulated
+ * variant, else fp32 FMA. See docs/variants.md.
  */
 
 /** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,

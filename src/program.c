@@ -6,7 +6,8 @@
  * for its lifetime (in-memory slots keyed by name + options) and their binaries in the disk
  * cache under namespace "programs", keyed by the device description, the options and a hash of
  * the exact source bytes, so any change of source, options, driver or device is a miss. A binary that fails to load or build
- * is treated as a miss and rebuilt from source.
+ * is treated as a miss and rebuilt from source. The wgmma stages are built twice on NVIDIA: from
+ * source, then from their PTX rewritten for sm_90a (ptxpatch.h); the cache keeps the second.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -31,7 +31,7 @@ static const cli_option options[] = {
     {"--device", "SEL", "device index or name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
-    {"--variant", "NAME", "kernel variant (attention and mask map): auto (default), portable, nvidia-mma, nvidia-mma-emulated, cpu-rows"},
+    {"--variant", "NAME", "kernel variant (attention and mask map): auto (default), portable, nvidia-mma, nvidia-wgmma, cpu-rows, nvidia-mma-emulated, nvidia-wgmma-emulated"},
 };
 enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_STAGES, O_JSON, O_VARIANT, O_COUNT };
 

@@ -114,17 +114,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   const int r0 = 16 * (warp & 3);
   const int ra = r0 + g, rb = r0 + g + 8;        /* rows of c0,c1 and c2,c3 */
   uint qf[KSTEPS][4];
-  {
-    __global const uint *qw = (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM);
-    UNROLL
-    for (int s = 0; s < KSTEPS; s++) {
-      int w = 8 * s + t;
-      qf[s][0] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w] : 0u;
-      qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
-      qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
-      qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
-    }
-  }
+  mma_load_q(qf, (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM), ra, rb, qn, t);
 
   float acc[DTILES][4];
   UNROLL
@@ -299,17 +289,6 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     kb = next;
   }
 
-  la += shfl_xor(la, 1 EMU_PASS);
-  lb += shfl_xor(lb, 1 EMU_PASS);
-  la += shfl_xor(la, 2 EMU_PASS);
-  lb += shfl_xor(lb, 2 EMU_PASS);
-  const float ia = la == 0.0f ? 0.0f : 1.0f / la; /* no kept block: zeros */
-  const float ib = lb == 0.0f ? 0.0f : 1.0f / lb;
-  __global uint *ow = (__global uint *)(o + base + (size_t)q0 * HEAD_DIM);
-  UNROLL
-  for (int j = 0; j < DTILES; j++) {
-    int w = 4 * j + t;
-    if (ra < qn) ow[ra * (HEAD_DIM / 2) + w] = pack2(acc[j][0] * ia, acc[j][1] * ia);
-    if (rb < qn) ow[rb * (HEAD_DIM / 2) + w] = pack2(acc[j][2] * ib, acc[j][3] * ib);
-  }
+  mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), &acc[0][0], la, lb, ra, rb, qn,
+              t EMU_PASS);
 }

@@ -96,17 +96,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 
   /* Q as A fragments; rows beyond a ragged block are zero. */
   uint qf[KSTEPS][4];
-  {
-    __global const uint *qw = (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM);
-    UNROLL
-    for (int s = 0; s < KSTEPS; s++) {
-      int w = 8 * s + t;
-      qf[s][0] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w] : 0u;
-      qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
-      qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
-      qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
-    }
-  }
+  mma_load_q(qf, (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM), ra, rb, qn, t);
 
   float acc[OREGS], s[32];
   UNROLL
@@ -257,17 +247,5 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     kb = next;
   }
 
-  la += shfl_xor(la, 1 EMU_PASS);
-  lb += shfl_xor(lb, 1 EMU_PASS);
-  la += shfl_xor(la, 2 EMU_PASS);
-  lb += shfl_xor(lb, 2 EMU_PASS);
-  const float ia = la == 0.0f ? 0.0f : 1.0f / la; /* no kept block: zeros */
-  const float ib = lb == 0.0f ? 0.0f : 1.0f / lb;
-  __global uint *ow = (__global uint *)(o + base + (size_t)q0 * HEAD_DIM);
-  UNROLL
-  for (int j = 0; j < OREGS / 4; j++) {
-    int w = 4 * j + t;
-    if (ra < qn) ow[ra * (HEAD_DIM / 2) + w] = pack2(acc[4 * j] * ia, acc[4 * j + 1] * ia);
-    if (rb < qn) ow[rb * (HEAD_DIM / 2) + w] = pack2(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
-  }
+  mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), acc, la, lb, ra, rb, qn, t EMU_PASS);
 }

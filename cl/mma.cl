@@ -4,7 +4,8 @@
  *
  * mma16816 (mma.sync m16n8k16, 16-bit inputs, fp32 accumulators), shfl_xor, warp_any,
  * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), warp_sync, and, when
- * MMA_SMEM_PTX is set, ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies.
+ * MMA_SMEM_PTX is set, ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies; for the two
+ * attention kernels (HEAD_DIM defined), mma_load_q and mma_store_o.
  * MMA_IN: the 16-bit type of the mma inputs, 1 = fp16, 2 = bf16; by default the storage type
  * (NABLA_DTYPE). pack2 always packs for the storage type.
  *
@@ -245,3 +246,39 @@ inline void stage_wait_but_one(void) {
 #endif
   barrier(CLK_LOCAL_MEM_FENCE);
 }
+
+/* ---- attention helpers shared by cl/attention_mma.cl and cl/attention_wgmma.cl ---------- */
+#ifdef HEAD_DIM
+/* The A fragments of the query rows ra and rb (row ra + 8) of a block of qn rows at qw, for
+ * each of the HEAD_DIM / 16 k-steps (the m16n8k16 A layout, which is also wgmma's); rows at
+ * or beyond qn are zero. */
+inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, int qn, int t) {
+  UNROLL
+  for (int s = 0; s < HEAD_DIM / 16; s++) {
+    int w = 8 * s + t;
+    qf[s][0] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w] : 0u;
+    qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
+    qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
+    qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
+  }
+}
+
+/* The end of the online softmax: adds up the 4 lanes' partial row sums la, lb, divides the O
+ * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb) by them and stores
+ * rows ra and rb below qn of the block at ow. A row without any kept block gets zeros. */
+inline void mma_store_o(__global uint *ow, const float *acc, float la, float lb, int ra, int rb,
+                        int qn, int t EMU_ARGS) {
+  la += shfl_xor(la, 1 EMU_PASS);
+  lb += shfl_xor(lb, 1 EMU_PASS);
+  la += shfl_xor(la, 2 EMU_PASS);
+  lb += shfl_xor(lb, 2 EMU_PASS);
+  const float ia = la == 0.0f ? 0.0f : 1.0f / la;
+  const float ib = lb == 0.0f ? 0.0f : 1.0f / lb;
+  UNROLL
+  for (int j = 0; j < HEAD_DIM / 8; j++) {
+    int w = 4 * j + t;
+    if (ra < qn) ow[ra * (HEAD_DIM / 2) + w] = pack2(acc[4 * j] * ia, acc[4 * j + 1] * ia);
+    if (rb < qn) ow[rb * (HEAD_DIM / 2) + w] = pack2(acc[4 * j + 2] * ib, acc[4 * j + 3] * ib);
+  }
+}
+#endif

@@ -310,6 +310,10 @@ static void probe_nvidia_wgmma(nabla_context *ctx, nabla_variant_probe *pr) {
   memcpy(saved, ctx->error, sizeof saved);
   pr->probed = 1;
   pr->supported = 0;
+  if (ctx->caps.vendor != NABLA_VENDOR_NVIDIA) {
+    snprintf(pr->why, sizeof pr->why, "not an NVIDIA device");
+    return;
+  }
   if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, why, sizeof why) ||
       !ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx) {
     snprintf(pr->why, sizeof pr->why, "needs nvidia-mma with cp.async: %.300s", why[0] ? why : "cp.async probe failed");

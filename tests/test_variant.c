@@ -116,7 +116,10 @@ static void test_probe_by_vendor(void **state) {
   /* The automatic choice: Hopper's wgmma, else mma.sync where the probes passed, the
    * row-shaped kernel on CPUs. */
   int wg = nabla_variant_supported(ctx, "nvidia-wgmma");
-  if (!is_nvidia(ctx)) assert_int_equal(wg, 0);
+  if (!is_nvidia(ctx)) {
+    assert_int_equal(wg, 0);
+    assert_non_null(strstr(nabla_variant_note(ctx), "not an NVIDIA device"));
+  }
   assert_string_equal(buf, wg ? "nvidia-wgmma" : mma ? "nvidia-mma" : is_cpu(ctx) ? "cpu-rows" : "portable");
   /* Asking twice gives the same verdict (memoized, and cached on disk). */
   assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);

@@ -58,7 +58,7 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
                                     nabla_dtype dtype, int dense, const nabla_params *params,
                                     cl_program *prog) {
   char options[320];
-  if (variant == NABLA_VARIANT_NVIDIA_WGMMA || variant == NABLA_VARIANT_WGMMA_EMULATED) {
+  if (nabla_variant_is_wgmma(variant)) {
     nabla_attention_wgmma_options(variant, shape, dtype, dense, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_wgmma", options, prog);
   }

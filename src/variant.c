@@ -12,9 +12,8 @@ _Static_assert(NABLA_VARIANT_COUNT == NABLA_VARIANT_SLOTS, "one probe slot per v
 static const char *const variant_names[NABLA_VARIANT_COUNT] = {
     "portable", "nvidia-mma", "nvidia-mma-emulated", "cpu-rows", "nvidia-wgmma", "nvidia-wgmma-emulated"};
 
-/* Register caps of the mma and wgmma attention kernels on NVIDIA (0: none); see docs/variants.md. */
+/* Register cap of the mma and wgmma attention kernels on NVIDIA (0: none); see docs/variants.md. */
 #define MMA_MAXRREG_DEFAULT 0
-#define WGMMA_MAXRREG_DEFAULT 0
 
 /* Bump when the probes change meaning, so cached verdicts are not reused. */
 #define PROBE_VERSION 3
@@ -174,41 +173,58 @@ static probe_verdict probe_mma_smem(nabla_context *ctx, char *why, size_t why_le
   return PROBE_PASS;
 }
 
-static void probe_cache_key(const nabla_context *ctx, char *buf, size_t len) {
-  snprintf(buf, len, "nvidia-mma|probe v%d|%s", PROBE_VERSION, ctx->device_key);
+/* Key of a variant's probe verdict in the "probes" namespace. */
+static void probe_cache_key(const nabla_context *ctx, int id, char *buf, size_t len) {
+  snprintf(buf, len, "%s|probe v%d|%s", variant_names[id], PROBE_VERSION, ctx->device_key);
+}
+
+/* The cached verdict text of variant id into text (NUL-terminated, cut to len - 1); 0 when there
+ * is none or caching is off. */
+static int probe_cache_get(nabla_context *ctx, int id, char *text, size_t len) {
+  char key[128];
+  void *data = NULL;
+  size_t n = 0;
+  if (!ctx->cache_root[0]) return 0;
+  probe_cache_key(ctx, id, key, sizeof key);
+  if (nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &n) != NABLA_OK) return 0;
+  if (n > len - 1) n = len - 1;
+  memcpy(text, data, n);
+  text[n] = '\0';
+  free(data);
+  return 1;
+}
+
+/* Stores the verdict text of variant id (best effort: a failure means no caching). */
+static void probe_cache_put(nabla_context *ctx, int id, const char *text) {
+  char key[128];
+  if (!ctx->cache_root[0]) return;
+  probe_cache_key(ctx, id, key, sizeof key);
+  nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text));
+}
+
+/* The reason after "why=" in a cached verdict (text from just past its flags), into pr->why. */
+static void probe_cache_why(const char *text, nabla_variant_probe *pr) {
+  const char *w = strstr(text, "why=");
+  snprintf(pr->why, sizeof pr->why, "%s", w ? w + 4 : "");
 }
 
 static int probe_cache_read(nabla_context *ctx, nabla_variant_probe *pr) {
-  char key[128];
-  void *data = NULL;
-  size_t len = 0;
-  int ok = 0;
-  if (!ctx->cache_root[0]) return 0;
-  probe_cache_key(ctx, key, sizeof key);
-  if (nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &len) != NABLA_OK) return 0;
   char text[512];
-  size_t n = len < sizeof text - 1 ? len : sizeof text - 1;
-  memcpy(text, data, n);
-  text[n] = '\0';
   int mma = -1, smem = -1, used = 0;
-  if (sscanf(text, "mma=%d smem=%d%n", &mma, &smem, &used) == 2 && (mma == 0 || mma == 1) &&
-      (smem == 0 || smem == 1)) {
-    pr->supported = mma;
-    pr->smem_ptx = mma && smem;
-    const char *w = strstr(text + used, "why=");
-    snprintf(pr->why, sizeof pr->why, "%s", w ? w + 4 : "");
-    ok = 1;
-  }
-  free(data);
-  return ok;
+  if (!probe_cache_get(ctx, NABLA_VARIANT_NVIDIA_MMA, text, sizeof text)) return 0;
+  if (sscanf(text, "mma=%d smem=%d%n", &mma, &smem, &used) != 2 || (mma != 0 && mma != 1) ||
+      (smem != 0 && smem != 1))
+    return 0;
+  pr->supported = mma;
+  pr->smem_ptx = mma && smem;
+  probe_cache_why(text + used, pr);
+  return 1;
 }
 
 static void probe_cache_write(nabla_context *ctx, const nabla_variant_probe *pr) {
-  char key[128], text[512];
-  if (!ctx->cache_root[0]) return;
-  probe_cache_key(ctx, key, sizeof key);
-  int n = snprintf(text, sizeof text, "mma=%d smem=%d why=%s", pr->supported, pr->smem_ptx, pr->why);
-  if (n > 0) nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text)); /* best effort */
+  char text[512];
+  snprintf(text, sizeof text, "mma=%d smem=%d why=%s", pr->supported, pr->smem_ptx, pr->why);
+  probe_cache_put(ctx, NABLA_VARIANT_NVIDIA_MMA, text);
 }
 
 static void probe_nvidia_mma(nabla_context *ctx, nabla_variant_probe *pr) {
@@ -299,52 +315,33 @@ static probe_verdict probe_wgmma_both(nabla_context *ctx, int emulated, char *wh
   return v == PROBE_PASS ? probe_wgmma_dtype(ctx, NABLA_F16, emulated, why, why_len) : v;
 }
 
-static void wgmma_cache_key(const nabla_context *ctx, char *buf, size_t len) {
-  snprintf(buf, len, "nvidia-wgmma|probe v%d|%s", PROBE_VERSION, ctx->device_key);
-}
-
 /* The real wgmma: NVIDIA, the nvidia-mma probe with cp.async passed, then probe_wgmma (whose
  * build fails on a device whose PTX is not sm_90). Verdicts cached like nvidia-mma's. */
 static void probe_nvidia_wgmma(nabla_context *ctx, nabla_variant_probe *pr) {
-  char saved[NABLA_ERR_LEN], key[128], why[384] = "";
+  char saved[NABLA_ERR_LEN], text[512], why[384] = "";
+  int ok = -1, used = 0;
   memcpy(saved, ctx->error, sizeof saved);
   pr->probed = 1;
   pr->supported = 0;
   if (ctx->caps.vendor != NABLA_VENDOR_NVIDIA) {
     snprintf(pr->why, sizeof pr->why, "not an NVIDIA device");
-    return;
-  }
-  if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, why, sizeof why) ||
-      !ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx) {
+  } else if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, why, sizeof why) ||
+             !ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx) {
     snprintf(pr->why, sizeof pr->why, "needs nvidia-mma with cp.async: %.300s", why[0] ? why : "cp.async probe failed");
-    return;
-  }
-  wgmma_cache_key(ctx, key, sizeof key);
-  void *data = NULL;
-  size_t len = 0;
-  if (ctx->cache_root[0] && nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &len) == NABLA_OK) {
-    char text[512];
-    size_t n = len < sizeof text - 1 ? len : sizeof text - 1;
-    memcpy(text, data, n);
-    text[n] = '\0';
-    free(data);
-    int ok = -1, used = 0;
-    if (sscanf(text, "wgmma=%d%n", &ok, &used) == 1 && (ok == 0 || ok == 1)) {
-      const char *w = strstr(text + used, "why=");
-      pr->supported = ok;
-      snprintf(pr->why, sizeof pr->why, "%s", w ? w + 4 : "");
-      return;
+  } else if (probe_cache_get(ctx, NABLA_VARIANT_NVIDIA_WGMMA, text, sizeof text) &&
+             sscanf(text, "wgmma=%d%n", &ok, &used) == 1 && (ok == 0 || ok == 1)) {
+    pr->supported = ok;
+    probe_cache_why(text + used, pr);
+  } else {
+    probe_verdict v = probe_wgmma_both(ctx, 0, why, sizeof why);
+    pr->supported = v == PROBE_PASS;
+    snprintf(pr->why, sizeof pr->why, "%s", v == PROBE_PASS ? "" : why);
+    if (v != PROBE_ERROR) {
+      snprintf(text, sizeof text, "wgmma=%d why=%s", pr->supported, pr->why);
+      probe_cache_put(ctx, NABLA_VARIANT_NVIDIA_WGMMA, text);
     }
   }
-  probe_verdict v = probe_wgmma_both(ctx, 0, why, sizeof why);
-  pr->supported = v == PROBE_PASS;
-  snprintf(pr->why, sizeof pr->why, "%s", v == PROBE_PASS ? "" : why);
-  if (v != PROBE_ERROR && ctx->cache_root[0]) {
-    char text[512];
-    snprintf(text, sizeof text, "wgmma=%d why=%s", pr->supported, pr->why);
-    nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text)); /* best effort */
-  }
-  memcpy(ctx->error, saved, sizeof saved);
+  memcpy(ctx->error, saved, sizeof saved); /* a failed probe is no error of the caller's call */
 }
 
 /* The emulation runs the same probe kernel with every wgmma emulated: it checks, on any device,
@@ -389,6 +386,10 @@ void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why) {
 }
 
 /* ---- attention -------------------------------------------------------------------------- */
+
+int nabla_variant_is_wgmma(int id) {
+  return id == NABLA_VARIANT_NVIDIA_WGMMA || id == NABLA_VARIANT_WGMMA_EMULATED;
+}
 
 /* Whether the mma (or, wgmma set, the wgmma) kernel handles this problem; else writes why. */
 static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, int wgmma, char *why, size_t len) {
@@ -450,8 +451,7 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
       nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_WGMMA, why, sizeof why))
     return NABLA_VARIANT_NVIDIA_WGMMA;
   int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
-  int wgmma = id == NABLA_VARIANT_NVIDIA_WGMMA || id == NABLA_VARIANT_WGMMA_EMULATED;
-  if (!mma_eligible(shape, dtype, wgmma, why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
+  if (!mma_eligible(shape, dtype, nabla_variant_is_wgmma(id), why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
     /* Automatic choice on a device without the variant is no fallback worth a note. */
     if (want != NABLA_VARIANT_AUTO || ctx->caps.vendor == NABLA_VENDOR_NVIDIA)
       snprintf(note, note_len, "%s (%s) unavailable: %s; using portable", nabla_variant_name(id),
@@ -480,20 +480,28 @@ int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, co
   /* mma.sync: two query blocks share K/V for dense attention. wgmma: one, even dense (H200,
    * Wan 14B shape: 249-253 ms against 314 ms with two, where 174 registers x 256 work-items
    * leave one work-group per multiprocessor instead of three). */
-  int wgmma = variant == NABLA_VARIANT_NVIDIA_WGMMA || variant == NABLA_VARIANT_WGMMA_EMULATED;
-  if (qpw != 1 && qpw != 2) qpw = dense && !wgmma ? 2 : 1;
+  if (qpw != 1 && qpw != 2) qpw = dense && !nabla_variant_is_wgmma(variant) ? 2 : 1;
   (void)shape;
   return qpw;
 }
 
-void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   const nabla_params *params, char *buf, size_t len) {
-  int maxrreg = params ? nabla_params_get(params, "MMA_MAXRREG", WGMMA_MAXRREG_DEFAULT) : WGMMA_MAXRREG_DEFAULT;
+/* The register cap options of a tensor-core kernel (MMA_MAXRREG, NABLACL_MMA_MAXRREG over it), or
+ * "" when uncapped or emulated: a cap (NVIDIA's cl_nv_compiler_options) lets more work-groups
+ * share a multiprocessor at the price of a few spills. */
+static void maxrreg_options(int id, const nabla_params *params, char *cap, size_t len) {
+  int maxrreg = params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT;
   const char *env = getenv("NABLACL_MMA_MAXRREG"); /* developer override; 0 = no cap */
   if (env && *env) maxrreg = atoi(env);
-  if (id != NABLA_VARIANT_NVIDIA_WGMMA || maxrreg < 64 || maxrreg > 255) maxrreg = 0;
-  char cap[64] = "";
-  if (maxrreg) snprintf(cap, sizeof cap, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
+  int real = id == NABLA_VARIANT_NVIDIA_MMA || id == NABLA_VARIANT_NVIDIA_WGMMA;
+  cap[0] = '\0';
+  if (real && maxrreg >= 64 && maxrreg <= 255)
+    snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
+}
+
+void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
+                                   const nabla_params *params, char *buf, size_t len) {
+  char cap[64];
+  maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d%s%s", nabla_dtype_define(dtype),
            shape->head_dim, dense, nabla_attention_mma_qpw(id, shape, dense, params),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
@@ -506,14 +514,8 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
   int smem = id == NABLA_VARIANT_MMA_EMULATED || ctx->variants.probe[id].smem_ptx;
   const char *env = getenv("NABLACL_MMA_SMEM"); /* developer override: 0 turns the path off */
   if (env && strcmp(env, "0") == 0) smem = 0;
-  /* A register cap (NVIDIA's cl_nv_compiler_options) lets more work-groups share a
-   * multiprocessor at the price of a few spills. */
-  int maxrreg = params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT;
-  env = getenv("NABLACL_MMA_MAXRREG"); /* developer override; 0 = no cap */
-  if (env && *env) maxrreg = atoi(env);
-  if (id != NABLA_VARIANT_NVIDIA_MMA || maxrreg < 64 || maxrreg > 255) maxrreg = 0;
-  char cap[64] = "";
-  if (maxrreg) snprintf(cap, sizeof cap, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
+  char cap[64];
+  maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
            nabla_attention_mma_qpw(id, shape, dense, params), smem,

@@ -68,6 +68,9 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 /* Marks a variant unusable on this context (a build or launch failed), with the reason. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 
+/* Whether a variant id is the wgmma kernel, real or emulated. */
+int nabla_variant_is_wgmma(int id);
+
 /* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel. */
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
                                    const nabla_params *params, char *buf, size_t len);

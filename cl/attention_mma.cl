@@ -75,16 +75,7 @@ inline void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, i
 
 /* ---- the kernel ---------------------------------------------------------------------- */
 
-/* MMA_MAXRREG: the host caps registers (-cl-nv-maxrregcount) so more work-groups fit on a
- * multiprocessor; a required work-group size would make the compiler ignore the cap. */
-#ifndef MMA_MAXRREG
-#define MMA_MAXRREG 0
-#endif
-#if MMA_MAXRREG
-__kernel
-#else
-__kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
-#endif
+MMA_ATTENTION_KERNEL
 void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
                __global ushort *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
@@ -201,55 +192,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #endif
       }
 
-      /* Online softmax in base 2 on the fragments: row ra holds c0,c1, row rb c2,c3. The
-       * running maxima are in the scaled domain; raw scores enter exp2 through one fma. */
-      if (kvalid < BK) { /* ragged (or, emulated, not this warp's) block: mask the tail */
-        UNROLL
-        for (int j = 0; j < 8; j++) {
-          int c = 8 * j + 2 * t;
-          if (c >= kvalid) s[j][0] = s[j][2] = -INFINITY;
-          if (c + 1 >= kvalid) s[j][1] = s[j][3] = -INFINITY;
-        }
-      }
-      float xa = -INFINITY, xb = -INFINITY;
-      UNROLL
-      for (int j = 0; j < 8; j++) {
-        xa = fmax(xa, fmax(s[j][0], s[j][1]));
-        xb = fmax(xb, fmax(s[j][2], s[j][3]));
-      }
-      xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
-      xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
-      xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
-      xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
-      float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
-      float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
-      float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
-      ma = na;
-      mb = nb;
-      if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
-      if (nb == -INFINITY) nb = 0.0f;
-      float sa = 0.0f, sb = 0.0f;
-      UNROLL
-      for (int j = 0; j < 8; j++) {
-        s[j][0] = exp2_ftz(fma(s[j][0], scale_log2, -na));
-        s[j][1] = exp2_ftz(fma(s[j][1], scale_log2, -na));
-        s[j][2] = exp2_ftz(fma(s[j][2], scale_log2, -nb));
-        s[j][3] = exp2_ftz(fma(s[j][3], scale_log2, -nb));
-        sa += s[j][0] + s[j][1];
-        sb += s[j][2] + s[j][3];
-      }
-      la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
-      lb = lb * alpha_b + sb;
-      /* Once the maxima settle, most blocks change no row's maximum: skip the rescale then. */
-      if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
-        UNROLL
-        for (int j = 0; j < DTILES; j++) {
-          acc[j][0] *= alpha_a;
-          acc[j][1] *= alpha_a;
-          acc[j][2] *= alpha_b;
-          acc[j][3] *= alpha_b;
-        }
-      }
+      mma_online_softmax(&s[0][0], &acc[0][0], kvalid, t, scale_log2, &ma, &mb, &la, &lb EMU_PASS);
     }
 
     stage_wait(); /* V(kb) is in; every warp is done with K(kb) */

@@ -51,16 +51,7 @@
 #define WG_MMA_PV wg_mma_n64t
 #endif
 
-/* MMA_MAXRREG: the host caps registers (-cl-nv-maxrregcount) so that three work-groups fit on
- * a multiprocessor; a required work-group size would make the compiler ignore the cap. */
-#ifndef MMA_MAXRREG
-#define MMA_MAXRREG 0
-#endif
-#if MMA_MAXRREG
-__kernel
-#else
-__kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
-#endif
+MMA_ATTENTION_KERNEL
 void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
                __global ushort *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
@@ -171,53 +162,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       UNROLL
       for (int i = 0; i < 32; i++) wg_keep(s[i]);
 
-      /* Online softmax in base 2: row ra holds s[4j+0..1], row rb s[4j+2..3]. */
-      if (kvalid < BK) { /* ragged (or, emulated, not this warpgroup's) block: mask the tail */
-        UNROLL
-        for (int j = 0; j < 8; j++) {
-          int c = 8 * j + 2 * t;
-          if (c >= kvalid) s[4 * j] = s[4 * j + 2] = -INFINITY;
-          if (c + 1 >= kvalid) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
-        }
-      }
-      float xa = -INFINITY, xb = -INFINITY;
-      UNROLL
-      for (int j = 0; j < 8; j++) {
-        xa = fmax(xa, fmax(s[4 * j], s[4 * j + 1]));
-        xb = fmax(xb, fmax(s[4 * j + 2], s[4 * j + 3]));
-      }
-      xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
-      xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
-      xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
-      xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
-      float na = fmax(ma, xa * scale_log2), nb = fmax(mb, xb * scale_log2);
-      float alpha_a = ma == -INFINITY ? 0.0f : exp2_ftz(ma - na);
-      float alpha_b = mb == -INFINITY ? 0.0f : exp2_ftz(mb - nb);
-      ma = na;
-      mb = nb;
-      if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
-      if (nb == -INFINITY) nb = 0.0f;
-      float sa = 0.0f, sb = 0.0f;
-      UNROLL
-      for (int j = 0; j < 8; j++) {
-        s[4 * j] = exp2_ftz(fma(s[4 * j], scale_log2, -na));
-        s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
-        s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
-        s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
-        sa += s[4 * j] + s[4 * j + 1];
-        sb += s[4 * j + 2] + s[4 * j + 3];
-      }
-      la = la * alpha_a + sa; /* per-lane partial sums; the 4 lanes of a row add up at the end */
-      lb = lb * alpha_b + sb;
-      if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
-        UNROLL
-        for (int j = 0; j < OREGS / 4; j++) {
-          acc[4 * j] *= alpha_a;
-          acc[4 * j + 1] *= alpha_a;
-          acc[4 * j + 2] *= alpha_b;
-          acc[4 * j + 3] *= alpha_b;
-        }
-      }
+      mma_online_softmax(s, acc, kvalid, t, scale_log2, &ma, &mb, &la, &lb EMU_PASS);
       UNROLL
       for (int kc = 0; kc < 4; kc++) {
         pf[kc][0] = pack2(s[8 * kc], s[8 * kc + 1]);

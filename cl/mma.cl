@@ -5,7 +5,7 @@
  * mma16816 (mma.sync m16n8k16, 16-bit inputs, fp32 accumulators), shfl_xor, warp_any,
  * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), warp_sync, and, when
  * MMA_SMEM_PTX is set, ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies; for the two
- * attention kernels (HEAD_DIM defined), mma_load_q and mma_store_o.
+ * attention kernels (HEAD_DIM defined), mma_load_q, mma_online_softmax and mma_store_o.
  * MMA_IN: the 16-bit type of the mma inputs, 1 = fp16, 2 = bf16; by default the storage type
  * (NABLA_DTYPE). pack2 always packs for the storage type.
  *
@@ -249,6 +249,18 @@ inline void stage_wait_but_one(void) {
 
 /* ---- attention helpers shared by cl/attention_mma.cl and cl/attention_wgmma.cl ---------- */
 #ifdef HEAD_DIM
+/* MMA_MAXRREG: the host caps registers (-cl-nv-maxrregcount) so that more work-groups fit on a
+ * multiprocessor; a required work-group size would make the compiler ignore the cap, so
+ * MMA_ATTENTION_KERNEL declares one (the kernel's NTHREADS) only without a cap. */
+#ifndef MMA_MAXRREG
+#define MMA_MAXRREG 0
+#endif
+#if MMA_MAXRREG
+#define MMA_ATTENTION_KERNEL __kernel
+#else
+#define MMA_ATTENTION_KERNEL __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
+#endif
+
 /* The A fragments of the query rows ra and rb (row ra + 8) of a block of qn rows at qw, for
  * each of the HEAD_DIM / 16 k-steps (the m16n8k16 A layout, which is also wgmma's); rows at
  * or beyond qn are zero. */
@@ -260,6 +272,63 @@ inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, in
     qf[s][1] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w] : 0u;
     qf[s][2] = ra < qn ? qw[ra * (HEAD_DIM / 2) + w + 4] : 0u;
     qf[s][3] = rb < qn ? qw[rb * (HEAD_DIM / 2) + w + 4] : 0u;
+  }
+}
+
+/* One key block of the online softmax in base 2, on a warp's S fragments: s[4j..4j+3] are the
+ * scores of key columns 8j + 2t, 8j + 2t + 1 for row ra (s[4j], s[4j+1]) and row rb (s[4j+2],
+ * s[4j+3]), j < 8. Columns at or beyond kvalid are masked. The running maxima ma, mb are in the
+ * scaled domain (raw scores enter exp2 through one fma); la, lb are per-lane partial sums (the 4
+ * lanes of a row add up in mma_store_o). Leaves the probabilities in s and rescales the O
+ * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb). */
+inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float scale_log2, float *ma,
+                               float *mb, float *la, float *lb EMU_ARGS) {
+  if (kvalid < 64) { /* ragged (or, emulated, not this warp's) block: mask the tail */
+    UNROLL
+    for (int j = 0; j < 8; j++) {
+      int c = 8 * j + 2 * t;
+      if (c >= kvalid) s[4 * j] = s[4 * j + 2] = -INFINITY;
+      if (c + 1 >= kvalid) s[4 * j + 1] = s[4 * j + 3] = -INFINITY;
+    }
+  }
+  float xa = -INFINITY, xb = -INFINITY;
+  UNROLL
+  for (int j = 0; j < 8; j++) {
+    xa = fmax(xa, fmax(s[4 * j], s[4 * j + 1]));
+    xb = fmax(xb, fmax(s[4 * j + 2], s[4 * j + 3]));
+  }
+  xa = fmax(xa, shfl_xor(xa, 1 EMU_PASS));
+  xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
+  xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
+  xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
+  float na = fmax(*ma, xa * scale_log2), nb = fmax(*mb, xb * scale_log2);
+  float alpha_a = *ma == -INFINITY ? 0.0f : exp2_ftz(*ma - na);
+  float alpha_b = *mb == -INFINITY ? 0.0f : exp2_ftz(*mb - nb);
+  *ma = na;
+  *mb = nb;
+  if (na == -INFINITY) na = 0.0f; /* only when nothing is kept yet: all scores -inf */
+  if (nb == -INFINITY) nb = 0.0f;
+  float sa = 0.0f, sb = 0.0f;
+  UNROLL
+  for (int j = 0; j < 8; j++) {
+    s[4 * j] = exp2_ftz(fma(s[4 * j], scale_log2, -na));
+    s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
+    s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
+    s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
+    sa += s[4 * j] + s[4 * j + 1];
+    sb += s[4 * j + 2] + s[4 * j + 3];
+  }
+  *la = *la * alpha_a + sa;
+  *lb = *lb * alpha_b + sb;
+  /* Once the maxima settle, most blocks change no row's maximum: skip the rescale then. */
+  if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
+    UNROLL
+    for (int j = 0; j < HEAD_DIM / 8; j++) {
+      acc[4 * j] *= alpha_a;
+      acc[4 * j + 1] *= alpha_a;
+      acc[4 * j + 2] *= alpha_b;
+      acc[4 * j + 3] *= alpha_b;
+    }
   }
 }
 

@@ -38,6 +38,9 @@
 #if MMA_QPW != 1 && MMA_QPW != 2
 #error "MMA_QPW must be 1 or 2"
 #endif
+#ifndef WG_BULK
+#define WG_BULK 0 /* 1: k and v are tile images (pack_tiles), copied by the bulk-copy engine */
+#endif
 
 #define BK 64
 #define NTHREADS (128 * MMA_QPW)
@@ -45,6 +48,37 @@
 #define OREGS (HEAD_DIM / 2)      /* accumulator registers of O per work-item */
 #define ROW_CHUNKS (HEAD_DIM / 8) /* 16-byte chunks per row */
 #define TILE_BYTES (BK * HEAD_DIM * 2)
+#define TILE_CHUNKS (TILE_BYTES / 16)
+
+/* WG_BULK: block j of (b, h) is the TILE_BYTES image at chunk (bh Nb + j) TILE_CHUNKS of k or v,
+ * already in the swizzled layout (ragged rows zero), so one bulk copy stages it. The copy
+ * completes a transaction count on an mbarrier, which every work-item waits for (phase
+ * parity); the barrier after that wait is still what frees a tile for its next copy.
+ * Emulated: a plain copy of the image by the work-group, then the barrier. */
+#if WG_BULK
+inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mbar, int lid) {
+#ifdef NABLA_NO_PTX
+  for (int c = lid; c < TILE_CHUNKS; c += NTHREADS) ((__local uint4 *)dst)[c] = image[c];
+#else
+  if (lid == 0) {
+    asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" :: "r"(mbar), "r"((uint)TILE_BYTES) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(WG_ADDR(dst)), "l"((ulong)(size_t)image), "r"((uint)TILE_BYTES), "r"(mbar) : "memory");
+  }
+#endif
+}
+
+inline void bulk_wait(uint mbar, uint *phase) {
+#ifndef NABLA_NO_PTX
+  uint done = 0;
+  while (!done)
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+                 : "=r"(done) : "r"(mbar), "r"(*phase) : "memory");
+#endif
+  *phase ^= 1u;
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+#endif
 #if HEAD_DIM == 128
 #define WG_MMA_PV wg_mma_n128t
 #else
@@ -73,6 +107,19 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   __local uchar *kt = arena + ((1024u - (WG_ADDR(arena) & 1023u)) & 1023u);
   __local uchar *vt = kt + TILE_BYTES;
   const uint kaddr = WG_ADDR(kt), vaddr = WG_ADDR(vt);
+#if WG_BULK
+  __local ulong mbar[2]; /* K tile, V tile */
+  const uint mk = (uint)(size_t)&mbar[0], mv = (uint)(size_t)&mbar[1];
+  uint phk = 0, phv = 0;
+#ifndef NABLA_NO_PTX
+  if (lid == 0) {
+    asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mk) : "memory");
+    asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mv) : "memory");
+  }
+  fence_proxy_async();
+#endif
+  barrier(CLK_LOCAL_MEM_FENCE);
+#endif
 
   const int qb0 = get_group_id(0) * MMA_QPW, qb = qb0 + sub;
   const size_t bh = get_group_id(1);
@@ -118,13 +165,25 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #define NEXT_KB() (pa < ea ? COL(pa) : Nb)
 #endif
 
+#if WG_BULK
+  __global const uint4 *kg = (__global const uint4 *)k + bh * Nb * TILE_CHUNKS; /* tile images */
+  __global const uint4 *vg = (__global const uint4 *)v + bh * Nb * TILE_CHUNKS;
+#define STAGE_K(t, j) bulk_stage(t, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
+#define STAGE_V(t, j) bulk_stage(t, vg + (size_t)(j) * TILE_CHUNKS, mv, lid)
+#define WAIT_K() bulk_wait(mk, &phk)
+#define WAIT_V() bulk_wait(mv, &phv)
+#else
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
+#define STAGE_ROWS(t, g, j) \
+  wg_stage_tile(t, g + (size_t)block_start[j] * ROW_CHUNKS, block_start[(j) + 1] - block_start[j], ROW_CHUNKS, lid, NTHREADS)
+#define STAGE_K(t, j) STAGE_ROWS(t, kg, j)
+#define STAGE_V(t, j) STAGE_ROWS(t, vg, j)
+#define WAIT_K() wg_stage_wait()
+#define WAIT_V() wg_stage_wait()
+#endif
   int kb = NEXT_KB();
-  if (kb < Nb) {
-    int k0 = block_start[kb];
-    wg_stage_tile(kt, kg + (size_t)k0 * ROW_CHUNKS, block_start[kb + 1] - k0, ROW_CHUNKS, lid, NTHREADS);
-  }
+  if (kb < Nb) STAGE_K(kt, kb);
   while (kb < Nb) {
     const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
     /* Whether this warpgroup's row keeps kb; advance the rows past kb. */
@@ -146,8 +205,8 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     const int compute = mine, kvalid = kn;
 #endif
 
-    wg_stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
-    wg_stage_tile(vt, vg + (size_t)k0 * ROW_CHUNKS, kn, ROW_CHUNKS, lid, NTHREADS);
+    WAIT_K(); /* K(kb) is in; every warp is done with V of the previous block */
+    STAGE_V(vt, kb);
 
     uint pf[4][4];
     if (compute) {
@@ -172,11 +231,8 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       }
     }
 
-    wg_stage_wait(); /* V(kb) is in; every warp is done with K(kb) */
-    if (next < Nb) {
-      int n0 = block_start[next];
-      wg_stage_tile(kt, kg + (size_t)n0 * ROW_CHUNKS, block_start[next + 1] - n0, ROW_CHUNKS, lid, NTHREADS);
-    }
+    WAIT_V(); /* V(kb) is in; every warp is done with K(kb) */
+    if (next < Nb) STAGE_K(kt, next);
 
     if (compute) {
       UNROLL
@@ -193,4 +249,17 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   }
 
   mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), acc, la, lb, ra, rb, qn, t EMU_PASS);
+}
+
+/* Tile images for WG_BULK: chunk c of block j of (b, h) of src (tokens in tile order, HEAD_DIM
+ * 16-bit values each) goes to its swizzled place in image j; rows past a ragged block are zero.
+ * Global size (64 ROW_CHUNKS, Nb, B H). */
+__kernel void pack_tiles(__global const uint4 *src, __global uint4 *image, __global const int *block_start,
+                         int S, int Nb) {
+  const int c = get_global_id(0), j = get_global_id(1);
+  const size_t bh = get_global_id(2);
+  const int r = c / ROW_CHUNKS, col = c - r * ROW_CHUNKS;
+  const int k0 = block_start[j], kn = block_start[j + 1] - k0;
+  uint4 x = r < kn ? src[(bh * S + k0 + r) * ROW_CHUNKS + col] : (uint4)(0u);
+  image[(bh * Nb + j) * TILE_CHUNKS + wg_tile_offset(r, col) / 16] = x;
 }

@@ -54,12 +54,12 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
 }
 
 /* Builds (or finds) the program of an attention variant for the problem. */
-static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape,
+static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape, int bulk,
                                     nabla_dtype dtype, int dense, const nabla_params *params,
                                     cl_program *prog) {
   char options[320];
   if (nabla_variant_is_wgmma(variant)) {
-    nabla_attention_wgmma_options(variant, shape, dtype, dense, params, options, sizeof options);
+    nabla_attention_wgmma_options(variant, shape, dtype, dense, bulk, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_wgmma", options, prog);
   }
   if (variant == NABLA_VARIANT_NVIDIA_MMA || variant == NABLA_VARIANT_MMA_EMULATED) {
@@ -71,6 +71,45 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
   if (variant == NABLA_VARIANT_CPU_ROWS) return nabla_program_get(ctx, "attention_rows", options, prog);
   nabla_params_options(params, options, sizeof options);
   return nabla_program_get(ctx, "attention", options, prog);
+}
+
+/* The context's tile-image workspace for k and v: one 64-row tile of head_dim x 128 bytes per
+ * block and (b, h), as the wgmma kernel's bulk copies read them. */
+static nabla_status tile_images(nabla_context *ctx, const nabla_shape *shape, cl_mem img[2]) {
+  nabla_status st = NABLA_OK;
+  const size_t bytes = (size_t)shape->batch * shape->heads * (size_t)nabla_shape_blocks(shape) * 64 *
+                       (size_t)shape->head_dim * 2;
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_KTILES, bytes, "K tile images", &img[0]));
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_VTILES, bytes, "V tile images", &img[1]));
+done:
+  return st;
+}
+
+/* Enqueues pack_tiles (cl/attention_wgmma.cl) from k and v into img[0] and img[1]. */
+static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_shape *shape,
+                               cl_mem block_start, cl_mem k, cl_mem v, const cl_mem img[2],
+                               cl_uint num_wait, const cl_event *wait) {
+  nabla_status st = NABLA_OK;
+  cl_kernel kernel = NULL;
+  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape), rc = CL_SUCCESS;
+  size_t global[3] = {64 * (size_t)shape->head_dim / 8, (size_t)Nb, (size_t)shape->batch * shape->heads};
+  size_t local[3] = {64, 1, 1};
+  TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
+  for (int i = 0; i < 2; i++) {
+    cl_mem src = i ? v : k;
+    rc |= clSetKernelArg(kernel, 0, sizeof src, &src);
+    rc |= clSetKernelArg(kernel, 1, sizeof img[i], &img[i]);
+    rc |= clSetKernelArg(kernel, 2, sizeof block_start, &block_start);
+    rc |= clSetKernelArg(kernel, 3, sizeof S, &S);
+    rc |= clSetKernelArg(kernel, 4, sizeof Nb, &Nb);
+    TRY_CL(st, ctx, rc);
+    cl_event *slot = nabla_profile_slot(ctx, "attention-pack");
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : num_wait,
+                                           i ? NULL : wait, NABLA_EVENT_OUT(slot, NULL)));
+  }
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
 }
 
 /* Builds the kernel of a variant and enqueues it. Fails before enqueueing or not at all. */
@@ -88,7 +127,14 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
    * size is read back from the kernel's reqd_work_group_size below, so the source decides. */
   size_t local[3] = {128, 1, 1};
   size_t global[3] = {128, (size_t)Nb, (size_t)shape->batch * shape->heads};
-  TRY(st, variant_program(ctx, variant, shape, dtype, dense, params, &prog));
+  /* wgmma with bulk copies needs room for the tile images; without it, rows are staged. */
+  cl_mem img[2] = {NULL, NULL};
+  int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk(params);
+  if (bulk && tile_images(ctx, shape, img) != NABLA_OK) {
+    nabla_clear_error(ctx);
+    bulk = 0;
+  }
+  TRY(st, variant_program(ctx, variant, shape, bulk, dtype, dense, params, &prog));
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
     local[0] = global[0] = 64, local[1] = 1, global[1] = (size_t)Nb;
@@ -116,6 +162,10 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   } else {
     row_ptr = mask->row_ptr;
     col_idx = mask->col_idx;
+  }
+  if (bulk) {
+    TRY(st, pack_tiles(ctx, prog, shape, block_start, k, v, img, num_wait, wait));
+    k = img[0], v = img[1], num_wait = 0, wait = NULL; /* the queue is in order */
   }
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
   cl_int rc = CL_SUCCESS;
@@ -184,7 +234,8 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
   if (variant != NABLA_VARIANT_PORTABLE) {
     /* Build it now (cached), so a compiler failure is known before the first launch. */
     cl_program prog = NULL;
-    if (variant_program(ctx, variant, shape, dtype, 0, &params, &prog) != NABLA_OK) {
+    int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk(&params);
+    if (variant_program(ctx, variant, shape, bulk, dtype, 0, &params, &prog) != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
       nabla_variant_mark_broken(ctx, variant, why);

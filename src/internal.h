@@ -78,9 +78,17 @@ typedef struct {
   cl_event event[NABLA_PROFILE_MAX];
 } nabla_profile;
 
-/* Scratch device buffers of the mask build, grown on demand and kept for the next call. The
- * queue is in order, so a later call's kernels run after the earlier ones that used them. */
-typedef enum { NABLA_WS_POOLED = 0, NABLA_WS_MAP, NABLA_WS_GROUPS, NABLA_WS_COUNT } nabla_workspace_slot;
+/* Scratch device buffers of the mask build (and of the wgmma kernel's tile images), grown on
+ * demand and kept for the next call. The queue is in order, so a later call's kernels run after
+ * the earlier ones that used them. */
+typedef enum {
+  NABLA_WS_POOLED = 0,
+  NABLA_WS_MAP,
+  NABLA_WS_GROUPS,
+  NABLA_WS_KTILES,
+  NABLA_WS_VTILES,
+  NABLA_WS_COUNT
+} nabla_workspace_slot;
 typedef struct {
   cl_mem mem[NABLA_WS_COUNT];
   size_t bytes[NABLA_WS_COUNT];

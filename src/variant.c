@@ -498,12 +498,22 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
     snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
 }
 
+/* Whether the wgmma kernel stages tile images with the bulk-copy engine (WG_BULK, and
+ * NABLACL_WG_BULK over it; default off until measured on the GPU). */
+int nabla_attention_wgmma_bulk(const nabla_params *params) {
+  int bulk = params ? nabla_params_get(params, "WG_BULK", 0) : 0;
+  const char *env = getenv("NABLACL_WG_BULK"); /* developer override */
+  if (env && (env[0] == '0' || env[0] == '1') && !env[1]) bulk = env[0] - '0';
+  return bulk == 1;
+}
+
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   const nabla_params *params, char *buf, size_t len) {
+                                   int bulk, const nabla_params *params, char *buf, size_t len) {
   char cap[64];
   maxrreg_options(id, params, cap, sizeof cap);
-  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d%s%s", nabla_dtype_define(dtype),
-           shape->head_dim, dense, nabla_attention_mma_qpw(id, shape, dense, params),
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d%s%s",
+           nabla_dtype_define(dtype), shape->head_dim, dense,
+           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0,
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 

@@ -71,9 +71,13 @@ void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 /* Whether a variant id is the wgmma kernel, real or emulated. */
 int nabla_variant_is_wgmma(int id);
 
-/* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel. */
+/* Whether the wgmma kernel copies packed tile images with the bulk-copy engine (WG_BULK). */
+int nabla_attention_wgmma_bulk(const nabla_params *params);
+
+/* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel;
+ * bulk: K and V come as tile images (WG_BULK). */
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   const nabla_params *params, char *buf, size_t len);
+                                   int bulk, const nabla_params *params, char *buf, size_t len);
 
 /* Build options of the mma attention kernel (variant 1 or 2), after nabla_dtype_define. */
 void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,

@@ -189,6 +189,13 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, odd, NABLA_BF16, -1.0, 17, emu);
   run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
   unsetenv("NABLACL_MMA_QPW");
+  setenv("NABLACL_WG_BULK", "1", 1); /* K and V packed into tile images, staged whole */
+  run_case(ctx, ragged, NABLA_BF16, 0.4, 19, emu);
+  run_case(ctx, seq, NABLA_F16, -1.0, 20, emu);
+  setenv("NABLACL_MMA_QPW", "2", 1);
+  run_case(ctx, odd, NABLA_BF16, 0.4, 21, emu);
+  unsetenv("NABLACL_MMA_QPW");
+  unsetenv("NABLACL_WG_BULK");
   /* Head dims other than 64 and 128 are not the wgmma kernel's: portable, with a note. */
   const nabla_shape d32 = {1, 1, 130, 32, 0, 0, 0};
   run_case(ctx, d32, NABLA_BF16, 0.5, 15, "portable");
@@ -211,15 +218,18 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
       {1, 4, 3600, 128, 4, 30, 30},
   };
   const nabla_dtype dts[] = {NABLA_BF16, NABLA_F16};
-  for (int qpw = 1; qpw <= 2; qpw++) {
-    setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
-    print_message("nvidia-wgmma qpw %d\n", qpw);
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-      for (int d = 0; d < 2; d++) {
-        run_case(ctx, shapes[i], dts[d], i == 4 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
-        run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
-      }
-  }
+  for (int bulk = 0; bulk <= 1; bulk++)
+    for (int qpw = 1; qpw <= 2; qpw++) {
+      setenv("NABLACL_WG_BULK", bulk ? "1" : "0", 1);
+      setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
+      print_message("nvidia-wgmma bulk %d qpw %d\n", bulk, qpw);
+      for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int d = 0; d < 2; d++) {
+          run_case(ctx, shapes[i], dts[d], i == 4 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
+          run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
+        }
+    }
+  unsetenv("NABLACL_WG_BULK");
   unsetenv("NABLACL_MMA_QPW");
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }

@@ -53,8 +53,9 @@
 /* WG_BULK: block j of (b, h) is the TILE_BYTES image at chunk (bh Nb + j) TILE_CHUNKS of k or v,
  * already in the swizzled layout (ragged rows zero), so one bulk copy stages it. The copy
  * completes a transaction count on an mbarrier, which every work-item waits for (phase
- * parity); the barrier after that wait is still what frees a tile for its next copy.
- * Emulated: a plain copy of the image by the work-group, then the barrier. */
+ * parity); that wait alone makes the tile visible, so the work-group's barrier only frees a tile
+ * for its next copy, and the next copy is issued before the wait for the current one.
+ * Emulated: a plain copy of the image by the work-group; the wait is a barrier. */
 #if WG_BULK
 inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mbar, int lid) {
 #ifdef NABLA_NO_PTX
@@ -69,14 +70,15 @@ inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mba
 }
 
 inline void bulk_wait(uint mbar, uint *phase) {
-#ifndef NABLA_NO_PTX
+#ifdef NABLA_NO_PTX
+  barrier(CLK_LOCAL_MEM_FENCE);
+#else
   uint done = 0;
   while (!done)
     asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
                  : "=r"(done) : "r"(mbar), "r"(*phase) : "memory");
 #endif
   *phase ^= 1u;
-  barrier(CLK_LOCAL_MEM_FENCE);
 }
 #endif
 #if HEAD_DIM == 128
@@ -170,8 +172,8 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   __global const uint4 *vg = (__global const uint4 *)v + bh * Nb * TILE_CHUNKS;
 #define STAGE_K(t, j) bulk_stage(t, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
 #define STAGE_V(t, j) bulk_stage(t, vg + (size_t)(j) * TILE_CHUNKS, mv, lid)
-#define WAIT_K() bulk_wait(mk, &phk)
-#define WAIT_V() bulk_wait(mv, &phv)
+#define ENTER_S(j) barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk)
+#define ENTER_PV(next) barrier(CLK_LOCAL_MEM_FENCE); if (next < Nb) STAGE_K(kt, next); bulk_wait(mv, &phv)
 #else
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
@@ -179,9 +181,12 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   wg_stage_tile(t, g + (size_t)block_start[j] * ROW_CHUNKS, block_start[(j) + 1] - block_start[j], ROW_CHUNKS, lid, NTHREADS)
 #define STAGE_K(t, j) STAGE_ROWS(t, kg, j)
 #define STAGE_V(t, j) STAGE_ROWS(t, vg, j)
-#define WAIT_K() wg_stage_wait()
-#define WAIT_V() wg_stage_wait()
+#define ENTER_S(j) wg_stage_wait(); STAGE_V(vt, j)
+#define ENTER_PV(next) wg_stage_wait(); if (next < Nb) STAGE_K(kt, next)
 #endif
+  /* ENTER_S(kb): K(kb) is in for every work-item, and V(kb) is on its way into vt, which is free
+   * once every warp is done with P V of the block before. ENTER_PV(next): V(kb) is in, and
+   * K(next) is on its way into kt, free once every warp is done with S of kb. */
   int kb = NEXT_KB();
   if (kb < Nb) STAGE_K(kt, kb);
   while (kb < Nb) {
@@ -205,8 +210,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     const int compute = mine, kvalid = kn;
 #endif
 
-    WAIT_K(); /* K(kb) is in; every warp is done with V of the previous block */
-    STAGE_V(vt, kb);
+    ENTER_S(kb);
 
     uint pf[4][4];
     if (compute) {
@@ -231,8 +235,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       }
     }
 
-    WAIT_V(); /* V(kb) is in; every warp is done with K(kb) */
-    if (next < Nb) STAGE_K(kt, next);
+    ENTER_PV(next);
 
     if (compute) {
       UNROLL

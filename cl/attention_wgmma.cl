@@ -15,10 +15,13 @@
  *   O += P V      P converted to 16 bit is directly the A operand (accumulator layout of two
  *                 adjacent 8-column groups = A layout); 4 wgmma m64nHEAD_DIMk16 with V from a
  *                 swizzled local tile (MN-major B)
- * K and V are staged with cp.async into one tile each (33 KB with the alignment slack, so
- * several work-groups share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is
- * copied while S(j) and the softmax run, K(j+1) while P·V(j) does. Two query blocks per
- * work-group (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the same blocks.
+ * K and V are staged into one tile each (33 KB with the alignment slack, so several work-groups
+ * share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is copied while S(j) and
+ * the softmax run, K(j+1) while P·V(j) does. By default (WG_BULK=1) the host first packs K and
+ * V into swizzled tile images (pack_tiles, below) and one work-item stages a whole tile with one
+ * bulk copy (the TMA engine), which reads L2 about twice as fast as per-work-item cp.async;
+ * WG_BULK=0 stages rows from K and V with cp.async. Two query blocks per work-group
+ * (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the same blocks.
  */
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
 #error "attention_wgmma needs fp16 or bf16 storage"

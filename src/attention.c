@@ -85,18 +85,21 @@ done:
   return st;
 }
 
-/* Enqueues pack_tiles (cl/attention_wgmma.cl) from k and v into img[0] and img[1]. */
+/* Enqueues pack_tiles (cl/attention_wgmma.cl) from *k and *v into the context's tile images and
+ * points *k and *v at them (the kernel then waits for nothing more: the queue is in order). */
 static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_shape *shape,
-                               cl_mem block_start, cl_mem k, cl_mem v, const cl_mem img[2],
-                               cl_uint num_wait, const cl_event *wait) {
+                               cl_mem block_start, cl_mem *k, cl_mem *v, cl_uint *num_wait,
+                               const cl_event **wait) {
   nabla_status st = NABLA_OK;
   cl_kernel kernel = NULL;
+  cl_mem img[2] = {NULL, NULL};
   cl_int S = shape->seq, Nb = nabla_shape_blocks(shape), rc = CL_SUCCESS;
   size_t global[3] = {64 * (size_t)shape->head_dim / 8, (size_t)Nb, (size_t)shape->batch * shape->heads};
   size_t local[3] = {64, 1, 1};
+  TRY(st, tile_images(ctx, shape, img));
   TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
   for (int i = 0; i < 2; i++) {
-    cl_mem src = i ? v : k;
+    cl_mem src = i ? *v : *k;
     rc |= clSetKernelArg(kernel, 0, sizeof src, &src);
     rc |= clSetKernelArg(kernel, 1, sizeof img[i], &img[i]);
     rc |= clSetKernelArg(kernel, 2, sizeof block_start, &block_start);
@@ -104,15 +107,34 @@ static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_
     rc |= clSetKernelArg(kernel, 4, sizeof Nb, &Nb);
     TRY_CL(st, ctx, rc);
     cl_event *slot = nabla_profile_slot(ctx, "attention-pack");
-    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : num_wait,
-                                           i ? NULL : wait, NABLA_EVENT_OUT(slot, NULL)));
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : *num_wait,
+                                           i ? NULL : *wait, NABLA_EVENT_OUT(slot, NULL)));
   }
+  *k = img[0], *v = img[1], *num_wait = 0, *wait = NULL;
 done:
   if (kernel) clReleaseKernel(kernel);
   return st;
 }
 
-/* Builds the kernel of a variant and enqueues it. Fails before enqueueing or not at all. */
+/* wgmma: whether K and V go to the kernel as tile images (bulk copies; on unless WG_BULK or
+ * NABLACL_WG_BULK says 0), packed here. When the images cannot be had (device memory, a pack
+ * that does not enqueue), the kernel stages rows instead and the variant note says why. */
+static int wgmma_bulk_images(nabla_context *ctx, int variant, const nabla_shape *shape, nabla_dtype dtype,
+                             int dense, const nabla_params *params, cl_mem block_start, cl_mem *k,
+                             cl_mem *v, cl_uint *num_wait, const cl_event **wait) {
+  if (!nabla_variant_is_wgmma(variant) || !nabla_attention_wgmma_bulk(params)) return 0;
+  cl_program prog = NULL;
+  nabla_status st = variant_program(ctx, variant, shape, 1, dtype, dense, params, &prog);
+  if (st == NABLA_OK) st = pack_tiles(ctx, prog, shape, block_start, k, v, num_wait, wait);
+  if (st == NABLA_OK) return 1;
+  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: bulk copies off, rows staged: %.400s",
+           nabla_variant_name(variant), ctx->error);
+  nabla_clear_error(ctx);
+  return 0;
+}
+
+/* Builds the kernel of a variant and enqueues it. Fails before enqueueing the attention kernel or
+ * not at all (a tile pack may be in the queue then; it writes only the workspace). */
 static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla_shape *shape,
                                     nabla_dtype dtype, const nabla_mask *mask, cl_mem q, cl_mem k,
                                     cl_mem v, cl_mem o, const nabla_params *params,
@@ -127,13 +149,16 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
    * size is read back from the kernel's reqd_work_group_size below, so the source decides. */
   size_t local[3] = {128, 1, 1};
   size_t global[3] = {128, (size_t)Nb, (size_t)shape->batch * shape->heads};
-  /* wgmma with bulk copies needs room for the tile images; without it, rows are staged. */
-  cl_mem img[2] = {NULL, NULL};
-  int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk(params);
-  if (bulk && tile_images(ctx, shape, img) != NABLA_OK) {
-    nabla_clear_error(ctx);
-    bulk = 0;
+  cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
+  if (!mask) {
+    TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
+    block_start = starts;
+  } else {
+    row_ptr = mask->row_ptr;
+    col_idx = mask->col_idx;
   }
+  const int bulk =
+      wgmma_bulk_images(ctx, variant, shape, dtype, dense, params, block_start, &k, &v, &num_wait, &wait);
   TRY(st, variant_program(ctx, variant, shape, bulk, dtype, dense, params, &prog));
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
@@ -155,18 +180,6 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
     if (wg[0]) local[0] = global[0] = wg[0];
   }
 
-  cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
-  if (!mask) {
-    TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
-    block_start = starts;
-  } else {
-    row_ptr = mask->row_ptr;
-    col_idx = mask->col_idx;
-  }
-  if (bulk) {
-    TRY(st, pack_tiles(ctx, prog, shape, block_start, k, v, img, num_wait, wait));
-    k = img[0], v = img[1], num_wait = 0, wait = NULL; /* the queue is in order */
-  }
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
   cl_int rc = CL_SUCCESS;
   int a = 0;

@@ -498,10 +498,11 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
     snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
 }
 
-/* Whether the wgmma kernel stages tile images with the bulk-copy engine (WG_BULK, and
- * NABLACL_WG_BULK over it; default off until measured on the GPU). */
+/* Whether the wgmma kernel stages tile images with the bulk-copy engine: WG_BULK, and
+ * NABLACL_WG_BULK over it; on by default (the copies, not the products, bound the kernel with
+ * rows staged by cp.async: docs/benchmarks.md). */
 int nabla_attention_wgmma_bulk(const nabla_params *params) {
-  int bulk = params ? nabla_params_get(params, "WG_BULK", 0) : 0;
+  int bulk = params ? nabla_params_get(params, "WG_BULK", 1) : 1;
   const char *env = getenv("NABLACL_WG_BULK"); /* developer override */
   if (env && (env[0] == '0' || env[0] == '1') && !env[1]) bulk = env[0] - '0';
   return bulk == 1;

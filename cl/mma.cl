@@ -280,7 +280,15 @@ inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, in
  * s[4j+3]), j < 8. Columns at or beyond kvalid are masked. The running maxima ma, mb are in the
  * scaled domain (raw scores enter exp2 through one fma); la, lb are per-lane partial sums (the 4
  * lanes of a row add up in mma_store_o). Leaves the probabilities in s and rescales the O
- * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb). */
+ * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb).
+ * The O rescale is skipped while no row of the warp moves its reference maximum. With
+ * MMA_LAZY_RESCALE = tau > 0 (log2 units) the references are lazy: one moves only when a block's
+ * maximum exceeds it by more than tau, so probabilities stay below 2^tau (fp32 sums, 16-bit P:
+ * no overflow), the result is the same (O and l share the reference), and the rescale runs a few
+ * times per row instead of whenever a running maximum grows. 0 (default): the running maxima. */
+#ifndef MMA_LAZY_RESCALE
+#define MMA_LAZY_RESCALE 0
+#endif
 inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float scale_log2, float *ma,
                                float *mb, float *la, float *lb EMU_ARGS) {
   if (kvalid < 64) { /* ragged (or, emulated, not this warp's) block: mask the tail */
@@ -301,7 +309,13 @@ inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float sc
   xb = fmax(xb, shfl_xor(xb, 1 EMU_PASS));
   xa = fmax(xa, shfl_xor(xa, 2 EMU_PASS));
   xb = fmax(xb, shfl_xor(xb, 2 EMU_PASS));
-  float na = fmax(*ma, xa * scale_log2), nb = fmax(*mb, xb * scale_log2);
+  xa *= scale_log2;
+  xb *= scale_log2;
+#if MMA_LAZY_RESCALE > 0
+  float na = xa > *ma + (float)MMA_LAZY_RESCALE ? xa : *ma, nb = xb > *mb + (float)MMA_LAZY_RESCALE ? xb : *mb;
+#else
+  float na = fmax(*ma, xa), nb = fmax(*mb, xb);
+#endif
   float alpha_a = *ma == -INFINITY ? 0.0f : exp2_ftz(*ma - na);
   float alpha_b = *mb == -INFINITY ? 0.0f : exp2_ftz(*mb - nb);
   *ma = na;
@@ -320,7 +334,6 @@ inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float sc
   }
   *la = *la * alpha_a + sa;
   *lb = *lb * alpha_b + sb;
-  /* Once the maxima settle, most blocks change no row's maximum: skip the rescale then. */
   if (warp_any(alpha_a != 1.0f || alpha_b != 1.0f EMU_PASS)) {
     UNROLL
     for (int j = 0; j < HEAD_DIM / 8; j++) {

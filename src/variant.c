@@ -498,6 +498,17 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
     snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
 }
 
+/* The lazy-rescale threshold of both tensor-core kernels' online softmax, in log2 units
+ * (MMA_LAZY_RESCALE, NABLACL_MMA_LAZY_RESCALE over it; 0..16). 0, the default, moves a row's
+ * reference maximum with every increase. On the H200 (docs/benchmarks.md) 8 made the wgmma
+ * kernel 11 % faster on Gaussian inputs but 7-10 % slower on the video-like ones of bench. */
+static int lazy_rescale(const nabla_params *params) {
+  int tau = params ? nabla_params_get(params, "MMA_LAZY_RESCALE", 0) : 0;
+  const char *env = getenv("NABLACL_MMA_LAZY_RESCALE");
+  if (env && *env) tau = atoi(env);
+  return tau >= 0 && tau <= 16 ? tau : 0;
+}
+
 /* Whether the wgmma kernel stages tile images with the bulk-copy engine: WG_BULK, and
  * NABLACL_WG_BULK over it; on by default (the copies, not the products, bound the kernel with
  * rows staged by cp.async: docs/benchmarks.md). */
@@ -512,9 +523,9 @@ void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype
                                    int bulk, const nabla_params *params, char *buf, size_t len) {
   char cap[64];
   maxrreg_options(id, params, cap, sizeof cap);
-  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d%s%s",
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0,
+           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(params),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 
@@ -527,9 +538,9 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
   if (env && strcmp(env, "0") == 0) smem = 0;
   char cap[64];
   maxrreg_options(id, params, cap, sizeof cap);
-  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d%s%s",
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), smem,
+           nabla_attention_mma_qpw(id, shape, dense, params), smem, lazy_rescale(params),
            id == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 

@@ -30,9 +30,12 @@ static int is_cpu(nabla_context *ctx) {
 
 /* Device vs reference (tu_attend_vs_reference) with the context's current variant setting;
  * checks that `expect` was the variant used. */
-static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
-                     uint64_t seed, const char *expect) {
-  double err = tu_attend_vs_reference(ctx, &s, dtype, density, 1.5, seed), tol = tu_tolerance(dtype);
+/* q_scale sets the logits' spread: 1.5 is ordinary; 16 makes rows whose maxima jump by more than
+ * the tensor-core kernels' lazy-rescale threshold from block to block, and others that creep up
+ * under it. */
+static void run_case_q(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
+                       double q_scale, uint64_t seed, const char *expect) {
+  double err = tu_attend_vs_reference(ctx, &s, dtype, density, q_scale, seed), tol = tu_tolerance(dtype);
   if (strcmp(nabla_variant_last(ctx), expect) != 0)
     fail_msg("ran %s, expected %s (%s)", nabla_variant_last(ctx), expect, nabla_variant_note(ctx));
   if (strstr(nabla_variant_note(ctx), "bulk copies off")) /* wgmma fell back to staging rows */
@@ -44,6 +47,11 @@ static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, doubl
     fail_msg("%s B%d H%d S%d D%d grid %dx%dx%d %s density %.2f: max abs error %.3g > %.3g", expect,
              s.batch, s.heads, s.seq, s.head_dim, s.grid_t, s.grid_h, s.grid_w,
              nabla_dtype_name(dtype), density, err, tol);
+}
+
+static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
+                     uint64_t seed, const char *expect) {
+  run_case_q(ctx, s, dtype, density, 1.5, seed, expect);
 }
 
 /* Every mma case: ragged grids, several head dims, batch > 1, empty rows, dense. */
@@ -60,6 +68,7 @@ static void run_mma_cases(nabla_context *ctx, const char *variant, int big) {
     for (int d = 0; d < 2; d++) run_case(ctx, shapes[i], dts[d], 0.4, 100 + 10 * i + d, variant);
   run_case(ctx, shapes[0], NABLA_BF16, -1.0, 7, variant);
   run_case(ctx, shapes[4], NABLA_F16, -1.0, 8, variant);
+  run_case_q(ctx, shapes[0], NABLA_F16, 0.6, 16.0, 6, variant); /* huge logits */
   if (big) {
     nabla_shape wan = {1, 4, 3600, 128, 4, 30, 30};
     run_case(ctx, wan, NABLA_BF16, 0.1, 9, variant);
@@ -161,6 +170,11 @@ static void test_emulated_matches_reference(void **state) {
   run_case(ctx, seq48, NABLA_BF16, 0.5, 3, emu);
   run_case(ctx, d16, NABLA_F16, -1.0, 4, emu);
   run_case(ctx, d128, NABLA_F16, 0.3, 5, emu);
+  run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 10, emu); /* huge logits */
+  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1); /* lazy row maxima */
+  run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 11, emu);
+  run_case(ctx, d128, NABLA_BF16, 0.5, 12, emu);
+  unsetenv("NABLACL_MMA_LAZY_RESCALE");
   setenv("NABLACL_MMA_SMEM", "0", 1); /* plain local loads instead of (emulated) ldmatrix */
   run_case(ctx, odd, NABLA_BF16, 0.4, 6, emu);
   run_case(ctx, seq48, NABLA_F16, -1.0, 7, emu);
@@ -185,6 +199,11 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
   run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
+  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 22, emu); /* huge logits */
+  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1); /* lazy row maxima */
+  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 23, emu);
+  run_case(ctx, seq, NABLA_BF16, -1.0, 24, emu);
+  unsetenv("NABLACL_MMA_LAZY_RESCALE");
   setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks (warpgroups) share the staged K/V */
   const nabla_shape odd = {2, 1, 260, 64, 0, 0, 0}; /* 5 blocks: a missing second block */
   run_case(ctx, odd, NABLA_F16, 0.4, 16, emu);
@@ -233,6 +252,14 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
     }
   unsetenv("NABLACL_WG_BULK");
   unsetenv("NABLACL_MMA_QPW");
+  print_message("nvidia-wgmma huge logits, running and lazy maxima\n");
+  for (int lazy = 0; lazy <= 1; lazy++) {
+    setenv("NABLACL_MMA_LAZY_RESCALE", lazy ? "8" : "0", 1);
+    run_case_q(ctx, shapes[0], NABLA_F16, 0.6, 16.0, 400 + lazy, "nvidia-wgmma");
+    run_case_q(ctx, shapes[4], NABLA_F16, 0.1, 16.0, 410 + lazy, "nvidia-wgmma");
+    run_case(ctx, shapes[3], NABLA_BF16, -1.0, 420 + lazy, "nvidia-wgmma");
+  }
+  unsetenv("NABLACL_MMA_LAZY_RESCALE");
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 

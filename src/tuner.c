@@ -20,8 +20,8 @@
  *      makes the tuned choice slower than the untuned one;
  *   6. the winner is stored at once (atomic put); every candidate's measurement is also
  *      checkpointed in namespace "tuning-progress", so an interrupted run resumes.
- * The stage timed is what the user calls: the attention kernel's own event for attention, the
- * whole mask build (from a marker) for select.
+ * The stage timed is what the user calls, from a marker on the idle queue to the end of its last
+ * kernel: nabla_attend (with the wgmma tile pack) for attention, the whole mask build for select.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -218,17 +218,21 @@ static double event_ms(cl_event from, cl_profiling_info from_what, cl_event to) 
   return t1 >= t0 ? (double)(t1 - t0) * 1e-6 : 0.0;
 }
 
-/* One attention launch; ms = the kernel's own START..END. The candidate's VARIANT picks the
- * kernel (-1: the automatic choice); TILE_D / TILE_V shape the portable one. */
+/* One attention call; ms = from a marker on the idle queue to the end of the attention kernel,
+ * so a variant's preparatory kernels (the wgmma tile pack) count. The candidate's VARIANT picks
+ * the kernel (-1: the automatic choice); TILE_D / TILE_V shape the portable one. */
 static nabla_status attention_run(nabla_context *ctx, const problem *p, const nabla_params *params,
                                   double *ms) {
   nabla_status st = NABLA_OK;
-  cl_event done_event = NULL;
+  cl_event start = NULL, done_event = NULL;
+  TRY_CL(st, ctx, clEnqueueMarkerWithWaitList(ctx->queue, 0, NULL, &start));
+  TRY_CL(st, ctx, clFlush(ctx->queue));
   TRY(st, nabla_attend_params(ctx, &p->shape, p->dtype, p->mask, p->q, p->k, p->v, p->o, params, 0,
                               NULL, &done_event));
   TRY_CL(st, ctx, clWaitForEvents(1, &done_event));
-  if (ms) *ms = event_ms(done_event, CL_PROFILING_COMMAND_START, done_event);
+  if (ms) *ms = event_ms(start, CL_PROFILING_COMMAND_END, done_event);
 done:
+  if (start) clReleaseEvent(start);
   if (done_event) clReleaseEvent(done_event);
   return st;
 }

@@ -283,8 +283,8 @@ inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, in
  * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb).
  * The O rescale is skipped while no row of the warp moves its reference maximum. With
  * MMA_LAZY_RESCALE = tau > 0 (log2 units) the references are lazy: one moves only when a block's
- * maximum exceeds it by more than tau, so probabilities stay below 2^tau (fp32 sums, 16-bit P:
- * no overflow), the result is the same (O and l share the reference), and the rescale runs a few
+ * maximum exceeds it by more than tau, so probabilities are at most 2^tau (fp32 sums; tau <= 15
+ * keeps fp16 P finite), the result is the same (O and l share the reference), and the rescale runs a few
  * times per row instead of whenever a running maximum grows. 0 (default): the running maxima. */
 #ifndef MMA_LAZY_RESCALE
 #define MMA_LAZY_RESCALE 0

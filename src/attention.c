@@ -82,6 +82,10 @@ static nabla_status tile_images(nabla_context *ctx, const nabla_shape *shape, cl
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_KTILES, bytes, "K tile images", &img[0]));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_VTILES, bytes, "V tile images", &img[1]));
 done:
+  if (st != NABLA_OK) { /* half of the images is of no use: give the memory back */
+    nabla_workspace_free(ctx, NABLA_WS_KTILES);
+    nabla_workspace_free(ctx, NABLA_WS_VTILES);
+  }
   return st;
 }
 
@@ -100,7 +104,7 @@ static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_
   TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
   for (int i = 0; i < 2; i++) {
     cl_mem src = i ? *v : *k;
-    rc |= clSetKernelArg(kernel, 0, sizeof src, &src);
+    rc = clSetKernelArg(kernel, 0, sizeof src, &src);
     rc |= clSetKernelArg(kernel, 1, sizeof img[i], &img[i]);
     rc |= clSetKernelArg(kernel, 2, sizeof block_start, &block_start);
     rc |= clSetKernelArg(kernel, 3, sizeof S, &S);
@@ -116,21 +120,25 @@ done:
   return st;
 }
 
-/* wgmma: whether K and V go to the kernel as tile images (bulk copies; on unless WG_BULK or
- * NABLACL_WG_BULK says 0), packed here. When the images cannot be had (device memory, a pack
- * that does not enqueue), the kernel stages rows instead and the variant note says why. */
-static int wgmma_bulk_images(nabla_context *ctx, int variant, const nabla_shape *shape, nabla_dtype dtype,
-                             int dense, const nabla_params *params, cl_mem block_start, cl_mem *k,
-                             cl_mem *v, cl_uint *num_wait, const cl_event **wait) {
-  if (!nabla_variant_is_wgmma(variant) || !nabla_attention_wgmma_bulk(params)) return 0;
+/* wgmma with bulk copies: builds its program and packs *k and *v into the tile images, which
+ * replace them (see pack_tiles). */
+static nabla_status wgmma_pack(nabla_context *ctx, int variant, const nabla_shape *shape, nabla_dtype dtype,
+                               int dense, const nabla_params *params, cl_mem block_start, cl_mem *k,
+                               cl_mem *v, cl_uint *num_wait, const cl_event **wait) {
+  nabla_status st = NABLA_OK;
   cl_program prog = NULL;
-  nabla_status st = variant_program(ctx, variant, shape, 1, dtype, dense, params, &prog);
-  if (st == NABLA_OK) st = pack_tiles(ctx, prog, shape, block_start, k, v, num_wait, wait);
-  if (st == NABLA_OK) return 1;
+  TRY(st, variant_program(ctx, variant, shape, 1, dtype, dense, params, &prog));
+  TRY(st, pack_tiles(ctx, prog, shape, block_start, k, v, num_wait, wait));
+done:
+  return st;
+}
+
+/* When the bulk path cannot be had (device memory, a pack that does not enqueue, its build), the
+ * wgmma kernel stages rows instead: the variant note says why, and the error is cleared. */
+static void note_bulk_off(nabla_context *ctx, int variant) {
   snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: bulk copies off, rows staged: %.400s",
            nabla_variant_name(variant), ctx->error);
   nabla_clear_error(ctx);
-  return 0;
 }
 
 /* Builds the kernel of a variant and enqueues it. Fails before enqueueing the attention kernel or
@@ -157,8 +165,13 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
     row_ptr = mask->row_ptr;
     col_idx = mask->col_idx;
   }
-  const int bulk =
-      wgmma_bulk_images(ctx, variant, shape, dtype, dense, params, block_start, &k, &v, &num_wait, &wait);
+  /* wgmma: K and V go to the kernel as tile images unless NABLACL_WG_BULK=0. */
+  int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk();
+  if (bulk && wgmma_pack(ctx, variant, shape, dtype, dense, params, block_start, &k, &v, &num_wait,
+                         &wait) != NABLA_OK) {
+    note_bulk_off(ctx, variant);
+    bulk = 0;
+  }
   TRY(st, variant_program(ctx, variant, shape, bulk, dtype, dense, params, &prog));
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
@@ -247,8 +260,12 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
   if (variant != NABLA_VARIANT_PORTABLE) {
     /* Build it now (cached), so a compiler failure is known before the first launch. */
     cl_program prog = NULL;
-    int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk(&params);
-    if (variant_program(ctx, variant, shape, bulk, dtype, 0, &params, &prog) != NABLA_OK) {
+    int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk();
+    if (bulk && variant_program(ctx, variant, shape, 1, dtype, 0, &params, &prog) != NABLA_OK) {
+      note_bulk_off(ctx, variant); /* as nabla_attend would: rows staged */
+      bulk = 0;
+    }
+    if (!bulk && variant_program(ctx, variant, shape, 0, dtype, 0, &params, &prog) != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
       nabla_variant_mark_broken(ctx, variant, why);

@@ -121,6 +121,8 @@ nabla_status nabla_buffer_new(nabla_context *ctx, size_t bytes, const char *what
  * caller; valid until the next call for the same slot or the context's end). */
 nabla_status nabla_workspace_get(nabla_context *ctx, nabla_workspace_slot slot, size_t bytes,
                                  const char *what, cl_mem *out);
+/* Frees one slot's buffer (commands already enqueued keep it alive until they finish). */
+void nabla_workspace_free(nabla_context *ctx, nabla_workspace_slot slot);
 void nabla_workspace_release(nabla_context *ctx);
 
 /* status.c */

@@ -498,25 +498,24 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
     snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
 }
 
-/* The lazy-rescale threshold of both tensor-core kernels' online softmax, in log2 units
- * (MMA_LAZY_RESCALE, NABLACL_MMA_LAZY_RESCALE over it; 0..16). 0, the default, moves a row's
- * reference maximum with every increase. On the H200 (docs/benchmarks.md) 8 made the wgmma
- * kernel 11 % faster on Gaussian inputs but 7-10 % slower on the video-like ones of bench. */
-static int lazy_rescale(const nabla_params *params) {
-  int tau = params ? nabla_params_get(params, "MMA_LAZY_RESCALE", 0) : 0;
+/* The lazy-rescale threshold of both tensor-core kernels' online softmax, in log2 units:
+ * NABLACL_MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow);
+ * anything else means 0, the default, where a row's reference maximum follows every increase.
+ * On the H200 (docs/benchmarks.md) 8 made the wgmma kernel 11 % faster on Gaussian inputs but
+ * 8-11 % slower on the video-like ones of bench. */
+static int lazy_rescale(void) {
   const char *env = getenv("NABLACL_MMA_LAZY_RESCALE");
-  if (env && *env) tau = atoi(env);
-  return tau >= 0 && tau <= 16 ? tau : 0;
+  char *end = NULL;
+  long tau = env ? strtol(env, &end, 10) : 0;
+  return env && *env && !*end && tau >= 0 && tau <= 15 ? (int)tau : 0;
 }
 
-/* Whether the wgmma kernel stages tile images with the bulk-copy engine: WG_BULK, and
- * NABLACL_WG_BULK over it; on by default (the copies, not the products, bound the kernel with
- * rows staged by cp.async: docs/benchmarks.md). */
-int nabla_attention_wgmma_bulk(const nabla_params *params) {
-  int bulk = params ? nabla_params_get(params, "WG_BULK", 1) : 1;
-  const char *env = getenv("NABLACL_WG_BULK"); /* developer override */
-  if (env && (env[0] == '0' || env[0] == '1') && !env[1]) bulk = env[0] - '0';
-  return bulk == 1;
+/* Whether the wgmma kernel stages tile images with the bulk-copy engine: yes unless
+ * NABLACL_WG_BULK=0 (the copies, not the products, bound the kernel with rows staged by
+ * cp.async: docs/benchmarks.md; the images cost 2 x K's size of device memory). */
+int nabla_attention_wgmma_bulk(void) {
+  const char *env = getenv("NABLACL_WG_BULK");
+  return !(env && strcmp(env, "0") == 0);
 }
 
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
@@ -525,7 +524,7 @@ void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(params),
+           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 
@@ -540,7 +539,7 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), smem, lazy_rescale(params),
+           nabla_attention_mma_qpw(id, shape, dense, params), smem, lazy_rescale(),
            id == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 

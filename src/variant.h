@@ -71,8 +71,9 @@ void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 /* Whether a variant id is the wgmma kernel, real or emulated. */
 int nabla_variant_is_wgmma(int id);
 
-/* Whether the wgmma kernel copies packed tile images with the bulk-copy engine (WG_BULK). */
-int nabla_attention_wgmma_bulk(const nabla_params *params);
+/* Whether the wgmma kernel copies packed tile images with the bulk-copy engine (WG_BULK): yes
+ * unless NABLACL_WG_BULK=0. */
+int nabla_attention_wgmma_bulk(void);
 
 /* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel;
  * bulk: K and V come as tile images (WG_BULK). */

@@ -25,10 +25,7 @@ nabla_status nabla_workspace_get(nabla_context *ctx, nabla_workspace_slot slot, 
     *out = ws->mem[slot];
     return NABLA_OK;
   }
-  /* Commands already enqueued keep the old buffer alive until they finish. */
-  if (ws->mem[slot]) clReleaseMemObject(ws->mem[slot]);
-  ws->mem[slot] = NULL;
-  ws->bytes[slot] = 0;
+  nabla_workspace_free(ctx, slot);
   nabla_status st = nabla_buffer_new(ctx, bytes, what, &ws->mem[slot]);
   if (st != NABLA_OK) {
     ws->mem[slot] = NULL;
@@ -39,12 +36,16 @@ nabla_status nabla_workspace_get(nabla_context *ctx, nabla_workspace_slot slot, 
   return NABLA_OK;
 }
 
+void nabla_workspace_free(nabla_context *ctx, nabla_workspace_slot slot) {
+  nabla_workspace *ws = &ctx->workspace;
+  /* Commands already enqueued keep the buffer alive until they finish. */
+  if (ws->mem[slot]) clReleaseMemObject(ws->mem[slot]);
+  ws->mem[slot] = NULL;
+  ws->bytes[slot] = 0;
+}
+
 void nabla_workspace_release(nabla_context *ctx) {
-  for (int i = 0; i < NABLA_WS_COUNT; i++) {
-    if (ctx->workspace.mem[i]) clReleaseMemObject(ctx->workspace.mem[i]);
-    ctx->workspace.mem[i] = NULL;
-    ctx->workspace.bytes[i] = 0;
-  }
+  for (int i = 0; i < NABLA_WS_COUNT; i++) nabla_workspace_free(ctx, (nabla_workspace_slot)i);
   if (ctx->workspace.starts) clReleaseMemObject(ctx->workspace.starts);
   ctx->workspace.starts = NULL;
 }

@@ -113,10 +113,12 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   __local uchar *vt = kt + TILE_BYTES;
   const uint kaddr = WG_ADDR(kt), vaddr = WG_ADDR(vt);
 #if WG_BULK
+  uint phk = 0, phv = 0; /* phase parity of the K and V tiles' mbarriers */
+#ifdef NABLA_NO_PTX
+  const uint mk = 0, mv = 0; /* the emulation copies plainly and waits at a barrier */
+#else
   __local ulong mbar[2]; /* K tile, V tile */
   const uint mk = (uint)(size_t)&mbar[0], mv = (uint)(size_t)&mbar[1];
-  uint phk = 0, phv = 0;
-#ifndef NABLA_NO_PTX
   if (lid == 0) {
     asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mk) : "memory");
     asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mv) : "memory");
@@ -173,19 +175,20 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #if WG_BULK
   __global const uint4 *kg = (__global const uint4 *)k + bh * Nb * TILE_CHUNKS; /* tile images */
   __global const uint4 *vg = (__global const uint4 *)v + bh * Nb * TILE_CHUNKS;
-#define STAGE_K(t, j) bulk_stage(t, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
-#define STAGE_V(t, j) bulk_stage(t, vg + (size_t)(j) * TILE_CHUNKS, mv, lid)
-#define ENTER_S(j) barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk)
-#define ENTER_PV(next) barrier(CLK_LOCAL_MEM_FENCE); if (next < Nb) STAGE_K(kt, next); bulk_wait(mv, &phv)
+#define STAGE_K(dst, j) bulk_stage(dst, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
+#define STAGE_V(dst, j) bulk_stage(dst, vg + (size_t)(j) * TILE_CHUNKS, mv, lid)
+#define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
+#define ENTER_PV(next) \
+  do { barrier(CLK_LOCAL_MEM_FENCE); if ((next) < Nb) STAGE_K(kt, next); bulk_wait(mv, &phv); } while (0)
 #else
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
-#define STAGE_ROWS(t, g, j) \
-  wg_stage_tile(t, g + (size_t)block_start[j] * ROW_CHUNKS, block_start[(j) + 1] - block_start[j], ROW_CHUNKS, lid, NTHREADS)
-#define STAGE_K(t, j) STAGE_ROWS(t, kg, j)
-#define STAGE_V(t, j) STAGE_ROWS(t, vg, j)
-#define ENTER_S(j) wg_stage_wait(); STAGE_V(vt, j)
-#define ENTER_PV(next) wg_stage_wait(); if (next < Nb) STAGE_K(kt, next)
+#define STAGE_ROWS(dst, src, j) \
+  wg_stage_tile(dst, (src) + (size_t)block_start[j] * ROW_CHUNKS, block_start[(j) + 1] - block_start[j], ROW_CHUNKS, lid, NTHREADS)
+#define STAGE_K(dst, j) STAGE_ROWS(dst, kg, j)
+#define STAGE_V(dst, j) STAGE_ROWS(dst, vg, j)
+#define ENTER_S(j) do { wg_stage_wait(); STAGE_V(vt, j); } while (0)
+#define ENTER_PV(next) do { wg_stage_wait(); if ((next) < Nb) STAGE_K(kt, next); } while (0)
 #endif
   /* ENTER_S(kb): K(kb) is in for every work-item, and V(kb) is on its way into vt, which is free
    * once every warp is done with P V of the block before. ENTER_PV(next): V(kb) is in, and

@@ -34,7 +34,9 @@
  *
  * Ordering: local memory written by the work-items (cp.async included) must be made visible to
  * wgmma, which reads through the async proxy: each writer waits for its copies, runs
- * fence.proxy.async, then the work-group meets at a barrier (wg_stage_wait). wgmma runs
+ * fence.proxy.async, then the work-group meets at a barrier (wg_stage_wait). Bulk copies
+ * (cp.async.bulk, in cl/attention_wgmma.cl) write through the async proxy themselves and
+ * complete on an mbarrier, whose phase each reader waits for. wgmma runs
  * asynchronously: wg_fence before a batch, wg_commit after it, and wg_wait0 before its results
  * (or the registers of its A operand) are touched again; wg_keep pins a register's value
  * around these points so that the compiler does not move reads or writes across them.

@@ -29,8 +29,8 @@ static int is_cpu(nabla_context *ctx) {
 }
 
 /* Device vs reference (tu_attend_vs_reference) with the context's current variant setting;
- * checks that `expect` was the variant used. */
-/* q_scale sets the logits' spread: 1.5 is ordinary; 16 makes rows whose maxima jump by more than
+ * checks that `expect` was the variant used, and not with its bulk copies silently off.
+ * q_scale sets the logits' spread: 1.5 is ordinary; 16 makes rows whose maxima jump by more than
  * the tensor-core kernels' lazy-rescale threshold from block to block, and others that creep up
  * under it. */
 static void run_case_q(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
@@ -49,6 +49,7 @@ static void run_case_q(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, dou
              nabla_dtype_name(dtype), density, err, tol);
 }
 
+/* run_case_q with ordinary logits. */
 static void run_case(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, double density,
                      uint64_t seed, const char *expect) {
   run_case_q(ctx, s, dtype, density, 1.5, seed, expect);

@@ -138,6 +138,14 @@ NABLA_API nabla_status nabla_context_create_from_cl(nabla_context **out, cl_cont
 /** Destroys a context (NULL is allowed) after finishing its queue. */
 NABLA_API void nabla_context_destroy(nabla_context *ctx);
 
+/**
+ * Gives back the context's scratch device buffers: the mask build's workspace and the tile
+ * images of the nvidia-wgmma kernel (2 x the size of K). Later calls allocate them again.
+ * Commands already enqueued keep what they use until they finish. `freed` (may be NULL)
+ * receives the bytes released.
+ */
+NABLA_API nabla_status nabla_context_trim(nabla_context *ctx, size_t *freed);
+
 /** Text of the last failure on this context ("" if none). Valid until the next call. */
 NABLA_API const char *nabla_last_error(const nabla_context *ctx);
 
@@ -472,8 +480,9 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
  *                          run, before nvidia-mma. Packs K and V into tile images for its bulk
  *                          copies: device workspace of 2 x B*H*Nb*64*head_dim*2 bytes, kept by
- *                          the context (1.4 GB for B=1, H=40, S=67,200, D=128); where that cannot
- *                          be had, or with NABLACL_WG_BULK=0, it stages rows instead (slower).
+ *                          the context (1.4 GB for B=1, H=40, S=67,200, D=128) until
+ *                          nabla_context_trim; where that cannot be had, or with
+ *                          NABLACL_WG_BULK=0, it stages rows instead (slower).
  *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
  *                          only when forced.
  * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this

@@ -114,6 +114,15 @@ done:
   return st;
 }
 
+nabla_status nabla_context_trim(nabla_context *ctx, size_t *freed) {
+  if (!ctx) return NABLA_INVALID_ARGUMENT;
+  size_t bytes = 0;
+  for (int i = 0; i < NABLA_WS_COUNT; i++) bytes += ctx->workspace.bytes[i];
+  nabla_workspace_release(ctx);
+  if (freed) *freed = bytes;
+  return NABLA_OK;
+}
+
 void nabla_context_destroy(nabla_context *ctx) {
   if (!ctx) return;
   if (ctx->queue) clFinish(ctx->queue);

@@ -407,6 +407,7 @@ static void test_create_from_cl_errors(void **state) {
 static void test_destroy_null_and_accessors(void **state) {
   (void)state;
   nabla_context_destroy(NULL);
+  assert_int_equal(nabla_context_trim(NULL, NULL), NABLA_INVALID_ARGUMENT);
   assert_null(nabla_context_cl_context(NULL));
   assert_null(nabla_context_device(NULL));
   assert_null(nabla_context_queue(NULL));

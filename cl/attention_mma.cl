@@ -112,50 +112,19 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   for (int j = 0; j < DTILES; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
   float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
 
-  /* CSR rows of the work-group's query blocks (a missing block has an empty row). */
-#if NABLA_DENSE
-  int pa = 0, ea = Nb;
-#if MMA_QPW == 2
-  int pb = 0, eb = qb0 + 1 < Nb ? Nb : 0;
-#endif
-#else
-  const size_t row0 = bh * Nb + qb0;
-  int pa = row_ptr[row0], ea = row_ptr[row0 + 1];
-#if MMA_QPW == 2
-  int pb = 0, eb = 0;
-  if (qb0 + 1 < Nb) pb = row_ptr[row0 + 1], eb = row_ptr[row0 + 2];
-#endif
-#endif
-#if NABLA_DENSE
-#define COL(p) (p)
-#else
-#define COL(p) col_idx[p]
-#endif
-  /* Next key block of the union of the rows, or Nb when both are done. */
-#if MMA_QPW == 2
-#define NEXT_KB() min(pa < ea ? COL(pa) : Nb, pb < eb ? COL(pb) : Nb)
-#else
-#define NEXT_KB() (pa < ea ? COL(pa) : Nb)
-#endif
+  mma_rows rows = mma_rows_of(row_ptr, bh, qb0, Nb);
 
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
-  int kb = NEXT_KB();
+  int kb = mma_rows_next(&rows, col_idx, Nb);
   if (kb < Nb) {
     int k0 = block_start[kb];
     stage_block(kbuf, kg + (size_t)k0 * ROW_CHUNKS, block_start[kb + 1] - k0, lid);
   }
   while (kb < Nb) {
     const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
-    /* Whether this warp's row keeps kb; advance the rows past kb. */
-    int mine = pa < ea && COL(pa) == kb;
-#if MMA_QPW == 2
-    int mine_b = pb < eb && COL(pb) == kb;
-    if (sub) mine = mine_b;
-    if (pb < eb && COL(pb) == kb) pb++;
-#endif
-    if (pa < ea && COL(pa) == kb) pa++;
-    const int next = NEXT_KB();
+    const int mine = mma_rows_take(&rows, col_idx, kb, sub); /* this warp's row keeps kb */
+    const int next = mma_rows_next(&rows, col_idx, Nb);
 
     stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
     stage_block(vbuf, vg + (size_t)k0 * ROW_CHUNKS, kn, lid);

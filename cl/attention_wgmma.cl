@@ -150,27 +150,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   for (int i = 0; i < 32; i++) s[i] = 0.0f;
   float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
 
-#if NABLA_DENSE
-  int pa = 0, ea = Nb;
-#if MMA_QPW == 2
-  int pb = 0, eb = qb0 + 1 < Nb ? Nb : 0;
-#endif
-#define COL(i) (i)
-#else
-  const size_t row0 = bh * Nb + qb0;
-  int pa = row_ptr[row0], ea = row_ptr[row0 + 1];
-#if MMA_QPW == 2
-  int pb = 0, eb = 0;
-  if (qb0 + 1 < Nb) pb = row_ptr[row0 + 1], eb = row_ptr[row0 + 2];
-#endif
-#define COL(i) col_idx[i]
-#endif
-  /* Next key block of the union of the rows, or Nb when both are done. */
-#if MMA_QPW == 2
-#define NEXT_KB() min(pa < ea ? COL(pa) : Nb, pb < eb ? COL(pb) : Nb)
-#else
-#define NEXT_KB() (pa < ea ? COL(pa) : Nb)
-#endif
+  mma_rows rows = mma_rows_of(row_ptr, bh, qb0, Nb);
 
 #if WG_BULK
   __global const uint4 *kg = (__global const uint4 *)k + bh * Nb * TILE_CHUNKS; /* tile images */
@@ -193,19 +173,12 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   /* ENTER_S(kb): K(kb) is in for every work-item, and V(kb) is on its way into vt, which is free
    * once every warp is done with P V of the block before. ENTER_PV(next): V(kb) is in, and
    * K(next) is on its way into kt, free once every warp is done with S of kb. */
-  int kb = NEXT_KB();
+  int kb = mma_rows_next(&rows, col_idx, Nb);
   if (kb < Nb) STAGE_K(kt, kb);
   while (kb < Nb) {
     const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
-    /* Whether this warpgroup's row keeps kb; advance the rows past kb. */
-    int mine = pa < ea && COL(pa) == kb;
-#if MMA_QPW == 2
-    int mine_b = pb < eb && COL(pb) == kb;
-    if (sub) mine = mine_b;
-    if (mine_b) pb++;
-#endif
-    if (pa < ea && COL(pa) == kb) pa++;
-    const int next = NEXT_KB();
+    const int mine = mma_rows_take(&rows, col_idx, kb, sub); /* this warpgroup's row keeps kb */
+    const int next = mma_rows_next(&rows, col_idx, Nb);
 #if MMA_QPW == 1
     const int compute = 1, kvalid = kn; /* the only row keeps every block of the loop */
 #elif defined(NABLA_NO_PTX)

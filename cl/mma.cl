@@ -5,7 +5,8 @@
  * mma16816 (mma.sync m16n8k16, 16-bit inputs, fp32 accumulators), shfl_xor, warp_any,
  * exp2_ftz, pack2 (two fp32 -> the storage type's 16-bit pair), warp_sync, and, when
  * MMA_SMEM_PTX is set, ldsm_x4 (ldmatrix.x4[.trans]) and 16-byte cp.async copies; for the two
- * attention kernels (HEAD_DIM defined), mma_load_q, mma_online_softmax and mma_store_o.
+ * attention kernels (HEAD_DIM defined), the row walk mma_rows_*, mma_load_q, mma_online_softmax
+ * and mma_store_o.
  * MMA_IN: the 16-bit type of the mma inputs, 1 = fp16, 2 = bf16; by default the storage type
  * (NABLA_DTYPE). pack2 always packs for the storage type.
  *
@@ -260,6 +261,67 @@ inline void stage_wait_but_one(void) {
 #else
 #define MMA_ATTENTION_KERNEL __kernel __attribute__((reqd_work_group_size(NTHREADS, 1, 1)))
 #endif
+
+/* The key blocks a work-group visits: the union, ascending, of the CSR rows of its MMA_QPW query
+ * blocks from qb0 (every block when NABLA_DENSE, where row_ptr and col_idx are not read); a
+ * missing second block has an empty row. */
+typedef struct {
+  int pa, ea; /* the first query block's row: next entry, end */
+#if MMA_QPW == 2
+  int pb, eb; /* the second's */
+#endif
+} mma_rows;
+
+inline mma_rows mma_rows_of(__global const int *row_ptr, size_t bh, int qb0, int Nb) {
+  mma_rows r;
+#if NABLA_DENSE
+  r.pa = 0, r.ea = Nb;
+#if MMA_QPW == 2
+  r.pb = 0, r.eb = qb0 + 1 < Nb ? Nb : 0;
+#endif
+#else
+  const size_t row0 = bh * Nb + qb0;
+  r.pa = row_ptr[row0], r.ea = row_ptr[row0 + 1];
+#if MMA_QPW == 2
+  r.pb = 0, r.eb = 0;
+  if (qb0 + 1 < Nb) r.pb = row_ptr[row0 + 1], r.eb = row_ptr[row0 + 2];
+#endif
+#endif
+  return r;
+}
+
+/* The key block of row entry p. */
+inline int mma_col(__global const int *col_idx, int p) {
+#if NABLA_DENSE
+  return p;
+#else
+  return col_idx[p];
+#endif
+}
+
+/* The next key block of the union, or Nb when every row is done. */
+inline int mma_rows_next(const mma_rows *r, __global const int *col_idx, int Nb) {
+  int kb = r->pa < r->ea ? mma_col(col_idx, r->pa) : Nb;
+#if MMA_QPW == 2
+  kb = min(kb, r->pb < r->eb ? mma_col(col_idx, r->pb) : Nb);
+#endif
+  return kb;
+}
+
+/* Advances the rows past kb, the block mma_rows_next gave; returns whether the row of query
+ * block `sub` (0 or 1) of the work-group keeps it. */
+inline int mma_rows_take(mma_rows *r, __global const int *col_idx, int kb, int sub) {
+  int mine = r->pa < r->ea && mma_col(col_idx, r->pa) == kb;
+  if (mine) r->pa++;
+#if MMA_QPW == 2
+  const int mine_b = r->pb < r->eb && mma_col(col_idx, r->pb) == kb;
+  if (mine_b) r->pb++;
+  if (sub) mine = mine_b;
+#else
+  (void)sub;
+#endif
+  return mine;
+}
 
 /* The A fragments of the query rows ra and rb (row ra + 8) of a block of qn rows at qw, for
  * each of the HEAD_DIM / 16 k-steps (the m16n8k16 A layout, which is also wgmma's); rows at

@@ -498,16 +498,17 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
     snprintf(cap, len, " -DMMA_MAXRREG=%d -cl-nv-maxrregcount=%d", maxrreg, maxrreg);
 }
 
-/* The lazy-rescale threshold of both tensor-core kernels' online softmax, in log2 units:
- * NABLACL_MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow);
- * anything else means 0, the default, where a row's reference maximum follows every increase.
- * On the H200 (docs/benchmarks.md) 8 made the wgmma kernel 11 % faster on Gaussian inputs but
- * 8-11 % slower on the video-like ones of bench. */
-static int lazy_rescale(void) {
+/* The lazy-rescale threshold of the tensor-core kernels' online softmax, in log2 units:
+ * NABLACL_MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow; 0
+ * is the running maxima, where a row's reference follows every increase); unset or anything
+ * else means `fallback`. The wgmma kernel's default is 8: on the H200 (docs/benchmarks.md) it
+ * made the kernel 11 % faster on Gaussian inputs, and alternating pairs on bench's video-like
+ * inputs showed no loss. The mma kernel keeps 0, the only setting timed for it. */
+static int lazy_rescale(int fallback) {
   const char *env = getenv("NABLACL_MMA_LAZY_RESCALE");
   char *end = NULL;
   long tau = env ? strtol(env, &end, 10) : 0;
-  return env && *env && !*end && tau >= 0 && tau <= 15 ? (int)tau : 0;
+  return env && *env && !*end && tau >= 0 && tau <= 15 ? (int)tau : fallback;
 }
 
 /* Whether the wgmma kernel stages tile images with the bulk-copy engine: yes unless
@@ -524,7 +525,7 @@ void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(),
+           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(8),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 
@@ -539,7 +540,7 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), smem, lazy_rescale(),
+           nabla_attention_mma_qpw(id, shape, dense, params), smem, lazy_rescale(0),
            id == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 

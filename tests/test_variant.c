@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "variant.h"
 
 #define CTX_OR_SKIP(state)        \
   nabla_context *ctx = *(state); \
@@ -209,11 +210,11 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
   run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
+  setenv("NABLACL_MMA_LAZY_RESCALE", "0", 1); /* running row maxima */
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 22, emu); /* huge logits */
-  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1); /* lazy row maxima */
-  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 23, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 24, emu);
-  unsetenv("NABLACL_MMA_LAZY_RESCALE");
+  unsetenv("NABLACL_MMA_LAZY_RESCALE"); /* the default, lazy maxima, from here on */
+  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 23, emu);
   setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks (warpgroups) share the staged K/V */
   const nabla_shape odd = {2, 1, 260, 64, 0, 0, 0}; /* 5 blocks: a missing second block */
   run_case(ctx, odd, NABLA_F16, 0.4, 16, emu);
@@ -293,11 +294,33 @@ static void test_nvidia_mma_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* The lazy-maxima threshold in the build options: 8 for the wgmma kernel and 0 for the mma
+ * kernel unless NABLACL_MMA_LAZY_RESCALE says 0..15; anything else keeps the defaults. */
+static void test_lazy_rescale_options(void **state) {
+  CTX_OR_SKIP(state);
+  const nabla_shape s = {1, 2, 300, 128, 3, 10, 10};
+  const char *envs[] = {NULL, "0", "3", "15", "16", "-1", "8x", ""};
+  const int wg[] = {8, 0, 3, 15, 8, 8, 8, 8}, mma[] = {0, 0, 3, 15, 0, 0, 0, 0};
+  char buf[512], want[64];
+  for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
+    if (envs[i]) setenv("NABLACL_MMA_LAZY_RESCALE", envs[i], 1);
+    else unsetenv("NABLACL_MMA_LAZY_RESCALE");
+    nabla_attention_wgmma_options(NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, 1, NULL, buf, sizeof buf);
+    snprintf(want, sizeof want, "-DMMA_LAZY_RESCALE=%d ", wg[i]);
+    if (!strstr(buf, want)) fail_msg("env %s: wgmma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
+    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, NULL, buf, sizeof buf);
+    snprintf(want, sizeof want, "-DMMA_LAZY_RESCALE=%d ", mma[i]);
+    if (!strstr(buf, want)) fail_msg("env %s: mma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
+  }
+  unsetenv("NABLACL_MMA_LAZY_RESCALE");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names_and_force),
       cmocka_unit_test(test_probe_by_vendor),
       cmocka_unit_test(test_env_forces_and_falls_back),
+      cmocka_unit_test(test_lazy_rescale_options),
       cmocka_unit_test(test_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_mma_matches_reference),
       cmocka_unit_test(test_wgmma_emulated_matches_reference),

@@ -473,10 +473,18 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
                                                                 : NABLA_VARIANT_PORTABLE;
 }
 
+/* The developer override `name` of a tensor-core kernel knob: its value when the variable holds
+ * a whole decimal number in [lo, hi], else `fallback` (unset, empty, trailing text, out of
+ * range). */
+static int env_knob(const char *name, int lo, int hi, int fallback) {
+  const char *env = getenv(name);
+  char *end = NULL;
+  long v = env ? strtol(env, &end, 10) : 0;
+  return env && *env && !*end && v >= lo && v <= hi ? (int)v : fallback;
+}
+
 int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, const nabla_params *params) {
-  const char *env = getenv("NABLACL_MMA_QPW"); /* developer override */
-  int qpw = params ? nabla_params_get(params, "MMA_QPW", 0) : 0;
-  if (env && (env[0] == '1' || env[0] == '2') && !env[1]) qpw = env[0] - '0';
+  int qpw = env_knob("NABLACL_MMA_QPW", 1, 2, params ? nabla_params_get(params, "MMA_QPW", 0) : 0);
   /* mma.sync: two query blocks share K/V for dense attention. wgmma: one, even dense (H200,
    * Wan 14B shape: 249-253 ms against 314 ms with two, where 174 registers x 256 work-items
    * leave one work-group per multiprocessor instead of three). */
@@ -489,9 +497,9 @@ int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, co
  * "" when uncapped or emulated: a cap (NVIDIA's cl_nv_compiler_options) lets more work-groups
  * share a multiprocessor at the price of a few spills. */
 static void maxrreg_options(int id, const nabla_params *params, char *cap, size_t len) {
-  int maxrreg = params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT;
-  const char *env = getenv("NABLACL_MMA_MAXRREG"); /* developer override; 0 = no cap */
-  if (env && *env) maxrreg = atoi(env);
+  /* NABLACL_MMA_MAXRREG: 0 = no cap */
+  int maxrreg = env_knob("NABLACL_MMA_MAXRREG", 0, 255,
+                         params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT);
   int real = id == NABLA_VARIANT_NVIDIA_MMA || id == NABLA_VARIANT_NVIDIA_WGMMA;
   cap[0] = '\0';
   if (real && maxrreg >= 64 && maxrreg <= 255)
@@ -504,12 +512,7 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
  * else means `fallback`. The wgmma kernel's default is 8: on the H200 (docs/benchmarks.md) it
  * made the kernel 11 % faster on Gaussian inputs, and alternating pairs on bench's video-like
  * inputs showed no loss. The mma kernel keeps 0, the only setting timed for it. */
-static int lazy_rescale(int fallback) {
-  const char *env = getenv("NABLACL_MMA_LAZY_RESCALE");
-  char *end = NULL;
-  long tau = env ? strtol(env, &end, 10) : 0;
-  return env && *env && !*end && tau >= 0 && tau <= 15 ? (int)tau : fallback;
-}
+static int lazy_rescale(int fallback) { return env_knob("NABLACL_MMA_LAZY_RESCALE", 0, 15, fallback); }
 
 /* Whether the wgmma kernel stages tile images with the bulk-copy engine: yes unless
  * NABLACL_WG_BULK=0 (the copies, not the products, bound the kernel with rows staged by

@@ -295,8 +295,9 @@ static void test_nvidia_mma_matches_reference(void **state) {
 }
 
 /* The lazy-maxima threshold in the build options: 8 for the wgmma kernel and 0 for the mma
- * kernel unless NABLACL_MMA_LAZY_RESCALE says 0..15; anything else keeps the defaults. */
-static void test_lazy_rescale_options(void **state) {
+ * kernel unless NABLACL_MMA_LAZY_RESCALE says 0..15; anything else keeps the defaults. Then the
+ * query blocks per work-group and the register cap, through the same parser. */
+static void test_env_knobs_in_options(void **state) {
   CTX_OR_SKIP(state);
   const nabla_shape s = {1, 2, 300, 128, 3, 10, 10};
   const char *envs[] = {NULL, "0", "3", "15", "16", "-1", "8x", ""};
@@ -313,6 +314,23 @@ static void test_lazy_rescale_options(void **state) {
     if (!strstr(buf, want)) fail_msg("env %s: mma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
   }
   unsetenv("NABLACL_MMA_LAZY_RESCALE");
+  /* The other numeric overrides share the parser: whole numbers in range, else ignored. */
+  const char *qpw_envs[] = {"2", "1", "3", "2x", " 2", ""};
+  const int qpw[] = {2, 1, 1, 1, 2, 1}; /* strtol skips leading blanks */
+  for (size_t i = 0; i < sizeof qpw_envs / sizeof qpw_envs[0]; i++) {
+    setenv("NABLACL_MMA_QPW", qpw_envs[i], 1);
+    assert_int_equal(nabla_attention_mma_qpw(NABLA_VARIANT_NVIDIA_WGMMA, &s, 0, NULL), qpw[i]);
+  }
+  unsetenv("NABLACL_MMA_QPW");
+  const char *cap_envs[] = {"168", "0", "300", "168x", "63"};
+  const char *cap[] = {"-cl-nv-maxrregcount=168", NULL, NULL, NULL, NULL};
+  for (size_t i = 0; i < sizeof cap_envs / sizeof cap_envs[0]; i++) {
+    setenv("NABLACL_MMA_MAXRREG", cap_envs[i], 1);
+    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, NULL, buf, sizeof buf);
+    if (cap[i] ? !strstr(buf, cap[i]) : strstr(buf, "maxrregcount") != NULL)
+      fail_msg("NABLACL_MMA_MAXRREG=%s: options \"%s\"", cap_envs[i], buf);
+  }
+  unsetenv("NABLACL_MMA_MAXRREG");
 }
 
 int main(void) {
@@ -320,7 +338,7 @@ int main(void) {
       cmocka_unit_test(test_names_and_force),
       cmocka_unit_test(test_probe_by_vendor),
       cmocka_unit_test(test_env_forces_and_falls_back),
-      cmocka_unit_test(test_lazy_rescale_options),
+      cmocka_unit_test(test_env_knobs_in_options),
       cmocka_unit_test(test_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_mma_matches_reference),
       cmocka_unit_test(test_wgmma_emulated_matches_reference),

@@ -330,6 +330,14 @@ static void test_env_knobs_in_options(void **state) {
     if (cap[i] ? !strstr(buf, cap[i]) : strstr(buf, "maxrregcount") != NULL)
       fail_msg("NABLACL_MMA_MAXRREG=%s: options \"%s\"", cap_envs[i], buf);
   }
+  /* An ignored value leaves a tuned cap in place; a valid 0 removes it. */
+  const nabla_params tuned = {1, {"MMA_MAXRREG"}, {168}, "tuned"};
+  setenv("NABLACL_MMA_MAXRREG", "abc", 1);
+  nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, &tuned, buf, sizeof buf);
+  assert_non_null(strstr(buf, "-cl-nv-maxrregcount=168"));
+  setenv("NABLACL_MMA_MAXRREG", "0", 1);
+  nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, &tuned, buf, sizeof buf);
+  assert_null(strstr(buf, "maxrregcount"));
   unsetenv("NABLACL_MMA_MAXRREG");
 }
 

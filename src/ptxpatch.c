@@ -41,7 +41,18 @@ int nabla_ptx_sm90a(const char *ptx, size_t len, char **out, size_t *out_len, ch
     snprintf(why, why_len, "the PTX holds no %s-marked instruction", NABLA_PTX_MARK);
     return 0;
   }
-  size_t n = len - marks * mn + (size_t)raise;
+  /* The PTX ISA version, raised to 8.3 when lower: the tensor-map instructions need it (wgmma
+   * itself needs 8.0, so the compiler's PTX is at least that where wgmma builds at all). */
+  static const char version[] = ".version ", v83[] = "8.3";
+  const size_t vn = sizeof version - 1;
+  const char *v = find(ptx, len, version, vn), *vend = v ? v + vn : NULL;
+  int major = 0, minor = 0;
+  while (vend && vend < ptx + len && *vend >= '0' && *vend <= '9') major = 10 * major + (*vend++ - '0');
+  if (vend && vend < ptx + len && *vend == '.') vend++;
+  while (vend && vend < ptx + len && *vend >= '0' && *vend <= '9') minor = 10 * minor + (*vend++ - '0');
+  const int old_version = v && (major < 8 || (major == 8 && minor < 3));
+  const size_t vlen = old_version ? (size_t)(vend - (v + vn)) : 0; /* the digits replaced */
+  size_t n = len - marks * mn + (size_t)raise - vlen + (old_version ? sizeof v83 - 1 : 0);
   char *r = malloc(n + 1);
   if (!r) {
     snprintf(why, why_len, "out of memory");
@@ -51,6 +62,10 @@ int nabla_ptx_sm90a(const char *ptx, size_t len, char **out, size_t *out_len, ch
   for (size_t i = 0; i < len;) {
     if (i + mn <= len && memcmp(ptx + i, NABLA_PTX_MARK, mn) == 0) {
       i += mn;
+    } else if (old_version && ptx + i == v + vn) {
+      memcpy(r + o, v83, sizeof v83 - 1);
+      o += sizeof v83 - 1;
+      i += vlen;
     } else if (raise && ptx + i == t) {
       memcpy(r + o, target, tn);
       o += tn;

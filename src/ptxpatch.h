@@ -16,8 +16,8 @@
 
 #define NABLA_PTX_MARK "//@wg "
 
-/* Rewrites PTX text (len bytes, a trailing NUL allowed): every NABLA_PTX_MARK removed and
- * ".target sm_90" raised to ".target sm_90a". Returns 1 and a malloc'd result (*out, *out_len,
+/* Rewrites PTX text (len bytes, a trailing NUL allowed): every NABLA_PTX_MARK removed,
+ * ".target sm_90" raised to ".target sm_90a" and a ".version" below 8.3 raised to 8.3. Returns 1 and a malloc'd result (*out, *out_len,
  * NUL-terminated) on success; 0 with a reason in why when the text is no sm_90 PTX, holds no
  * mark, or memory runs out. */
 int nabla_ptx_sm90a(const char *ptx, size_t len, char **out, size_t *out_len, char *why, size_t why_len);

@@ -571,6 +571,18 @@ static void test_ptx_sm90a_rewrite(void **state) {
   assert_int_equal(nabla_ptx_sm90a(a, strlen(a), &out, &n, why, sizeof why), 1);
   assert_string_equal(out, ".target sm_90a\nwgmma.fence.sync.aligned;");
   free(out);
+  /* An ISA version below 8.3 (the tensor-map instructions') is raised; 8.3 and later stay. */
+  const char *versions[][2] = {{".version 8.0\n.target sm_90\n//@wg x;", ".version 8.3\n.target sm_90a\nx;"},
+                               {".version 7.10\n.target sm_90\n//@wg x;", ".version 8.3\n.target sm_90a\nx;"},
+                               {".version 8.3\n.target sm_90\n//@wg x;", ".version 8.3\n.target sm_90a\nx;"},
+                               {".version 8.10\n.target sm_90\n//@wg x;", ".version 8.10\n.target sm_90a\nx;"},
+                               {".version 10.0\n.target sm_90\n//@wg x;", ".version 10.0\n.target sm_90a\nx;"}};
+  for (int i = 0; i < 5; i++) {
+    assert_int_equal(nabla_ptx_sm90a(versions[i][0], strlen(versions[i][0]), &out, &n, why, sizeof why), 1);
+    assert_string_equal(out, versions[i][1]);
+    assert_int_equal(n, strlen(out) + 1);
+    free(out);
+  }
   const char dbg[] = ".target sm_90, debug\n//@wg x;";
   assert_int_equal(nabla_ptx_sm90a(dbg, strlen(dbg), &out, &n, why, sizeof why), 1);
   assert_string_equal(out, ".target sm_90a, debug\nx;");

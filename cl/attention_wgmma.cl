@@ -17,10 +17,11 @@
  *                 swizzled local tile (MN-major B)
  * K and V are staged into one tile each (33 KB with the alignment slack, so several work-groups
  * share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is copied while S(j) and
- * the softmax run, K(j+1) while P·V(j) does. By default (WG_BULK=1) the host first packs K and
- * V into swizzled tile images (pack_tiles, below) and one work-item stages a whole tile with one
- * bulk copy (the TMA engine), which reads L2 about twice as fast as per-work-item cp.async;
- * WG_BULK=0 stages rows from K and V with cp.async. Two query blocks per work-group
+ * the softmax run, K(j+1) while P·V(j) does. By default (WG_BULK=2) one work-item stages a whole
+ * tile with tensor copies (the TMA engine, through tensor maps of K and V that the host encodes
+ * and tmap_bind, below, points at the buffers); the engine swizzles, and it reads L2 about twice
+ * as fast as per-work-item cp.async. WG_BULK=1 copies tile images the host packed first
+ * (pack_tiles) with plain bulk copies; WG_BULK=0 stages rows with cp.async. Two query blocks per work-group
  * (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the same blocks.
  */
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
@@ -42,7 +43,10 @@
 #error "MMA_QPW must be 1 or 2"
 #endif
 #ifndef WG_BULK
-#define WG_BULK 0 /* 1: k and v are tile images (pack_tiles), copied by the bulk-copy engine */
+#define WG_BULK 0 /* 0: rows by cp.async; 1: tile images (pack_tiles) by bulk copies; 2: tensor copies */
+#endif
+#if WG_BULK < 0 || WG_BULK > 2
+#error "WG_BULK must be 0, 1 or 2"
 #endif
 
 #define BK 64
@@ -53,24 +57,67 @@
 #define TILE_BYTES (BK * HEAD_DIM * 2)
 #define TILE_CHUNKS (TILE_BYTES / 16)
 
-/* WG_BULK: block j of (b, h) is the TILE_BYTES image at chunk (bh Nb + j) TILE_CHUNKS of k or v,
- * already in the swizzled layout (ragged rows zero), so one bulk copy stages it. The copy
- * completes a transaction count on an mbarrier, which every work-item waits for (phase
- * parity); that wait alone makes the tile visible, so the work-group's barrier only frees a tile
- * for its next copy, and the next copy is issued before the wait for the current one.
- * Emulated: a plain copy of the image by the work-group; the wait is a barrier. */
+/* WG_BULK 1: block j of (b, h) is the TILE_BYTES image at chunk (bh Nb + j) TILE_CHUNKS of k or v,
+ * already in the swizzled layout (ragged rows zero), so one bulk copy stages it.
+ * WG_BULK 2: the tile is HEAD_DIM/64 tensor copies of a 64 x 64 box (128 bytes a row, the tensor
+ * map's 128-byte swizzle being exactly wg_tile_offset's) at row bh S + block start of k or v seen
+ * as one [B H S][HEAD_DIM] matrix; rows past the tensor's end come as zeros, rows past a ragged
+ * block are the next block's (zeroed by wg_zero_rows where they would be read).
+ * Either copy completes a transaction count on an mbarrier, which every work-item waits for
+ * (phase parity); that wait alone makes the tile visible, so the work-group's barrier only frees a
+ * tile for its next copy, and the next copy is issued before the wait for the current one.
+ * Emulated: a plain copy by the work-group; the wait is a barrier. */
 #if WG_BULK
+inline void bulk_expect(uint mbar) {
+#ifndef NABLA_NO_PTX
+  asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" :: "r"(mbar), "r"((uint)TILE_BYTES) : "memory");
+#endif
+}
+
+#if WG_BULK == 1
 inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mbar, int lid) {
 #ifdef NABLA_NO_PTX
   for (int c = lid; c < TILE_CHUNKS; c += NTHREADS) ((__local uint4 *)dst)[c] = image[c];
 #else
   if (lid == 0) {
-    asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" :: "r"(mbar), "r"((uint)TILE_BYTES) : "memory");
+    bulk_expect(mbar);
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
                  :: "r"(WG_ADDR(dst)), "l"((ulong)(size_t)image), "r"((uint)TILE_BYTES), "r"(mbar) : "memory");
   }
 #endif
 }
+#else
+/* Rows [row, row + 64) of the tensor src (rows rows of HEAD_DIM values; map: its tensor map). */
+inline void tensor_stage(__local uchar *dst, __global const ulong *map, __global const uint4 *src, size_t row,
+                         size_t rows, uint mbar, int lid) {
+#ifdef NABLA_NO_PTX
+  for (int c = lid; c < TILE_CHUNKS; c += NTHREADS) {
+    const int r = c / ROW_CHUNKS, j = c - r * ROW_CHUNKS;
+    *(__local uint4 *)(dst + wg_tile_offset(r, j)) = row + r < rows ? src[(row + r) * ROW_CHUNKS + j] : (uint4)(0u);
+  }
+#else
+  if (lid == 0) {
+    bulk_expect(mbar);
+    for (int hf = 0; hf < HEAD_DIM / 64; hf++) /* the 64-column halves */
+      asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
+                   :: "r"(WG_ADDR(dst) + hf * WG_TILE_HALF), "l"((ulong)(size_t)map), "r"(64 * hf), "r"((int)row),
+                      "r"(mbar) : "memory");
+  }
+#endif
+}
+
+/* Zeroes rows [kn, 64) of a staged tile (a ragged block: the tensor copy brought the next
+ * block's rows, which P V would multiply by zero, and 0 x Inf is NaN), makes the zeros visible to
+ * wgmma and waits for the work-group. */
+inline void wg_zero_rows(__local uchar *tile, int kn, int lid) {
+  for (int c = kn * ROW_CHUNKS + lid; c < TILE_CHUNKS; c += NTHREADS) {
+    const int r = c / ROW_CHUNKS, j = c - r * ROW_CHUNKS;
+    *(__local uint4 *)(tile + wg_tile_offset(r, j)) = (uint4)(0u);
+  }
+  fence_proxy_async();
+  barrier(CLK_LOCAL_MEM_FENCE);
+}
+#endif
 
 inline void bulk_wait(uint mbar, uint *phase) {
 #ifdef NABLA_NO_PTX
@@ -94,7 +141,7 @@ MMA_ATTENTION_KERNEL
 void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
                __global ushort *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
-               float scale_log2) {
+               float scale_log2, __global const ulong *tmaps) {
   __local uint4 arena_raw[(2 * TILE_BYTES + 1024) / 16];
   __local uchar *arena = (__local uchar *)arena_raw;
 #ifdef NABLA_NO_PTX
@@ -122,6 +169,11 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   if (lid == 0) {
     asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mk) : "memory");
     asm volatile("mbarrier.init.shared.b64 [%0], 1;" :: "r"(mv) : "memory");
+#if WG_BULK == 2
+    /* tmap_bind wrote the maps' addresses through the generic proxy. */
+    asm volatile(WG "fence.proxy.tensormap::generic.acquire.gpu [%0], 128;" :: "l"((ulong)(size_t)tmaps) : "memory");
+    asm volatile(WG "fence.proxy.tensormap::generic.acquire.gpu [%0], 128;" :: "l"((ulong)(size_t)(tmaps + 16)) : "memory");
+#endif
   }
   fence_proxy_async();
 #endif
@@ -152,7 +204,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 
   mma_rows rows = mma_rows_of(row_ptr, bh, qb0, Nb);
 
-#if WG_BULK
+#if WG_BULK == 1
   __global const uint4 *kg = (__global const uint4 *)k + bh * Nb * TILE_CHUNKS; /* tile images */
   __global const uint4 *vg = (__global const uint4 *)v + bh * Nb * TILE_CHUNKS;
 #define STAGE_K(dst, j) bulk_stage(dst, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
@@ -160,6 +212,19 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
 #define ENTER_PV(next) \
   do { barrier(CLK_LOCAL_MEM_FENCE); if ((next) < Nb) STAGE_K(kt, next); bulk_wait(mv, &phv); } while (0)
+#elif WG_BULK == 2
+  /* K's rows past a ragged block are masked out of S; V's are zeroed once V is in. */
+  const size_t all_rows = get_num_groups(1) * (size_t)S, row0 = bh * (size_t)S;
+#define STAGE_K(dst, j) tensor_stage(dst, tmaps, (__global const uint4 *)k, row0 + block_start[j], all_rows, mk, lid)
+#define STAGE_V(dst, j) tensor_stage(dst, tmaps + 16, (__global const uint4 *)v, row0 + block_start[j], all_rows, mv, lid)
+#define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
+#define ENTER_PV(next)                                   \
+  do {                                                   \
+    barrier(CLK_LOCAL_MEM_FENCE);                        \
+    if ((next) < Nb) STAGE_K(kt, next);                  \
+    bulk_wait(mv, &phv);                                 \
+    if (kn < BK) wg_zero_rows(vt, kn, lid);              \
+  } while (0)
 #else
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
@@ -233,7 +298,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), acc, la, lb, ra, rb, qn, t EMU_PASS);
 }
 
-/* Tile images for WG_BULK: chunk c of block j of (b, h) of src (tokens in tile order, HEAD_DIM
+/* Tile images for WG_BULK 1: chunk c of block j of (b, h) of src (tokens in tile order, HEAD_DIM
  * 16-bit values each) goes to its swizzled place in image j; rows past a ragged block are zero.
  * Global size (64 ROW_CHUNKS, Nb, B H). */
 __kernel void pack_tiles(__global const uint4 *src, __global uint4 *image, __global const int *block_start,
@@ -244,4 +309,18 @@ __kernel void pack_tiles(__global const uint4 *src, __global uint4 *image, __glo
   const int k0 = block_start[j], kn = block_start[j + 1] - k0;
   uint4 x = r < kn ? src[(bh * S + k0 + r) * ROW_CHUNKS + col] : (uint4)(0u);
   image[(bh * Nb + j) * TILE_CHUNKS + wg_tile_offset(r, col) / 16] = x;
+}
+
+/* WG_BULK 2: points the two tensor maps at maps[0..15] (K) and maps[16..31] (V), which the host
+ * filled with the encoded map of the problem's shape, at the buffers k and v. One work-item. */
+__kernel void tmap_bind(__global const ushort *k, __global const ushort *v, __global ulong *maps) {
+#ifndef NABLA_NO_PTX
+  asm volatile(WG "tensormap.replace.tile.global_address.global.b1024.b64 [%0], %1;"
+               :: "l"((ulong)(size_t)maps), "l"((ulong)(size_t)k) : "memory");
+  asm volatile(WG "tensormap.replace.tile.global_address.global.b1024.b64 [%0], %1;"
+               :: "l"((ulong)(size_t)(maps + 16)), "l"((ulong)(size_t)v) : "memory");
+  asm volatile(WG "fence.proxy.tensormap::generic.release.gpu;" ::: "memory");
+#else
+  (void)k, (void)v, (void)maps; /* the emulation copies from k and v directly */
+#endif
 }

@@ -478,11 +478,15 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *   "nvidia-wgmma"         Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, reached
  *                          by rewriting the compiler's PTX), on NVIDIA sm_90 GPUs whose probe
  *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
- *                          run, before nvidia-mma. Packs K and V into tile images for its bulk
- *                          copies: device workspace of 2 x B*H*Nb*64*head_dim*2 bytes, kept by
- *                          the context (1.4 GB for B=1, H=40, S=67,200, D=128) until
- *                          nabla_context_trim; where that cannot be had, or with
- *                          NABLACL_WG_BULK=0, it stages rows instead (slower).
+ *                          run, before nvidia-mma. Stages K and V blocks with tensor copies,
+ *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
+ *                          at run time; the device's primary CUDA context is retained until
+ *                          nabla_context_destroy). Where that cannot be had, or with
+ *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
+ *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4
+ *                          GB for B=1, H=40, S=67,200, D=128, until nabla_context_trim); failing
+ *                          that, or with NABLACL_WG_BULK=0, it stages rows (slower).
+ *                          nabla_variant_note says which fallback was taken and why.
  *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
  *                          only when forced.
  * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "tensormap.h"
 #include "tune.h"
 #include "variant.h"
 
@@ -53,13 +54,14 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
   return nabla_attend_params(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
 }
 
-/* Builds (or finds) the program of an attention variant for the problem. */
-static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape, int bulk,
+/* Builds (or finds) the program of an attention variant for the problem; staging: the wgmma
+ * kernel's (NABLA_WG_*), ignored by the others. */
+static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape, int staging,
                                     nabla_dtype dtype, int dense, const nabla_params *params,
                                     cl_program *prog) {
   char options[320];
   if (nabla_variant_is_wgmma(variant)) {
-    nabla_attention_wgmma_options(variant, shape, dtype, dense, bulk, params, options, sizeof options);
+    nabla_attention_wgmma_options(variant, shape, dtype, dense, staging, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_wgmma", options, prog);
   }
   if (variant == NABLA_VARIANT_NVIDIA_MMA || variant == NABLA_VARIANT_MMA_EMULATED) {
@@ -89,11 +91,18 @@ done:
   return st;
 }
 
-/* Enqueues pack_tiles (cl/attention_wgmma.cl) from *k and *v into the context's tile images and
- * points *k and *v at them (the kernel then waits for nothing more: the queue is in order). */
-static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_shape *shape,
-                               cl_mem block_start, cl_mem *k, cl_mem *v, cl_uint *num_wait,
-                               const cl_event **wait) {
+/* What the wgmma kernel reads K and V through: the caller's buffers, or the tile images that
+ * replace them, and the tensor maps. The wait list goes to the first command enqueued (the queue
+ * is in order, so every later one waits too). */
+typedef struct {
+  cl_mem k, v, maps, block_start;
+  cl_uint num_wait;
+  const cl_event *wait;
+} wg_inputs;
+
+/* NABLA_WG_IMAGES: enqueues pack_tiles (cl/attention_wgmma.cl) from in->k and in->v into the
+ * context's tile images and points in->k and in->v at them. */
+static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_shape *shape, wg_inputs *in) {
   nabla_status st = NABLA_OK;
   cl_kernel kernel = NULL;
   cl_mem img[2] = {NULL, NULL};
@@ -103,46 +112,116 @@ static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_
   TRY(st, tile_images(ctx, shape, img));
   TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
   for (int i = 0; i < 2; i++) {
-    cl_mem src = i ? *v : *k;
+    cl_mem src = i ? in->v : in->k;
     rc = clSetKernelArg(kernel, 0, sizeof src, &src);
     rc |= clSetKernelArg(kernel, 1, sizeof img[i], &img[i]);
-    rc |= clSetKernelArg(kernel, 2, sizeof block_start, &block_start);
+    rc |= clSetKernelArg(kernel, 2, sizeof in->block_start, &in->block_start);
     rc |= clSetKernelArg(kernel, 3, sizeof S, &S);
     rc |= clSetKernelArg(kernel, 4, sizeof Nb, &Nb);
     TRY_CL(st, ctx, rc);
     cl_event *slot = nabla_profile_slot(ctx, "attention-pack");
-    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : *num_wait,
-                                           i ? NULL : *wait, NABLA_EVENT_OUT(slot, NULL)));
+    TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : in->num_wait,
+                                           i ? NULL : in->wait, NABLA_EVENT_OUT(slot, NULL)));
   }
-  *k = img[0], *v = img[1], *num_wait = 0, *wait = NULL;
+  in->k = img[0], in->v = img[1], in->num_wait = 0, in->wait = NULL;
 done:
   if (kernel) clReleaseKernel(kernel);
   return st;
 }
 
-/* wgmma with bulk copies: builds its program and packs *k and *v into the tile images, which
- * replace them (see pack_tiles). */
-static nabla_status wgmma_pack(nabla_context *ctx, int variant, const nabla_shape *shape, nabla_dtype dtype,
-                               int dense, const nabla_params *params, cl_mem block_start, cl_mem *k,
-                               cl_mem *v, cl_uint *num_wait, const cl_event **wait) {
+/* NABLA_WG_TENSOR: the tensor map of K and V seen as [B H S][head_dim] matrices (tensormap.h),
+ * or, emulated, none (the emulation copies from k and v itself: the maps stay zero). */
+static nabla_status tensor_map(nabla_context *ctx, int variant, const nabla_shape *shape,
+                               unsigned char map[NABLA_TMAP_BYTES]) {
+  const uint64_t rows = (uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq;
+  memset(map, 0, NABLA_TMAP_BYTES);
+  if (rows > 0x7FFFFFFFu) /* the copies' row coordinate is a signed 32-bit integer */
+    return nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor copies address rows by 32-bit coordinates, not %llu rows",
+                      (unsigned long long)rows);
+  if (variant == NABLA_VARIANT_WGMMA_EMULATED) return NABLA_OK;
+  return nabla_tensor_map_encode(ctx, rows, shape->head_dim, map);
+}
+
+/* NABLA_WG_TENSOR: fills the context's two maps with the problem's and enqueues tmap_bind, which
+ * points them at in->k and in->v (OpenCL tells only the device where a buffer lives). */
+static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program prog, const nabla_shape *shape,
+                                     wg_inputs *in) {
   nabla_status st = NABLA_OK;
-  cl_program prog = NULL;
-  TRY(st, variant_program(ctx, variant, shape, 1, dtype, dense, params, &prog));
-  TRY(st, pack_tiles(ctx, prog, shape, block_start, k, v, num_wait, wait));
+  cl_kernel kernel = NULL;
+  cl_mem maps = NULL;
+  _Alignas(8) unsigned char map[NABLA_TMAP_BYTES];
+  const size_t one = 1;
+  TRY(st, tensor_map(ctx, variant, shape, map));
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_TMAPS, 2 * NABLA_TMAP_BYTES, "tensor maps", &maps));
+  TRY(st, nabla_kernel_create(ctx, prog, "tmap_bind", &kernel));
+  cl_int rc = clSetKernelArg(kernel, 0, sizeof in->k, &in->k);
+  rc |= clSetKernelArg(kernel, 1, sizeof in->v, &in->v);
+  rc |= clSetKernelArg(kernel, 2, sizeof maps, &maps);
+  TRY_CL(st, ctx, rc);
+  /* The pattern is copied at the call, so the map on the stack may go. */
+  TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, maps, map, NABLA_TMAP_BYTES, 0, 2 * NABLA_TMAP_BYTES,
+                                      in->num_wait, in->wait, NULL));
+  in->num_wait = 0, in->wait = NULL;
+  cl_event *slot = nabla_profile_slot(ctx, "attention-maps");
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &one, &one, 0, NULL, NABLA_EVENT_OUT(slot, NULL)));
+  in->maps = maps;
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
+}
+
+/* The wgmma kernel's program with `staging`, and, when in is given, what that staging enqueues
+ * first (the pack or the maps). */
+static nabla_status wgmma_prepare(nabla_context *ctx, int variant, int staging, const nabla_shape *shape,
+                                  nabla_dtype dtype, int dense, const nabla_params *params, wg_inputs *in,
+                                  cl_program *prog) {
+  nabla_status st = NABLA_OK;
+  if (staging == NABLA_WG_TENSOR && !in) { /* a map that cannot be had is known before the build */
+    unsigned char map[NABLA_TMAP_BYTES];
+    TRY(st, tensor_map(ctx, variant, shape, map));
+  }
+  TRY(st, variant_program(ctx, variant, shape, staging, dtype, dense, params, prog));
+  if (in && staging == NABLA_WG_IMAGES) TRY(st, pack_tiles(ctx, *prog, shape, in));
+  if (in && staging == NABLA_WG_TENSOR) TRY(st, bind_tensor_maps(ctx, variant, *prog, shape, in));
 done:
   return st;
 }
 
-/* When the bulk path cannot be had (device memory, a pack that does not enqueue, its build), the
- * wgmma kernel stages rows instead: the variant note says why, and the error is cleared. */
-static void note_bulk_off(nabla_context *ctx, int variant) {
-  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: bulk copies off, rows staged: %.400s",
-           nabla_variant_name(variant), ctx->error);
-  nabla_clear_error(ctx);
+/* The wgmma kernel's staging and program: the one asked for (nabla_attention_wgmma_staging), or
+ * the next one down where it cannot be had, with the reason in the variant note and the error
+ * cleared. Rows staged need nothing but the program; its failure is returned. A failed step
+ * enqueues nothing, or only a pack or maps that write the workspace alone. */
+static nabla_status wgmma_staging(nabla_context *ctx, int variant, const nabla_shape *shape, nabla_dtype dtype,
+                                  int dense, const nabla_params *params, wg_inputs *in, int *staging,
+                                  cl_program *prog) {
+  static const char *const off[] = {"", "bulk copies off, rows staged", "tensor copies off, tile images"};
+  nabla_variant_probe *vp = &ctx->variants.probe[variant];
+  int mode = nabla_attention_wgmma_staging();
+  for (; mode > NABLA_WG_ROWS; mode--) {
+    wg_inputs attempt = in ? *in : (wg_inputs){0};
+    nabla_status st = NABLA_OK;
+    if (vp->staging_off & (1 << mode)) {
+      snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s: its build failed before on this context",
+               nabla_variant_name(variant), off[mode]);
+      continue;
+    }
+    st = wgmma_prepare(ctx, variant, mode, shape, dtype, dense, params, in ? &attempt : NULL, prog);
+    if (st == NABLA_OK) {
+      if (in) *in = attempt;
+      break;
+    }
+    if (st == NABLA_BUILD) vp->staging_off |= 1 << mode; /* a compiler failure does not pass */
+    snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s: %.400s", nabla_variant_name(variant),
+             off[mode], ctx->error);
+    nabla_clear_error(ctx);
+  }
+  *staging = mode;
+  return mode == NABLA_WG_ROWS ? variant_program(ctx, variant, shape, mode, dtype, dense, params, prog) : NABLA_OK;
 }
 
 /* Builds the kernel of a variant and enqueues it. Fails before enqueueing the attention kernel or
- * not at all (a tile pack may be in the queue then; it writes only the workspace). */
+ * not at all (a tile pack or the tensor maps may be in the queue then; they write only the
+ * workspace). */
 static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla_shape *shape,
                                     nabla_dtype dtype, const nabla_mask *mask, cl_mem q, cl_mem k,
                                     cl_mem v, cl_mem o, const nabla_params *params,
@@ -165,14 +244,15 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
     row_ptr = mask->row_ptr;
     col_idx = mask->col_idx;
   }
-  /* wgmma: K and V go to the kernel as tile images unless NABLACL_WG_BULK=0. */
-  int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk();
-  if (bulk && wgmma_pack(ctx, variant, shape, dtype, dense, params, block_start, &k, &v, &num_wait,
-                         &wait) != NABLA_OK) {
-    note_bulk_off(ctx, variant);
-    bulk = 0;
+  cl_mem maps = NULL;
+  if (nabla_variant_is_wgmma(variant)) { /* K and V as they are staged; see wgmma_staging */
+    wg_inputs in = {k, v, NULL, block_start, num_wait, wait};
+    int staging = NABLA_WG_ROWS;
+    TRY(st, wgmma_staging(ctx, variant, shape, dtype, dense, params, &in, &staging, &prog));
+    k = in.k, v = in.v, maps = in.maps, num_wait = in.num_wait, wait = in.wait;
+  } else {
+    TRY(st, variant_program(ctx, variant, shape, NABLA_WG_ROWS, dtype, dense, params, &prog));
   }
-  TRY(st, variant_program(ctx, variant, shape, bulk, dtype, dense, params, &prog));
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
     local[0] = global[0] = 64, local[1] = 1, global[1] = (size_t)Nb;
@@ -206,6 +286,7 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   rc |= clSetKernelArg(kernel, a++, sizeof S, &S);
   rc |= clSetKernelArg(kernel, a++, sizeof Nb, &Nb);
   rc |= clSetKernelArg(kernel, a++, sizeof scale_log2, &scale_log2);
+  if (nabla_variant_is_wgmma(variant)) rc |= clSetKernelArg(kernel, a++, sizeof maps, &maps);
   TRY_CL(st, ctx, rc);
   cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait,
@@ -260,12 +341,11 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
   if (variant != NABLA_VARIANT_PORTABLE) {
     /* Build it now (cached), so a compiler failure is known before the first launch. */
     cl_program prog = NULL;
-    int bulk = nabla_variant_is_wgmma(variant) && nabla_attention_wgmma_bulk();
-    if (bulk && variant_program(ctx, variant, shape, 1, dtype, 0, &params, &prog) != NABLA_OK) {
-      note_bulk_off(ctx, variant); /* as nabla_attend would: rows staged */
-      bulk = 0;
-    }
-    if (!bulk && variant_program(ctx, variant, shape, 0, dtype, 0, &params, &prog) != NABLA_OK) {
+    int staging = NABLA_WG_ROWS;
+    nabla_status built = nabla_variant_is_wgmma(variant)
+                             ? wgmma_staging(ctx, variant, shape, dtype, 0, &params, NULL, &staging, &prog)
+                             : variant_program(ctx, variant, shape, staging, dtype, 0, &params, &prog);
+    if (built != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
       nabla_variant_mark_broken(ctx, variant, why);

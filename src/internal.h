@@ -48,6 +48,7 @@ typedef struct {
   int supported;
   int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
   int broken;       /* building or launching it failed on this context: not used again */
+  int staging_off;  /* wgmma: bit m set when staging m (NABLA_WG_*) did not build: not tried again */
   char why[384];    /* why it is unsupported or broken */
 } nabla_variant_probe;
 
@@ -87,6 +88,7 @@ typedef enum {
   NABLA_WS_GROUPS,
   NABLA_WS_KTILES,
   NABLA_WS_VTILES,
+  NABLA_WS_TMAPS, /* the wgmma kernel's two tensor maps (tensormap.h) */
   NABLA_WS_COUNT
 } nabla_workspace_slot;
 typedef struct {
@@ -95,6 +97,21 @@ typedef struct {
   cl_mem starts;       /* block layout of the last shape asked for (nabla_block_starts_buffer) */
   int starts_shape[4]; /* its seq, grid_t, grid_h, grid_w */
 } nabla_workspace;
+
+/* The CUDA driver library, opened on NVIDIA for the wgmma kernel's tensor maps (tensormap.c):
+ * the device's primary CUDA context is retained while the nablacl context lives, and the last
+ * map encoded is kept. Function pointers are held as void * (dlsym's type). */
+typedef struct {
+  int tried;          /* opened (or failed to) once */
+  void *lib;          /* dlopen handle of libcuda.so.1, or NULL */
+  void *encode, *push, *pop, *release; /* cuTensorMapEncodeTiled, cuCtxPush/PopCurrent, cuDevicePrimaryCtxRelease */
+  int dev;            /* CUdevice */
+  void *cuctx;        /* its primary context (retained), or NULL */
+  unsigned char map[128]; /* the last map encoded, */
+  uint64_t map_rows;  /* for this many rows (0: none) */
+  int map_head_dim;   /* of this head dim */
+  char why[160];      /* why there is no driver, when not */
+} nabla_cuda_driver;
 
 struct nabla_context {
   cl_context cl_ctx;
@@ -111,6 +128,7 @@ struct nabla_context {
   nabla_variant_state variants;   /* kernel variant probes and choice (variant.c) */
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
+  nabla_cuda_driver cuda;         /* for tensor maps (tensormap.c) */
   char error[NABLA_ERR_LEN];
 };
 

@@ -514,21 +514,21 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
  * inputs showed no loss. The mma kernel keeps 0, the only setting timed for it. */
 static int lazy_rescale(int fallback) { return env_knob("NABLACL_MMA_LAZY_RESCALE", 0, 15, fallback); }
 
-/* Whether the wgmma kernel stages tile images with the bulk-copy engine: yes unless
- * NABLACL_WG_BULK=0 (the copies, not the products, bound the kernel with rows staged by
- * cp.async: docs/benchmarks.md; the images cost 2 x K's size of device memory). */
-int nabla_attention_wgmma_bulk(void) {
-  const char *env = getenv("NABLACL_WG_BULK");
-  return !(env && strcmp(env, "0") == 0);
+/* Tensor copies by default: they spare the tile images' pack (a pass over K and V, 0.8 ms for
+ * the Wan 14B shape on the H200) and its 2 x K's size of device memory, and were 5-8 % faster on
+ * the STA mask and level on random 10 % there; both bulk paths are about twice as fast as rows
+ * staged by cp.async (docs/benchmarks.md). */
+int nabla_attention_wgmma_staging(void) {
+  return env_knob("NABLACL_WG_BULK", NABLA_WG_ROWS, NABLA_WG_TENSOR, NABLA_WG_TENSOR);
 }
 
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   int bulk, const nabla_params *params, char *buf, size_t len) {
+                                   int staging, const nabla_params *params, char *buf, size_t len) {
   char cap[64];
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), bulk ? 1 : 0, lazy_rescale(8),
+           nabla_attention_mma_qpw(id, shape, dense, params), staging, lazy_rescale(8),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 

@@ -71,14 +71,20 @@ void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
 /* Whether a variant id is the wgmma kernel, real or emulated. */
 int nabla_variant_is_wgmma(int id);
 
-/* Whether the wgmma kernel copies packed tile images with the bulk-copy engine (WG_BULK): yes
- * unless NABLACL_WG_BULK=0. */
-int nabla_attention_wgmma_bulk(void);
+/* How the wgmma kernel stages K and V blocks in local memory (its WG_BULK), fastest first:
+ * tensor copies through tensor maps of K and V (the copy engine swizzles), bulk copies of tile
+ * images packed beforehand (twice K's size of device memory, and a pass over K and V), or rows
+ * copied by every work-item with cp.async. */
+enum { NABLA_WG_ROWS = 0, NABLA_WG_IMAGES = 1, NABLA_WG_TENSOR = 2 };
+
+/* The staging asked for: NABLACL_WG_BULK (0, 1 or 2) when set to one of those, else
+ * NABLA_WG_TENSOR. A staging that cannot be had falls back to the next one down. */
+int nabla_attention_wgmma_staging(void);
 
 /* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel;
- * bulk: K and V come as tile images (WG_BULK). */
+ * staging: NABLA_WG_ROWS, _IMAGES or _TENSOR. */
 void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   int bulk, const nabla_params *params, char *buf, size_t len);
+                                   int staging, const nabla_params *params, char *buf, size_t len);
 
 /* Build options of the mma attention kernel (variant 1 or 2), after nabla_dtype_define. */
 void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,

@@ -5,6 +5,7 @@
  * real "nvidia-mma" kernel is checked too (with and without the ldmatrix/cp.async path, and
  * with one and two query blocks per work-group).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ static void run_case_q(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, dou
   double err = tu_attend_vs_reference(ctx, &s, dtype, density, q_scale, seed), tol = tu_tolerance(dtype);
   if (strcmp(nabla_variant_last(ctx), expect) != 0)
     fail_msg("ran %s, expected %s (%s)", nabla_variant_last(ctx), expect, nabla_variant_note(ctx));
-  if (strstr(nabla_variant_note(ctx), "bulk copies off")) /* wgmma fell back to staging rows */
+  if (strstr(nabla_variant_note(ctx), "copies off")) /* wgmma fell back to slower staging */
     fail_msg("%s", nabla_variant_note(ctx));
   if (getenv("NABLACL_TEST_VERBOSE"))
     print_message("  %s B%d H%d S%d D%d %s density %.2f: max abs error %.3g\n", expect, s.batch,
@@ -188,6 +189,57 @@ static void test_emulated_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* A ragged block's tile must not carry its neighbours' rows into the result: tensor copies
+ * fetch whole 64-row boxes. Head 0 keeps only its last block (4 rows, followed by head 1's),
+ * head 1 only a middle one (16 rows); every other key is NaN and every other value +Inf, which a
+ * key not masked or a value not zeroed turns into NaN. */
+static void run_poisoned_tails(nabla_context *ctx, nabla_dtype dtype, int head_dim, const char *expect) {
+  const nabla_shape s = {1, 2, 300, head_dim, 3, 10, 10}; /* per frame blocks of 64, 16, 16, 4 rows */
+  const int nb = nabla_shape_blocks(&s), kept[2] = {nb - 1, 5};
+  int32_t starts[64];
+  assert_int_equal(nabla_shape_block_starts(&s, starts, 64), NABLA_OK);
+  const size_t n = (size_t)s.heads * s.seq * head_dim;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
+  double *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
+  uint8_t *bitmap = calloc((size_t)s.heads * nb * nb, 1);
+  int32_t *row_ptr = malloc(((size_t)s.heads * nb + 1) * sizeof *row_ptr);
+  int32_t *col_idx = malloc((size_t)s.heads * nb * nb * sizeof *col_idx);
+  assert_true(q && k && v && ref && out && bitmap && row_ptr && col_idx);
+  uint64_t seed = 77;
+  tu_fill_normal(q, n, &seed, 1.5);
+  tu_fill_normal(k, n, &seed, 1.0);
+  tu_fill_normal(v, n, &seed, 1.0);
+  for (int h = 0; h < s.heads; h++) {
+    for (int r = 0; r < nb; r++) bitmap[((size_t)h * nb + r) * nb + kept[h]] = 1;
+    for (int i = 0; i < s.seq; i++)
+      if (i < starts[kept[h]] || i >= starts[kept[h] + 1])
+        for (int d = 0; d < head_dim; d++) {
+          k[((size_t)h * s.seq + i) * head_dim + d] = NAN;
+          v[((size_t)h * s.seq + i) * head_dim + d] = INFINITY;
+        }
+  }
+  tu_quantize(q, n, dtype);
+  tu_quantize(k, n, dtype);
+  tu_quantize(v, n, dtype);
+  nabla_ref_csr(&s, bitmap, row_ptr, col_idx);
+  nabla_ref_attention_sparse(&s, q, k, v, row_ptr, col_idx, ref);
+  cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
+  cl_mem dv = tu_buffer_from(ctx, v, n, dtype), dout = tu_buffer_from(ctx, q, n, dtype);
+  nabla_mask *mask = NULL;
+  assert_int_equal(nabla_mask_from_bitmap(ctx, &s, bitmap, &mask), NABLA_OK);
+  if (nabla_attend(ctx, &s, dtype, mask, dq, dk, dv, dout, 0, NULL, NULL) != NABLA_OK)
+    fail_msg("nabla_attend: %s", nabla_last_error(ctx));
+  tu_buffer_read(ctx, dout, n, dtype, out);
+  if (strcmp(nabla_variant_last(ctx), expect) != 0 || strstr(nabla_variant_note(ctx), "copies off"))
+    fail_msg("ran %s, expected %s (%s)", nabla_variant_last(ctx), expect, nabla_variant_note(ctx));
+  double err = tu_max_abs_diff(out, ref, n);
+  if (!(err <= tu_tolerance(dtype)))
+    fail_msg("%s poisoned tails D%d %s: max abs error %.3g", expect, head_dim, nabla_dtype_name(dtype), err);
+  nabla_mask_release(mask);
+  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
+  free(q), free(k), free(v), free(ref), free(out), free(bitmap), free(row_ptr), free(col_idx);
+}
+
 /* The wgmma kernel's logic, emulated: its probe kernel must agree with the host (the same
  * check the real probe makes on a Hopper GPU), then ragged blocks, both head dims, batch > 1,
  * empty rows and dense. */
@@ -197,9 +249,14 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   if (!nabla_variant_supported(ctx, emu)) fail_msg("%s probe: %s", emu, nabla_variant_note(ctx));
   const nabla_shape ragged = {2, 1, 300, 64, 3, 10, 10}, seq = {1, 2, 200, 128, 0, 0, 0};
   assert_int_equal(nabla_variant_force(ctx, emu), NABLA_OK);
+  run_poisoned_tails(ctx, NABLA_F16, 64, emu); /* tensor copies, the default */
+  run_poisoned_tails(ctx, NABLA_BF16, 128, emu);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
-  /* The tile images (K and V, one 64-row tile per block and (b, h)) are the context's until
+  /* Tile images (K and V, one 64-row tile per block and (b, h)) are the context's until
    * nabla_context_trim gives them back; the next call packs into new ones. */
+  setenv("NABLACL_WG_BULK", "1", 1);
+  run_poisoned_tails(ctx, NABLA_BF16, 64, emu);
+  run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
   size_t freed = 0, images = 2 * (size_t)ragged.batch * ragged.heads * nabla_shape_blocks(&ragged) * 64 *
                                  ragged.head_dim * 2;
   assert_int_equal(nabla_context_trim(ctx, &freed), NABLA_OK);
@@ -207,6 +264,8 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   assert_int_equal(nabla_context_trim(ctx, &freed), NABLA_OK);
   assert_int_equal(freed, 0);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
+  run_case(ctx, seq, NABLA_F16, -1.0, 25, emu);
+  unsetenv("NABLACL_WG_BULK");
   run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
   run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
@@ -221,7 +280,8 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, odd, NABLA_BF16, -1.0, 17, emu);
   run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
   unsetenv("NABLACL_MMA_QPW");
-  setenv("NABLACL_WG_BULK", "0", 1); /* rows staged from K and V (the default packs tile images) */
+  setenv("NABLACL_WG_BULK", "0", 1); /* rows staged from K and V */
+  run_poisoned_tails(ctx, NABLA_F16, 128, emu);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 19, emu);
   run_case(ctx, seq, NABLA_F16, -1.0, 20, emu);
   setenv("NABLACL_MMA_QPW", "2", 1);
@@ -250,11 +310,14 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
       {1, 4, 3600, 128, 4, 30, 30},
   };
   const nabla_dtype dts[] = {NABLA_BF16, NABLA_F16};
-  for (int bulk = 0; bulk <= 1; bulk++)
+  static const char *const stagings[] = {"0", "1", "2"}; /* rows, tile images, tensor copies */
+  for (int bulk = 0; bulk <= 2; bulk++)
     for (int qpw = 1; qpw <= 2; qpw++) {
-      setenv("NABLACL_WG_BULK", bulk ? "1" : "0", 1);
+      setenv("NABLACL_WG_BULK", stagings[bulk], 1);
       setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
-      print_message("nvidia-wgmma bulk %d qpw %d\n", bulk, qpw);
+      print_message("nvidia-wgmma staging %d qpw %d\n", bulk, qpw);
+      run_poisoned_tails(ctx, NABLA_BF16, 128, "nvidia-wgmma");
+      run_poisoned_tails(ctx, NABLA_F16, 64, "nvidia-wgmma");
       for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         for (int d = 0; d < 2; d++) {
           run_case(ctx, shapes[i], dts[d], i == 4 ? 0.1 : 0.4, 200 + 10 * i + d, "nvidia-wgmma");
@@ -306,7 +369,7 @@ static void test_env_knobs_in_options(void **state) {
   for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
     if (envs[i]) setenv("NABLACL_MMA_LAZY_RESCALE", envs[i], 1);
     else unsetenv("NABLACL_MMA_LAZY_RESCALE");
-    nabla_attention_wgmma_options(NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, 1, NULL, buf, sizeof buf);
+    nabla_attention_wgmma_options(NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, NULL, buf, sizeof buf);
     snprintf(want, sizeof want, "-DMMA_LAZY_RESCALE=%d ", wg[i]);
     if (!strstr(buf, want)) fail_msg("env %s: wgmma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
     nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, NULL, buf, sizeof buf);
@@ -314,6 +377,19 @@ static void test_env_knobs_in_options(void **state) {
     if (!strstr(buf, want)) fail_msg("env %s: mma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
   }
   unsetenv("NABLACL_MMA_LAZY_RESCALE");
+  /* The wgmma staging: tensor copies unless NABLACL_WG_BULK names another (0 rows, 1 images). */
+  const char *staging_envs[] = {NULL, "0", "1", "2", "3", "1x", ""};
+  const int staging[] = {NABLA_WG_TENSOR, NABLA_WG_ROWS, NABLA_WG_IMAGES, NABLA_WG_TENSOR, NABLA_WG_TENSOR,
+                         NABLA_WG_TENSOR, NABLA_WG_TENSOR};
+  for (size_t i = 0; i < sizeof staging_envs / sizeof staging_envs[0]; i++) {
+    if (staging_envs[i]) setenv("NABLACL_WG_BULK", staging_envs[i], 1);
+    else unsetenv("NABLACL_WG_BULK");
+    assert_int_equal(nabla_attention_wgmma_staging(), staging[i]);
+    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, staging[i], NULL, buf, sizeof buf);
+    snprintf(want, sizeof want, "-DWG_BULK=%d ", staging[i]);
+    if (!strstr(buf, want)) fail_msg("wgmma options \"%s\" lack %s", buf, want);
+  }
+  unsetenv("NABLACL_WG_BULK");
   /* The other numeric overrides share the parser: whole numbers in range, else ignored. */
   const char *qpw_envs[] = {"2", "1", "3", "2x", " 2", ""};
   const int qpw[] = {2, 1, 1, 1, 2, 1}; /* strtol skips leading blanks */
@@ -326,7 +402,7 @@ static void test_env_knobs_in_options(void **state) {
   const char *cap[] = {"-cl-nv-maxrregcount=168", NULL, NULL, NULL, NULL};
   for (size_t i = 0; i < sizeof cap_envs / sizeof cap_envs[0]; i++) {
     setenv("NABLACL_MMA_MAXRREG", cap_envs[i], 1);
-    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, NULL, buf, sizeof buf);
+    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, NULL, buf, sizeof buf);
     if (cap[i] ? !strstr(buf, cap[i]) : strstr(buf, "maxrregcount") != NULL)
       fail_msg("NABLACL_MMA_MAXRREG=%s: options \"%s\"", cap_envs[i], buf);
   }

@@ -272,8 +272,11 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   setenv("NABLACL_MMA_LAZY_RESCALE", "0", 1); /* running row maxima */
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 22, emu); /* huge logits */
   run_case(ctx, seq, NABLA_BF16, -1.0, 24, emu);
-  unsetenv("NABLACL_MMA_LAZY_RESCALE"); /* the default, lazy maxima, from here on */
+  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1);
+  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 26, emu);
+  unsetenv("NABLACL_MMA_LAZY_RESCALE"); /* the default, lazy maxima (tau = 12), from here on */
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 23, emu);
+  run_case_q(ctx, seq, NABLA_F16, 0.5, 16.0, 27, emu);
   setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks (warpgroups) share the staged K/V */
   const nabla_shape odd = {2, 1, 260, 64, 0, 0, 0}; /* 5 blocks: a missing second block */
   run_case(ctx, odd, NABLA_F16, 0.4, 16, emu);
@@ -327,8 +330,9 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
   unsetenv("NABLACL_WG_BULK");
   unsetenv("NABLACL_MMA_QPW");
   print_message("nvidia-wgmma huge logits, running and lazy maxima\n");
-  for (int lazy = 0; lazy <= 1; lazy++) {
-    setenv("NABLACL_MMA_LAZY_RESCALE", lazy ? "8" : "0", 1);
+  for (int lazy = 0; lazy <= 2; lazy++) { /* running maxima, tau = 8, the default */
+    if (lazy < 2) setenv("NABLACL_MMA_LAZY_RESCALE", lazy ? "8" : "0", 1);
+    else unsetenv("NABLACL_MMA_LAZY_RESCALE");
     run_case_q(ctx, shapes[0], NABLA_F16, 0.6, 16.0, 400 + lazy, "nvidia-wgmma");
     run_case_q(ctx, shapes[4], NABLA_F16, 0.1, 16.0, 410 + lazy, "nvidia-wgmma");
     run_case(ctx, shapes[3], NABLA_BF16, -1.0, 420 + lazy, "nvidia-wgmma");
@@ -364,7 +368,7 @@ static void test_env_knobs_in_options(void **state) {
   CTX_OR_SKIP(state);
   const nabla_shape s = {1, 2, 300, 128, 3, 10, 10};
   const char *envs[] = {NULL, "0", "3", "15", "16", "-1", "8x", ""};
-  const int wg[] = {8, 0, 3, 15, 8, 8, 8, 8}, mma[] = {0, 0, 3, 15, 0, 0, 0, 0};
+  const int wg[] = {12, 0, 3, 15, 12, 12, 12, 12}, mma[] = {0, 0, 3, 15, 0, 0, 0, 0};
   char buf[512], want[64];
   for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
     if (envs[i]) setenv("NABLACL_MMA_LAZY_RESCALE", envs[i], 1);

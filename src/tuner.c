@@ -21,7 +21,8 @@
  *   6. the winner is stored at once (atomic put); every candidate's measurement is also
  *      checkpointed in namespace "tuning-progress", so an interrupted run resumes.
  * The stage timed is what the user calls, from a marker on the idle queue to the end of its last
- * kernel: nabla_attend (with the wgmma tile pack) for attention, the whole mask build for select.
+ * kernel: nabla_attend (with the wgmma kernel's tile pack or tensor-map binding) for attention,
+ * the whole mask build for select.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -219,8 +220,8 @@ static double event_ms(cl_event from, cl_profiling_info from_what, cl_event to) 
 }
 
 /* One attention call; ms = from a marker on the idle queue to the end of the attention kernel,
- * so a variant's preparatory kernels (the wgmma tile pack) count. The candidate's VARIANT picks
- * the kernel (-1: the automatic choice); TILE_D / TILE_V shape the portable one. */
+ * so a variant's preparatory kernels (the wgmma tile pack or tmap_bind) count. The candidate's
+ * VARIANT picks the kernel (-1: the automatic choice); TILE_D / TILE_V shape the portable one. */
 static nabla_status attention_run(nabla_context *ctx, const problem *p, const nabla_params *params,
                                   double *ms) {
   nabla_status st = NABLA_OK;

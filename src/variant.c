@@ -538,8 +538,7 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
                                  char *buf, size_t len) {
   /* The emulation always can (it emulates ldmatrix and copies plainly). */
   int smem = id == NABLA_VARIANT_MMA_EMULATED || ctx->variants.probe[id].smem_ptx;
-  const char *env = getenv("NABLACL_MMA_SMEM"); /* developer override: 0 turns the path off */
-  if (env && strcmp(env, "0") == 0) smem = 0;
+  if (env_knob("NABLACL_MMA_SMEM", 0, 1, 1) == 0) smem = 0; /* developer override: 0 turns it off */
   char cap[64];
   maxrreg_options(id, params, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d -DMMA_LAZY_RESCALE=%d%s%s",

@@ -394,6 +394,18 @@ static void test_env_knobs_in_options(void **state) {
     if (!strstr(buf, want)) fail_msg("wgmma options \"%s\" lack %s", buf, want);
   }
   unsetenv("NABLACL_WG_BULK");
+  /* NABLACL_MMA_SMEM: "0" turns the mma kernel's ldmatrix/cp.async path off, nothing else
+   * changes it (the emulation always has it). */
+  const char *smem_envs[] = {NULL, "0", "1", "0x", "2"};
+  const int smem[] = {1, 0, 1, 1, 1};
+  for (size_t i = 0; i < sizeof smem_envs / sizeof smem_envs[0]; i++) {
+    if (smem_envs[i]) setenv("NABLACL_MMA_SMEM", smem_envs[i], 1);
+    else unsetenv("NABLACL_MMA_SMEM");
+    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, NULL, buf, sizeof buf);
+    snprintf(want, sizeof want, "-DMMA_SMEM_PTX=%d ", smem[i]);
+    if (!strstr(buf, want)) fail_msg("mma options \"%s\" lack %s", buf, want);
+  }
+  unsetenv("NABLACL_MMA_SMEM");
   /* The other numeric overrides share the parser: whole numbers in range, else ignored. */
   const char *qpw_envs[] = {"2", "1", "3", "2x", " 2", ""};
   const int qpw[] = {2, 1, 1, 1, 2, 1}; /* strtol skips leading blanks */

@@ -91,10 +91,8 @@ inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mba
 inline void tensor_stage(__local uchar *dst, __global const ulong *map, __global const uint4 *src, size_t row,
                          size_t rows, uint mbar, int lid) {
 #ifdef NABLA_NO_PTX
-  for (int c = lid; c < TILE_CHUNKS; c += NTHREADS) {
-    const int r = c / ROW_CHUNKS, j = c - r * ROW_CHUNKS;
-    *(__local uint4 *)(dst + wg_tile_offset(r, j)) = row + r < rows ? src[(row + r) * ROW_CHUNKS + j] : (uint4)(0u);
-  }
+  /* The next rows as they are, zeros past the tensor's end (plain copies in the emulation). */
+  wg_stage_tile(dst, src + row * ROW_CHUNKS, (int)min(rows - row, (size_t)BK), ROW_CHUNKS, lid, NTHREADS);
 #else
   if (lid == 0) {
     bulk_expect(mbar);
@@ -209,21 +207,22 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   __global const uint4 *vg = (__global const uint4 *)v + bh * Nb * TILE_CHUNKS;
 #define STAGE_K(dst, j) bulk_stage(dst, kg + (size_t)(j) * TILE_CHUNKS, mk, lid)
 #define STAGE_V(dst, j) bulk_stage(dst, vg + (size_t)(j) * TILE_CHUNKS, mv, lid)
-#define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
-#define ENTER_PV(next) \
-  do { barrier(CLK_LOCAL_MEM_FENCE); if ((next) < Nb) STAGE_K(kt, next); bulk_wait(mv, &phv); } while (0)
+#define V_TAIL() do { } while (0) /* the images' ragged rows are zero */
 #elif WG_BULK == 2
   /* K's rows past a ragged block are masked out of S; V's are zeroed once V is in. */
   const size_t all_rows = get_num_groups(1) * (size_t)S, row0 = bh * (size_t)S;
 #define STAGE_K(dst, j) tensor_stage(dst, tmaps, (__global const uint4 *)k, row0 + block_start[j], all_rows, mk, lid)
 #define STAGE_V(dst, j) tensor_stage(dst, tmaps + 16, (__global const uint4 *)v, row0 + block_start[j], all_rows, mv, lid)
+#define V_TAIL() do { if (kn < BK) wg_zero_rows(vt, kn, lid); } while (0)
+#endif
+#if WG_BULK
 #define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
-#define ENTER_PV(next)                                   \
-  do {                                                   \
-    barrier(CLK_LOCAL_MEM_FENCE);                        \
-    if ((next) < Nb) STAGE_K(kt, next);                  \
-    bulk_wait(mv, &phv);                                 \
-    if (kn < BK) wg_zero_rows(vt, kn, lid);              \
+#define ENTER_PV(next)                                                                    \
+  do {                                                                                    \
+    barrier(CLK_LOCAL_MEM_FENCE);                                                         \
+    if ((next) < Nb) STAGE_K(kt, next);                                                   \
+    bulk_wait(mv, &phv);                                                                  \
+    V_TAIL();                                                                             \
   } while (0)
 #else
   __global const uint4 *kg = (__global const uint4 *)(k + base);

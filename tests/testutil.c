@@ -171,39 +171,49 @@ double tu_tolerance(nabla_dtype dtype) {
   return dtype == NABLA_F32 ? 2e-5 : dtype == NABLA_F16 ? 4e-3 : 3e-2;
 }
 
-double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype,
-                              double density, double q_scale, uint64_t seed) {
+double tu_attend_inputs_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype, double *q,
+                                     double *k, double *v, const uint8_t *bitmap, int dense) {
   size_t n = (size_t)s->batch * s->heads * s->seq * s->head_dim;
   int nb = nabla_shape_blocks(s);
   size_t rows = (size_t)s->batch * s->heads * nb;
-  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
   double *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
-  uint8_t *bitmap = malloc(rows * nb);
   int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(rows * nb * sizeof *col_idx);
-  assert_non_null(q), assert_non_null(k), assert_non_null(v), assert_non_null(ref);
-  assert_non_null(out), assert_non_null(bitmap), assert_non_null(row_ptr), assert_non_null(col_idx);
-  tu_fill_normal(q, n, &seed, q_scale);
-  tu_fill_normal(k, n, &seed, 1.0);
-  tu_fill_normal(v, n, &seed, 1.0);
+  assert_non_null(ref), assert_non_null(out), assert_non_null(row_ptr), assert_non_null(col_idx);
   tu_quantize(q, n, dtype);
   tu_quantize(k, n, dtype);
   tu_quantize(v, n, dtype);
-  for (size_t i = 0; i < rows * nb; i++) bitmap[i] = density < 0 || tu_rand_uniform(&seed) < density;
-  if (density >= 0 && rows > 2) memset(bitmap + 2 * (size_t)nb, 0, nb); /* an empty row: zeros */
   nabla_ref_csr(s, bitmap, row_ptr, col_idx);
   nabla_ref_attention_sparse(s, q, k, v, row_ptr, col_idx, ref);
 
   cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
   cl_mem dv = tu_buffer_from(ctx, v, n, dtype), dout = tu_buffer_from(ctx, q, n, dtype);
   nabla_mask *mask = NULL;
-  if (density >= 0) assert_int_equal(nabla_mask_from_bitmap(ctx, s, bitmap, &mask), NABLA_OK);
+  if (!dense) assert_int_equal(nabla_mask_from_bitmap(ctx, s, bitmap, &mask), NABLA_OK);
   nabla_status st = nabla_attend(ctx, s, dtype, mask, dq, dk, dv, dout, 0, NULL, NULL);
   if (st != NABLA_OK) fail_msg("nabla_attend: %s", nabla_last_error(ctx));
   tu_buffer_read(ctx, dout, n, dtype, out);
   double err = tu_max_abs_diff(out, ref, n);
   nabla_mask_release(mask);
   clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
-  free(q), free(k), free(v), free(ref), free(out), free(bitmap), free(row_ptr), free(col_idx);
+  free(ref), free(out), free(row_ptr), free(col_idx);
+  return err;
+}
+
+double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype,
+                              double density, double q_scale, uint64_t seed) {
+  size_t n = (size_t)s->batch * s->heads * s->seq * s->head_dim;
+  int nb = nabla_shape_blocks(s);
+  size_t rows = (size_t)s->batch * s->heads * nb;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
+  uint8_t *bitmap = malloc(rows * nb);
+  assert_non_null(q), assert_non_null(k), assert_non_null(v), assert_non_null(bitmap);
+  tu_fill_normal(q, n, &seed, q_scale);
+  tu_fill_normal(k, n, &seed, 1.0);
+  tu_fill_normal(v, n, &seed, 1.0);
+  for (size_t i = 0; i < rows * nb; i++) bitmap[i] = density < 0 || tu_rand_uniform(&seed) < density;
+  if (density >= 0 && rows > 2) memset(bitmap + 2 * (size_t)nb, 0, nb); /* an empty row: zeros */
+  double err = tu_attend_inputs_vs_reference(ctx, s, dtype, q, k, v, bitmap, density < 0);
+  free(q), free(k), free(v), free(bitmap);
   return err;
 }
 

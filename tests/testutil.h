@@ -47,6 +47,13 @@ double tu_tolerance(nabla_dtype dtype);
 double tu_attend_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype,
                               double density, double q_scale, uint64_t seed);
 
+/* The second half of tu_attend_vs_reference, on the caller's inputs: q, k, v (B·H·S·D values,
+ * tile order; quantized to `dtype` here) and a block bitmap (B·H·Nb rows of Nb); with `dense`
+ * the device runs without a mask (the bitmap, all ones, serves the reference). Returns the max
+ * abs error of nabla_attend against nabla_ref_attention_sparse; fails the test on any API error. */
+double tu_attend_inputs_vs_reference(nabla_context *ctx, const nabla_shape *s, nabla_dtype dtype, double *q,
+                                     double *k, double *v, const uint8_t *bitmap, int dense);
+
 /* Removes a file or a directory tree (making read-only directories writable first); a missing
  * path is fine. Symbolic links are removed, never followed. */
 void tu_remove_tree(const char *path);

@@ -311,15 +311,20 @@ __kernel void pack_tiles(__global const uint4 *src, __global uint4 *image, __glo
 }
 
 /* WG_BULK 2: points the two tensor maps at maps[0..15] (K) and maps[16..31] (V), which the host
- * filled with the encoded map of the problem's shape, at the buffers k and v. One work-item. */
-__kernel void tmap_bind(__global const ushort *k, __global const ushort *v, __global ulong *maps) {
+ * filled with the encoded template (src/tensormap.h), at the buffers k and v, and sets their
+ * row count (dimension 1; dimension 0 is the head dim) to rows = B H S. One work-item. */
+__kernel void tmap_bind(__global const ushort *k, __global const ushort *v, __global ulong *maps, uint rows) {
 #ifndef NABLA_NO_PTX
   asm volatile(WG "tensormap.replace.tile.global_address.global.b1024.b64 [%0], %1;"
                :: "l"((ulong)(size_t)maps), "l"((ulong)(size_t)k) : "memory");
   asm volatile(WG "tensormap.replace.tile.global_address.global.b1024.b64 [%0], %1;"
                :: "l"((ulong)(size_t)(maps + 16)), "l"((ulong)(size_t)v) : "memory");
+  asm volatile(WG "tensormap.replace.tile.global_dim.global.b1024.b32 [%0], 1, %1;"
+               :: "l"((ulong)(size_t)maps), "r"(rows) : "memory");
+  asm volatile(WG "tensormap.replace.tile.global_dim.global.b1024.b32 [%0], 1, %1;"
+               :: "l"((ulong)(size_t)(maps + 16)), "r"(rows) : "memory");
   asm volatile(WG "fence.proxy.tensormap::generic.release.gpu;" ::: "memory");
 #else
-  (void)k, (void)v, (void)maps; /* the emulation copies from k and v directly */
+  (void)k, (void)v, (void)maps, (void)rows; /* the emulation copies from k and v directly */
 #endif
 }

@@ -480,8 +480,10 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
  *                          run, before nvidia-mma. Stages K and V blocks with tensor copies,
  *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
- *                          at run time; the device's primary CUDA context is retained until
- *                          nabla_context_destroy). Where that cannot be had, or with
+ *                          at run time; the device's primary CUDA context is retained only
+ *                          around the one call per head dim, and the map template is kept in
+ *                          the disk cache, so later processes do not touch CUDA). Where that
+ *                          cannot be had, or with
  *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
  *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4
  *                          GB for B=1, H=40, S=67,200, D=128, until nabla_context_trim); failing

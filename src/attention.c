@@ -129,8 +129,9 @@ done:
   return st;
 }
 
-/* NABLA_WG_TENSOR: the tensor map of K and V seen as [B H S][head_dim] matrices (tensormap.h),
- * or, emulated, none (the emulation copies from k and v itself: the maps stay zero). */
+/* NABLA_WG_TENSOR: the tensor map template for K and V seen as [B H S][head_dim] matrices
+ * (tensormap.h), or, emulated, none (the emulation copies from k and v itself: the maps stay
+ * zero). */
 static nabla_status tensor_map(nabla_context *ctx, int variant, const nabla_shape *shape,
                                unsigned char map[NABLA_TMAP_BYTES]) {
   const uint64_t rows = (uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq;
@@ -139,11 +140,12 @@ static nabla_status tensor_map(nabla_context *ctx, int variant, const nabla_shap
     return nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor copies address rows by 32-bit coordinates, not %llu rows",
                       (unsigned long long)rows);
   if (variant == NABLA_VARIANT_WGMMA_EMULATED) return NABLA_OK;
-  return nabla_tensor_map_encode(ctx, rows, shape->head_dim, map);
+  return nabla_tensor_map_template(ctx, shape->head_dim, map);
 }
 
-/* NABLA_WG_TENSOR: fills the context's two maps with the problem's and enqueues tmap_bind, which
- * points them at in->k and in->v (OpenCL tells only the device where a buffer lives). */
+/* NABLA_WG_TENSOR: fills the context's two maps with the template and enqueues tmap_bind, which
+ * points them at in->k and in->v (OpenCL tells only the device where a buffer lives) and sets
+ * their row count. */
 static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program prog, const nabla_shape *shape,
                                      wg_inputs *in) {
   nabla_status st = NABLA_OK;
@@ -157,6 +159,8 @@ static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program
   cl_int rc = clSetKernelArg(kernel, 0, sizeof in->k, &in->k);
   rc |= clSetKernelArg(kernel, 1, sizeof in->v, &in->v);
   rc |= clSetKernelArg(kernel, 2, sizeof maps, &maps);
+  const cl_uint rows = (cl_uint)((uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq); /* < 2^31 */
+  rc |= clSetKernelArg(kernel, 3, sizeof rows, &rows);
   TRY_CL(st, ctx, rc);
   /* The pattern is copied at the call, so the map on the stack may go. */
   TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, maps, map, NABLA_TMAP_BYTES, 0, 2 * NABLA_TMAP_BYTES,

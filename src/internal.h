@@ -99,17 +99,16 @@ typedef struct {
 } nabla_workspace;
 
 /* The CUDA driver library, opened on NVIDIA for the wgmma kernel's tensor maps (tensormap.c):
- * the device's primary CUDA context is retained while the nablacl context lives, and the last
- * map encoded is kept. Function pointers are held as void * (dlsym's type). */
+ * it encodes a map template per head dim once (then the disk cache has it), with the device's
+ * primary CUDA context retained only around the call. Function pointers are held as void *
+ * (dlsym's type). */
 typedef struct {
   int tried;          /* opened (or failed to) once */
   void *lib;          /* dlopen handle of libcuda.so.1, or NULL */
-  void *encode, *push, *pop, *release; /* cuTensorMapEncodeTiled, cuCtxPush/PopCurrent, cuDevicePrimaryCtxRelease */
+  void *encode, *push, *pop, *retain, *release; /* cuTensorMapEncodeTiled, cuCtxPush/PopCurrent, cuDevicePrimaryCtxRetain/Release */
   int dev;            /* CUdevice */
-  void *cuctx;        /* its primary context (retained), or NULL */
-  unsigned char map[128]; /* the last map encoded, */
-  uint64_t map_rows;  /* for this many rows (0: none) */
-  int map_head_dim;   /* of this head dim */
+  unsigned char tmpl[2][128]; /* map templates for head dim 64 and 128 (tensormap.h), */
+  int have[2];        /* 1 once known, -1 once refused (why says why) */
   char why[160];      /* why there is no driver, when not */
 } nabla_cuda_driver;
 

@@ -1,8 +1,11 @@
 /* Tensor maps for the wgmma kernel's tensor copies, encoded by the CUDA driver (see tensormap.h). */
 #include "tensormap.h"
 
+#include "diskcache.h"
+
 #include <dlfcn.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <CL/cl_ext.h>
@@ -47,8 +50,8 @@ static int cuda_device(nabla_context *ctx, cu_device_get_fn get, cu_device_by_pc
   return get(dev, 0);
 }
 
-/* Opens libcuda.so.1 and retains the device's primary CUDA context (the encoder wants a
- * context), once per nablacl context; the verdict, and why not, is kept. */
+/* Opens libcuda.so.1 and finds the CUDA device of the OpenCL device, once per nablacl context;
+ * the verdict, and why not, is kept. */
 static nabla_status open_driver(nabla_context *ctx) {
   nabla_cuda_driver *cu = &ctx->cuda;
   if (!cu->tried) {
@@ -56,14 +59,13 @@ static nabla_status open_driver(nabla_context *ctx) {
     cu_init_fn init = NULL;
     cu_device_get_fn get = NULL;
     cu_device_by_pci_fn by_pci = NULL;
-    cu_primary_retain_fn retain = NULL;
     int rc = -1;
     cu->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!cu->lib) {
       snprintf(cu->why, sizeof cu->why, "no CUDA driver library (libcuda.so.1) to encode tensor maps");
     } else if (!driver_sym(cu->lib, "cuInit", &init, sizeof init) ||
                !driver_sym(cu->lib, "cuDeviceGet", &get, sizeof get) ||
-               !driver_sym(cu->lib, "cuDevicePrimaryCtxRetain", &retain, sizeof retain) ||
+               !driver_sym(cu->lib, "cuDevicePrimaryCtxRetain", &cu->retain, sizeof cu->retain) ||
                !driver_sym(cu->lib, "cuDevicePrimaryCtxRelease_v2", &cu->release, sizeof cu->release) ||
                !driver_sym(cu->lib, "cuCtxPushCurrent_v2", &cu->push, sizeof cu->push) ||
                !driver_sym(cu->lib, "cuCtxPopCurrent_v2", &cu->pop, sizeof cu->pop) ||
@@ -75,67 +77,102 @@ static nabla_status open_driver(nabla_context *ctx) {
       driver_sym(cu->lib, "cuDeviceGetByPCIBusId", &by_pci, sizeof by_pci);
       if ((rc = cuda_device(ctx, get, by_pci, &cu->dev)) != 0)
         snprintf(cu->why, sizeof cu->why, "no CUDA device for the OpenCL device (CUresult %d)", rc);
-      else if ((rc = retain(&cu->cuctx, cu->dev)) != 0)
-        snprintf(cu->why, sizeof cu->why, "cuDevicePrimaryCtxRetain failed (CUresult %d)", rc);
     }
     if (cu->why[0]) {
       if (cu->lib) dlclose(cu->lib);
       cu->lib = NULL;
-      cu->cuctx = NULL;
     }
   }
-  return cu->cuctx ? NABLA_OK : nabla_fail(ctx, NABLA_UNSUPPORTED, "%s", cu->why);
+  return cu->lib ? NABLA_OK : nabla_fail(ctx, NABLA_UNSUPPORTED, "%s", cu->why);
 }
 
-nabla_status nabla_tensor_map_encode(nabla_context *ctx, uint64_t rows, int head_dim,
-                                     unsigned char map[NABLA_TMAP_BYTES]) {
+/* Has the driver encode the template of head_dim into map, in the device's primary CUDA context,
+ * retained for the call alone. */
+static nabla_status encode_template(nabla_context *ctx, int head_dim, unsigned char map[NABLA_TMAP_BYTES]) {
   nabla_status st = NABLA_OK;
   nabla_cuda_driver *cu = &ctx->cuda;
-  if (cu->cuctx && cu->map_rows == rows && cu->map_head_dim == head_dim) { /* the last one again */
-    memcpy(map, cu->map, NABLA_TMAP_BYTES);
-    return NABLA_OK;
-  }
   TRY(st, open_driver(ctx));
-  /* Any 16-byte-aligned address will do: tmap_bind replaces it on the device. */
+  /* Any 16-byte-aligned address will do: tmap_bind replaces it, and the row count, on the device. */
   void *placeholder = (void *)(uintptr_t)0x10000;
-  const uint64_t dims[2] = {(uint64_t)head_dim, rows}, strides[1] = {(uint64_t)head_dim * 2};
+  const uint64_t dims[2] = {(uint64_t)head_dim, NABLA_TMAP_TEMPLATE_ROWS}, strides[1] = {(uint64_t)head_dim * 2};
   const uint32_t box[2] = {64, 64}, element_strides[2] = {1, 1};
   cu_encode_tiled_fn encode = NULL;
+  cu_primary_retain_fn retain = NULL;
+  cu_primary_release_fn release = NULL;
   cu_ctx_push_fn push = NULL;
   cu_ctx_pop_fn pop = NULL;
   memcpy(&encode, &cu->encode, sizeof encode);
+  memcpy(&retain, &cu->retain, sizeof retain);
+  memcpy(&release, &cu->release, sizeof release);
   memcpy(&push, &cu->push, sizeof push);
   memcpy(&pop, &cu->pop, sizeof pop);
-  void *popped = NULL;
+  void *cuctx = NULL, *popped = NULL;
   _Alignas(128) unsigned char encoded[NABLA_TMAP_BYTES]; /* the driver wants 64-byte alignment */
-  int rc = push(cu->cuctx); /* the calling thread's own current context stays as it was */
+  int rc = retain(&cuctx, cu->dev);
+  if (rc != 0) {
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuDevicePrimaryCtxRetain failed (CUresult %d)", rc);
+    goto done;
+  }
+  rc = push(cuctx); /* the calling thread's own current context stays as it was */
   if (rc == 0) {
     rc = encode(encoded, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, placeholder, dims, strides, box, element_strides,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     pop(&popped);
   }
+  release(cu->dev); /* the encoded map does not refer to the context */
   if (rc != 0) {
-    cu->map_rows = 0;
-    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuTensorMapEncodeTiled refused a [%llu][%d] map (CUresult %d)",
-                    (unsigned long long)rows, head_dim, rc);
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuTensorMapEncodeTiled refused a [rows][%d] map (CUresult %d)",
+                    head_dim, rc);
     goto done;
   }
-  memcpy(cu->map, encoded, NABLA_TMAP_BYTES);
-  cu->map_rows = rows;
-  cu->map_head_dim = head_dim;
   memcpy(map, encoded, NABLA_TMAP_BYTES);
 done:
   return st;
 }
 
+/* The template's key in the "tensormaps" namespace: the device description (driver version
+ * included, as the format is the driver's), then what was encoded. */
+static void template_key(const nabla_context *ctx, int head_dim, char *buf, size_t len) {
+  snprintf(buf, len, "%s\ntensormap\nu16 [%d rows][%d] box 64x64 swizzle 128B L2 256B oob zero", ctx->device_desc,
+           NABLA_TMAP_TEMPLATE_ROWS, head_dim);
+}
+
+nabla_status nabla_tensor_map_template(nabla_context *ctx, int head_dim, unsigned char map[NABLA_TMAP_BYTES]) {
+  nabla_status st = NABLA_OK;
+  nabla_cuda_driver *cu = &ctx->cuda;
+  char key[sizeof ctx->device_desc + 96];
+  void *cached = NULL;
+  size_t cached_len = 0;
+  if (head_dim != 64 && head_dim != 128)
+    return nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor maps are made for head dim 64 or 128, not %d", head_dim);
+  const int slot = head_dim == 128;
+  if (cu->have[slot] < 0) return nabla_fail(ctx, NABLA_UNSUPPORTED, "%s", cu->why); /* refused before */
+  if (!cu->have[slot]) {
+    template_key(ctx, head_dim, key, sizeof key);
+    if (ctx->cache_root[0] &&
+        nabla_diskcache_get(ctx->cache_root, NABLA_TMAP_NS, key, &cached, &cached_len) == NABLA_OK &&
+        cached_len == NABLA_TMAP_BYTES) {
+      memcpy(cu->tmpl[slot], cached, NABLA_TMAP_BYTES);
+    } else {
+      if ((st = encode_template(ctx, head_dim, cu->tmpl[slot])) != NABLA_OK) {
+        cu->have[slot] = -1; /* not asked again on this context */
+        snprintf(cu->why, sizeof cu->why, "%.150s", ctx->error);
+        goto done;
+      }
+      if (ctx->cache_root[0]) /* failure = no caching */
+        nabla_diskcache_put(ctx->cache_root, NABLA_TMAP_NS, key, cu->tmpl[slot], NABLA_TMAP_BYTES);
+    }
+    cu->have[slot] = 1;
+  }
+  memcpy(map, cu->tmpl[slot], NABLA_TMAP_BYTES);
+done:
+  free(cached);
+  return st;
+}
+
 void nabla_cuda_driver_release(nabla_context *ctx) {
   nabla_cuda_driver *cu = &ctx->cuda;
-  if (cu->cuctx) {
-    cu_primary_release_fn release = NULL;
-    memcpy(&release, &cu->release, sizeof release);
-    release(cu->dev);
-  }
   if (cu->lib) dlclose(cu->lib);
   memset(cu, 0, sizeof *cu);
 }

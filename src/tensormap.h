@@ -4,12 +4,17 @@
  * A tensor map is the 128-byte descriptor Hopper's copy engine reads to fetch a box of a
  * tensor and swizzle it into local memory. Its format is private to NVIDIA's driver, so it is
  * encoded by the CUDA driver library (cuTensorMapEncodeTiled in libcuda.so.1, which every
- * NVIDIA OpenCL installation carries, opened at run time: nothing links against it). The encoder
- * wants a current CUDA context: the device's primary context is retained on first use (shared
- * with any CUDA user in the process, such as PyTorch; otherwise it costs its own device memory)
- * and released with the nablacl context. The map is encoded with a placeholder address; the
- * device fills in the buffers' addresses (tmap_bind), since OpenCL does not tell the host where a
- * buffer lives.
+ * NVIDIA OpenCL installation carries, opened at run time: nothing links against it). What is
+ * encoded is a template per head dim, with a placeholder address and NABLA_TMAP_TEMPLATE_ROWS
+ * rows; the device writes in the buffers' addresses (OpenCL does not tell the host where a
+ * buffer lives) and the problem's row count (tmap_bind), so one template serves every shape.
+ *
+ * The encoder wants a current CUDA context: the device's primary context is retained around the
+ * one call and released right after (it costs about 0.5 GB of device memory and 0.1-0.2 s
+ * while it lives, unless a CUDA user in the process, such as PyTorch, holds it anyway). A
+ * template is kept by the nablacl context and in the disk cache ("tensormaps", keyed by the
+ * device description, which carries the driver version), so once cached, a process never
+ * touches CUDA at all.
  */
 #ifndef NABLA_TENSORMAP_H
 #define NABLA_TENSORMAP_H
@@ -19,15 +24,17 @@
 #include "internal.h"
 
 #define NABLA_TMAP_BYTES 128
+#define NABLA_TMAP_TEMPLATE_ROWS 64 /* one box; tmap_bind replaces it */
+#define NABLA_TMAP_NS "tensormaps" /* disk cache namespace */
 
-/* The map of a [rows][head_dim] matrix of 16-bit values (row-major, rows of head_dim x 2
- * bytes) read in 64 x 64 boxes with the 128-byte swizzle, rows past the end as zeros. The CUDA
- * driver is opened on first use and kept by the context. NABLA_UNSUPPORTED (with the reason)
- * when there is no CUDA driver or it refuses the map; map is then untouched. */
-nabla_status nabla_tensor_map_encode(nabla_context *ctx, uint64_t rows, int head_dim,
-                                     unsigned char map[NABLA_TMAP_BYTES]);
+/* The map template of a [rows][head_dim] matrix of 16-bit values (row-major, rows of
+ * head_dim x 2 bytes) read in 64 x 64 boxes with the 128-byte swizzle, rows past the end as
+ * zeros, for head_dim 64 or 128. From the context, else the disk cache, else the CUDA driver
+ * (opened on first use, kept open by the context). NABLA_UNSUPPORTED (with the reason) when
+ * there is no CUDA driver or it refuses the map; map is then untouched. */
+nabla_status nabla_tensor_map_template(nabla_context *ctx, int head_dim, unsigned char map[NABLA_TMAP_BYTES]);
 
-/* Releases the primary CUDA context and closes the driver library if the context opened them. */
+/* Closes the driver library if the context opened it. */
 void nabla_cuda_driver_release(nabla_context *ctx);
 
 #endif

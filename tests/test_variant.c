@@ -324,6 +324,34 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* Tensor copies with a tensor map template from the disk cache: a context that finds it there
+ * never opens the CUDA driver, and its maps still take each problem's row count; with the cache
+ * off, the driver encodes it (and, once the context is gone, nothing of CUDA is retained). */
+static void test_nvidia_wgmma_tensor_map_cache(void **state) {
+  CTX_OR_SKIP(state);
+  if (!nabla_variant_supported(ctx, "nvidia-wgmma")) skip();
+  const nabla_shape small = {1, 2, 300, 128, 3, 10, 10}, other = {2, 3, 720, 64, 3, 12, 20};
+  char dir[512];
+  if (tu_temp_dir(dir, sizeof dir, "nablacl-tmaps") != 0) fail_msg("no temporary directory");
+  tu_env cache = tu_env_save("NABLACL_CACHE_DIR");
+  setenv("NABLACL_WG_BULK", "2", 1);
+  for (int round = 0; round < 3; round++) { /* fills the cache, finds it, cache off */
+    setenv("NABLACL_CACHE_DIR", round < 2 ? dir : "off", 1);
+    nabla_context *c = tu_context();
+    assert_non_null(c);
+    assert_int_equal(nabla_variant_force(c, "nvidia-wgmma"), NABLA_OK);
+    run_case(c, small, NABLA_BF16, 0.4, 500 + round, "nvidia-wgmma");
+    run_case(c, other, NABLA_F16, 0.4, 510 + round, "nvidia-wgmma");
+    run_case(c, small, NABLA_F16, -1.0, 520 + round, "nvidia-wgmma");
+    if (c->cuda.tried != (round != 1))
+      fail_msg("round %d: the CUDA driver was %sopened", round, c->cuda.tried ? "" : "not ");
+    nabla_context_destroy(c);
+  }
+  unsetenv("NABLACL_WG_BULK");
+  tu_env_restore(&cache);
+  tu_remove_tree(dir);
+}
+
 static void test_nvidia_mma_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "nvidia-mma")) skip();
@@ -426,6 +454,7 @@ int main(void) {
       cmocka_unit_test(test_nvidia_mma_matches_reference),
       cmocka_unit_test(test_wgmma_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_wgmma_matches_reference),
+      cmocka_unit_test(test_nvidia_wgmma_tensor_map_cache),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

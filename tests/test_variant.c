@@ -325,8 +325,8 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
 }
 
 /* Tensor copies with a tensor map template from the disk cache: a context that finds it there
- * never opens the CUDA driver, and its maps still take each problem's row count; with the cache
- * off, the driver encodes it (and, once the context is gone, nothing of CUDA is retained). */
+ * never opens the CUDA driver, and its maps still take each problem's row count (three shapes,
+ * two head dims); with the cache off, the driver encodes it. */
 static void test_nvidia_wgmma_tensor_map_cache(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "nvidia-wgmma")) skip();

@@ -18,8 +18,9 @@
  * K and V are staged into one tile each (33 KB with the alignment slack, so several work-groups
  * share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is copied while S(j) and
  * the softmax run, K(j+1) while P·V(j) does. By default (WG_BULK=2) one work-item stages a whole
- * tile with tensor copies (the TMA engine, through tensor maps of K and V that the host encodes
- * and tmap_bind, below, points at the buffers); the engine swizzles, and it reads L2 about twice
+ * tile with tensor copies (the TMA engine, through tensor maps of K and V: the host fills in a
+ * template the CUDA driver encoded, and tmap_bind, below, sets the buffers' addresses and the
+ * row count); the engine swizzles, and it reads L2 about twice
  * as fast as per-work-item cp.async. WG_BULK=1 copies tile images the host packed first
  * (pack_tiles) with plain bulk copies; WG_BULK=0 stages rows with cp.async. Two query blocks per work-group
  * (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the same blocks.

@@ -482,7 +482,8 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
  *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
  *                          at run time; the device's primary CUDA context is retained only
  *                          around the one call per head dim, and the map template is kept in
- *                          the disk cache, so later processes do not touch CUDA). Where that
+ *                          the disk cache, so later processes do not touch CUDA unless
+ *                          NABLACL_CACHE_DIR=off). Where that
  *                          cannot be had, or with
  *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
  *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4

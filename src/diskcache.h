@@ -1,8 +1,10 @@
 /*
- * diskcache — the versioned on-disk store behind the program-binary and tuning caches.
+ * diskcache — the versioned on-disk store behind the program-binary, tuning, probe and
+ * tensor-map caches.
  *
  * Layout: <root>/v<NABLA_DISKCACHE_SCHEMA>/<ns>/<hash>.bin where <ns> is a namespace made only
- * of [a-z0-9_-] ("programs", "tuning", "probes") and <hash> is 32 hex digits of a hash of the
+ * of [a-z0-9_-] ("programs", "tuning",
+ * "tuning-progress", "probes", "tensormaps") and <hash> is 32 hex digits of a hash of the
  * entry's key text. The key text is also stored inside the file and compared on read, so a hash
  * collision is a miss, never a wrong hit. Files are written to a unique temp name in the same
  * directory and renamed into place (atomic on POSIX). Every file carries a header with magic,

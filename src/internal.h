@@ -108,7 +108,8 @@ typedef struct {
   void *encode, *push, *pop, *retain, *release; /* cuTensorMapEncodeTiled, cuCtxPush/PopCurrent, cuDevicePrimaryCtxRetain/Release */
   int dev;            /* CUdevice */
   unsigned char tmpl[2][128]; /* map templates for head dim 64 and 128 (tensormap.h), */
-  int have[2];        /* 1 once known, -1 once refused (why says why) */
+  int have[2];        /* 1 once known, -1 once the encoder refused it, */
+  char refused[2][160]; /* and what it said then */
   char why[160];      /* why there is no driver, when not */
 } nabla_cuda_driver;
 

@@ -10,6 +10,8 @@
 
 #include <CL/cl_ext.h>
 
+_Static_assert(sizeof ((nabla_cuda_driver *)0)->tmpl[0] == NABLA_TMAP_BYTES, "a template slot holds one map");
+
 /* The CUDA driver API's calls used here (cuda.h); its enums are int-sized, handles pointers,
  * CUdevice an int, results 0 on success. */
 typedef int (*cu_init_fn)(unsigned int flags);
@@ -87,8 +89,10 @@ static nabla_status open_driver(nabla_context *ctx) {
 }
 
 /* Has the driver encode the template of head_dim into map, in the device's primary CUDA context,
- * retained for the call alone. */
-static nabla_status encode_template(nabla_context *ctx, int head_dim, unsigned char map[NABLA_TMAP_BYTES]) {
+ * retained for the call alone. *refused is set when the encoder itself said no (a lasting
+ * verdict); a context that could not be retained or made current may be had later. */
+static nabla_status encode_template(nabla_context *ctx, int head_dim, unsigned char map[NABLA_TMAP_BYTES],
+                                    int *refused) {
   nabla_status st = NABLA_OK;
   nabla_cuda_driver *cu = &ctx->cuda;
   TRY(st, open_driver(ctx));
@@ -113,20 +117,23 @@ static nabla_status encode_template(nabla_context *ctx, int head_dim, unsigned c
     st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuDevicePrimaryCtxRetain failed (CUresult %d)", rc);
     goto done;
   }
-  rc = push(cuctx); /* the calling thread's own current context stays as it was */
-  if (rc == 0) {
+  int pushed = push(cuctx); /* the calling thread's own current context stays as it was */
+  if (pushed == 0) {
     rc = encode(encoded, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, placeholder, dims, strides, box, element_strides,
                 CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
     pop(&popped);
   }
   release(cu->dev); /* the encoded map does not refer to the context */
-  if (rc != 0) {
-    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuTensorMapEncodeTiled refused a [rows][%d] map (CUresult %d)",
-                    head_dim, rc);
-    goto done;
+  if (pushed != 0) {
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuCtxPushCurrent failed (CUresult %d)", pushed);
+  } else if (rc != 0) {
+    *refused = 1;
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "cuTensorMapEncodeTiled refused a [%d][%d] map (CUresult %d)",
+                    NABLA_TMAP_TEMPLATE_ROWS, head_dim, rc);
+  } else {
+    memcpy(map, encoded, NABLA_TMAP_BYTES);
   }
-  memcpy(map, encoded, NABLA_TMAP_BYTES);
 done:
   return st;
 }
@@ -144,10 +151,15 @@ nabla_status nabla_tensor_map_template(nabla_context *ctx, int head_dim, unsigne
   char key[sizeof ctx->device_desc + 96];
   void *cached = NULL;
   size_t cached_len = 0;
-  if (head_dim != 64 && head_dim != 128)
-    return nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor maps are made for head dim 64 or 128, not %d", head_dim);
   const int slot = head_dim == 128;
-  if (cu->have[slot] < 0) return nabla_fail(ctx, NABLA_UNSUPPORTED, "%s", cu->why); /* refused before */
+  if (head_dim != 64 && head_dim != 128) {
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor maps are made for head dim 64 or 128, not %d", head_dim);
+    goto done;
+  }
+  if (cu->have[slot] < 0) { /* the encoder refused it before */
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "%s", cu->refused[slot]);
+    goto done;
+  }
   if (!cu->have[slot]) {
     template_key(ctx, head_dim, key, sizeof key);
     if (ctx->cache_root[0] &&
@@ -155,9 +167,12 @@ nabla_status nabla_tensor_map_template(nabla_context *ctx, int head_dim, unsigne
         cached_len == NABLA_TMAP_BYTES) {
       memcpy(cu->tmpl[slot], cached, NABLA_TMAP_BYTES);
     } else {
-      if ((st = encode_template(ctx, head_dim, cu->tmpl[slot])) != NABLA_OK) {
-        cu->have[slot] = -1; /* not asked again on this context */
-        snprintf(cu->why, sizeof cu->why, "%.150s", ctx->error);
+      int refused = 0;
+      if ((st = encode_template(ctx, head_dim, cu->tmpl[slot], &refused)) != NABLA_OK) {
+        if (refused) { /* not asked again on this context */
+          cu->have[slot] = -1;
+          snprintf(cu->refused[slot], sizeof cu->refused[slot], "%.150s", ctx->error);
+        }
         goto done;
       }
       if (ctx->cache_root[0]) /* failure = no caching */

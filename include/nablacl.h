@@ -25,7 +25,7 @@
  * Thread safety: a context is used by one thread at a time; use one context per thread. The
  * on-disk caches are safe to share between threads and processes.
  *
- * Environment: NABLACL_DEVICE (index or case-insensitive name substring), NABLACL_CACHE_DIR
+ * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform name), NABLACL_CACHE_DIR
  * (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a directory; development).
  */
 #ifndef NABLACL_H
@@ -118,7 +118,7 @@ typedef struct nabla_context nabla_context;
 
 /**
  * Creates a context that owns an OpenCL context and an in-order, profiling-enabled queue on the
- * device picked by `selector` (index or case-insensitive name substring); NULL or "" uses
+ * device picked by `selector` (index, or case-insensitive substring of the device or platform name); NULL or "" uses
  * NABLACL_DEVICE, else the first GPU, else the first accelerator, else the first CPU device.
  * On failure `*out` is NULL and, when `err` is not NULL, a message naming the available devices
  * is written to err[0..err_len).

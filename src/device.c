@@ -241,7 +241,7 @@ nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_
   if (!s.dev) {
     char prefix[512];
     if (selector)
-      snprintf(prefix, sizeof prefix, "no OpenCL device matches \"%s\" (index or name substring)", selector);
+      snprintf(prefix, sizeof prefix, "no OpenCL device matches \"%s\" (index, or device or platform name substring)", selector);
     else
       snprintf(prefix, sizeof prefix, "no OpenCL device found");
     describe_devices(err, err_len, prefix);

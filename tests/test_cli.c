@@ -355,6 +355,23 @@ static void test_devices_json(void **state) {
   result_free(&r);
 }
 
+/* A selector that matches no device is a bad invocation (exit 2) naming where it came from;
+ * `devices` still lists, with no default and a warning. */
+static void test_device_selectors(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  expect_failure(fx, 2, "--device no-such-device", (const char *const[]){"demo", "--device", "no-such-device", NULL});
+  expect_failure(fx, 2, "--device 999", (const char *const[]){"bench", "--device", "999", NULL});
+  setenv("NABLACL_DEVICE", "no-such-device", 1);
+  expect_failure(fx, 2, "NABLACL_DEVICE=no-such-device", (const char *const[]){"demo", NULL});
+  result r = run_tool(fx, (const char *const[]){"devices", NULL});
+  unsetenv("NABLACL_DEVICE");
+  assert_int_equal(r.status, 0);
+  if (strchr(r.out, '*') != strrchr(r.out, '*') || !strstr(r.out, "NABLACL_DEVICE=no-such-device matches no device"))
+    fail_msg("devices with a selector matching nothing: '%s'", r.out);
+  result_free(&r);
+}
+
 static void expect_npy(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
                        npy_array *out) {
   char err[256] = "";
@@ -619,6 +636,7 @@ int main(void) {
     cmocka_unit_test(test_help_and_version),
     cmocka_unit_test(test_bad_arguments),
     cmocka_unit_test(test_devices_json),
+    cmocka_unit_test(test_device_selectors),
     cmocka_unit_test(test_good_run),
     cmocka_unit_test(test_mask_in),
     cmocka_unit_test(test_raster_bf16_matches_tile),

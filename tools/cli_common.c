@@ -197,10 +197,13 @@ int cli_context(const char *selector, nabla_context **out) {
   char err[4096] = "";
   nabla_status st = nabla_context_create(out, selector, err, sizeof err);
   if (st == NABLA_OK) return 0;
+  const char *env = getenv("NABLACL_DEVICE");
   if (!*err) snprintf(err, sizeof err, "%s", nabla_status_str(st));
   if (selector) cli_error("--device %s: %s", selector, err);
+  else if (env && *env) cli_error("NABLACL_DEVICE=%s: %s", env, err);
   else cli_error("cannot open an OpenCL device: %s", err);
-  return CLI_EXIT_RUNTIME;
+  /* A selector that matches no device is a bad invocation; no device at all is not. */
+  return st == NABLA_NO_DEVICE && (selector || (env && *env)) ? CLI_EXIT_USAGE : CLI_EXIT_RUNTIME;
 }
 
 void cli_device_name(const nabla_context *ctx, char *buf, size_t len) {

@@ -80,7 +80,9 @@ int cli_parse_algo(const char *opt, const char *text, nabla_algo *out);
 
 /* ---- device ----------------------------------------------------------------------------- */
 
-/** Creates a context on `selector` (NULL: the default rule); prints the error on failure. */
+/** Creates a context on `selector` (NULL: the default rule, NABLACL_DEVICE first); prints the
+ * error on failure and returns CLI_EXIT_USAGE when a selector (the argument or NABLACL_DEVICE)
+ * matches no device, else CLI_EXIT_RUNTIME. */
 int cli_context(const char *selector, nabla_context **out);
 /** Name of the context's device (CL_DEVICE_NAME), trimmed. */
 void cli_device_name(const nabla_context *ctx, char *buf, size_t len);

@@ -28,7 +28,7 @@ static const cli_option options[] = {
     {"--algo", "STR", "mask for the sparse run (default nabla-0.7)"},
     {"--density", "X", "random block mask of density X (diagonal kept) for the sparse run"},
     {"--repeat", "N", "timed runs per figure, median reported (default 5)"},
-    {"--device", "SEL", "device index or name substring"},
+    {"--device", "SEL", "device index, or device or platform name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
     {"--variant", "NAME", "kernel variant (attention and mask map): auto (default), portable, nvidia-mma, nvidia-wgmma, cpu-rows, nvidia-mma-emulated, nvidia-wgmma-emulated"},

@@ -114,6 +114,9 @@ static void print_human(const nabla_device_info *devs, size_t count, int def) {
     printf("      variants   %s\n", variants);
   }
   if (count) printf("* default device (NABLACL_DEVICE, else first GPU, accelerator, CPU)\n");
+  const char *sel = getenv("NABLACL_DEVICE");
+  if (count && def < 0 && sel && *sel)
+    printf("  NABLACL_DEVICE=%s matches no device: other commands will refuse to run\n", sel);
 }
 
 int cmd_devices(int argc, char **argv) {

@@ -32,7 +32,7 @@ static const cli_option options[] = {
   {"--out", "O.npy", "write the attention output"},
   {"--mask-out", "M.npy", "write the block mask, '|u1' [B,H,Nb,Nb]"},
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
-  {"--device", "SEL", "device index or name substring (default: NABLACL_DEVICE, GPU, CPU)"},
+  {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--warmup", "N", "untimed runs before the timed one (default 0: only the mask build)"},
   {"--repeat", "N", "timed runs; mask_ms and attn_ms are their medians (default 1)"},
   {"--mask-in", "M.npy", "attend with this '|u1' [B,H,Nb,Nb] block mask instead of --algo's (still built and timed)"},

@@ -38,7 +38,7 @@ static void print_usage(FILE *out) {
   fprintf(out,
           "\n'nablacl <command> --help' describes a command's options.\n"
           "Exit status: 0 success, 1 runtime failure, 2 bad invocation.\n"
-          "Environment: NABLACL_DEVICE (index or name substring), NABLACL_CACHE_DIR (dir or 'off'),\n"
+          "Environment: NABLACL_DEVICE (index, or device or platform name substring), NABLACL_CACHE_DIR (dir or 'off'),\n"
           "             NABLACL_KERNEL_DIR (load .cl sources from a directory).\n");
 }
 

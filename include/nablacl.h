@@ -551,7 +551,8 @@ NABLA_API void nabla_ref_reorder(const nabla_shape *shape, nabla_reorder_dir dir
                                  const double *src, double *dst);
 /** Block means: pooled [B,H,Nb,D]. */
 NABLA_API void nabla_ref_pool(const nabla_shape *shape, const double *x, double *pooled);
-/** Reduced map softmax_j(q̄_i·k̄_j / sqrt(D)): probs [B,H,Nb,Nb]. */
+/** Reduced map softmax_j(q̄_i·k̄_j / sqrt(D)): probs [B,H,Nb,Nb]. A row with a NaN or ±Inf logit
+ * is all NaN (nabla_ref_select then keeps every block of it, as the device does). */
 NABLA_API void nabla_ref_map_softmax(const nabla_shape *shape, const double *q_pooled,
                                      const double *k_pooled, double *probs);
 /**

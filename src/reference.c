@@ -96,12 +96,18 @@ void nabla_ref_map_softmax(const nabla_shape *s, const double *q_pooled, const d
       const double *qi = q_pooled + (bh * nb + i) * D;
       double *row = probs + (bh * nb + i) * nb;
       double max = -INFINITY;
+      int finite = 1;
       for (size_t j = 0; j < nb; j++) {
         const double *kj = k_pooled + (bh * nb + j) * D;
         double dot = 0;
         for (size_t d = 0; d < D; d++) dot += qi[d] * kj[d];
         row[j] = dot * scale;
+        finite &= isfinite(row[j]) != 0;
         if (row[j] > max) max = row[j];
+      }
+      if (!finite) { /* a NaN or ±Inf logit: the row is NaN, and selection keeps all of it */
+        for (size_t j = 0; j < nb; j++) row[j] = NAN;
+        continue;
       }
       double sum = 0;
       for (size_t j = 0; j < nb; j++) {
@@ -341,7 +347,9 @@ static void attend_row(const nabla_shape *s, const double *qrow, const double *k
       }
     }
   }
-  for (size_t d = 0; d < D; d++) orow[d] = sum > 0 ? acc[d] / sum : 0.0;
+  /* An empty row is 0; a non-finite logit (NaN, or Inf - Inf) reaches the output as NaN, as on
+   * the device (docs/algorithm.md). */
+  for (size_t d = 0; d < D; d++) orow[d] = sum != 0.0 ? acc[d] / sum : 0.0;
 }
 
 void nabla_ref_attention_sparse(const nabla_shape *s, const double *q, const double *k,

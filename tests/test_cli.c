@@ -138,6 +138,11 @@ static void write_inputs(const fixture *fx) {
     write_input(fx, name, NPY_U16, S_, x[i]);
   }
   write_input(fx, "k_short.npy", NPY_F32, S_ - 64, x[1]);
+  /* Non-finite inputs: a NaN value, an infinite key (its block's pooled logits are ±Inf/NaN). */
+  x[2][5 * D_ + 3] = NAN;
+  write_input(fx, "v_nan.npy", NPY_F32, S_, x[2]);
+  x[1][70 * D_ + 1] = INFINITY;
+  write_input(fx, "k_inf.npy", NPY_F32, S_, x[1]);
   /* A valid file but for fortran_order: written with the right shape, then the flag flipped. */
   char path[1400];
   write_input(fx, "fortran.npy", NPY_F32, S_, x[0]);
@@ -444,6 +449,29 @@ static void test_good_run(void **state) {
   result_free(&r);
 }
 
+/* --check with non-finite inputs: they reach the output in the same places as in the float64
+ * reference (and the mask keeps every block of an infinite key's rows), so the check passes;
+ * each verdict is on its own line. */
+static void test_check_non_finite(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  char v_nan[1400], k_inf[1400];
+  in_path(fx, "v_nan.npy", v_nan, sizeof v_nan);
+  in_path(fx, "k_inf.npy", k_inf, sizeof k_inf);
+  const char *const cases[2][2] = {{p.k, v_nan}, {k_inf, p.v}};
+  for (int c = 0; c < 2; c++) {
+    const char *args[] = {"run", "--q", p.q, "--k", cases[c][0], "--v", cases[c][1], "--algo", "nabla-0.5",
+                          "--grid", "2,16,16", "--check", NULL};
+    result r = run_tool(fx, args);
+    if (r.status != 0 || !strstr(r.out, "(tolerance ") || !strstr(r.out, "): ok\n") ||
+        !strstr(r.out, "unexplained: ok\n"))
+      fail_msg("case %d: exit %d, stdout '%s', stderr '%s'", c, r.status, r.out, r.err);
+    result_free(&r);
+  }
+}
+
 /* --mask-in: the attention uses the caller's mask, which --csr-out / --mask-out echo back. */
 static void test_mask_in(void **state) {
   fixture *fx = *state;
@@ -639,6 +667,7 @@ int main(void) {
     cmocka_unit_test(test_device_selectors),
     cmocka_unit_test(test_good_run),
     cmocka_unit_test(test_mask_in),
+    cmocka_unit_test(test_check_non_finite),
     cmocka_unit_test(test_raster_bf16_matches_tile),
     cmocka_unit_test(test_mask_command),
     cmocka_unit_test(test_plain_sequence_f16),

@@ -638,6 +638,35 @@ static void test_csr(void **state) {
   assert_int_equal(row_ptr[0], 42);  /* nothing written for an invalid shape */
 }
 
+/* Non-finite input reaches the output (docs/algorithm.md): a reduced-map row with a NaN or ±Inf
+ * logit is all NaN and keeps every block (a -Inf logit alone included, which a plain softmax
+ * would give probability 0), and a NaN query row attends to NaN, not to an "empty row" 0. */
+static void test_non_finite(void **state) {
+  (void)state;
+  nabla_shape s = plain(1, 1, 8, 4 * 64);
+  double qp[4 * 8] = {0}, kp[4 * 8] = {0}, probs[16];
+  uint8_t bitmap[16];
+  for (int i = 0; i < 4; i++) qp[i * 8] = 1.0 + i, kp[i * 8] = 0.5 * i;
+  qp[2 * 8 + 1] = 1.0;       /* query block 2 meets ... */
+  kp[3 * 8 + 1] = -INFINITY; /* ... key block 3 at -Inf; the other rows meet 0 x -Inf = NaN */
+  nabla_ref_map_softmax(&s, qp, kp, probs);
+  for (int j = 0; j < 16; j++) assert_true(isnan(probs[j]));
+  nabla_ref_select(&s, probs, 0.3, bitmap, NULL, 1e-6);
+  for (int j = 0; j < 16; j++) assert_int_equal(bitmap[j], 1);
+  kp[3 * 8 + 1] = 0.0; /* all finite again: ordinary probabilities, a row sums to 1 */
+  nabla_ref_map_softmax(&s, qp, kp, probs);
+  assert_true(fabs(probs[0] + probs[1] + probs[2] + probs[3] - 1.0) <= 1e-15);
+
+  uint64_t seed = 3;
+  double *q = normal_tensor(&s, &seed, 1.0), *k = normal_tensor(&s, &seed, 1.0);
+  double *v = normal_tensor(&s, &seed, 1.0), *out = normal_tensor(&s, &seed, 1.0);
+  q[70 * 8 + 2] = NAN; /* query token 70 */
+  nabla_ref_attention_dense(&s, q, k, v, out);
+  for (int d = 0; d < 8; d++) assert_true(isnan(out[70 * 8 + d]));
+  for (int d = 0; d < 8; d++) assert_true(isfinite(out[71 * 8 + d]));
+  free(q), free(k), free(v), free(out);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_all_kept_equals_dense),
@@ -656,6 +685,7 @@ int main(void) {
       cmocka_unit_test(test_diagonal_not_forced),
       cmocka_unit_test(test_batch3),
       cmocka_unit_test(test_csr),
+      cmocka_unit_test(test_non_finite),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,7 +117,8 @@ npy_dtype cli_npy_dtype(nabla_dtype dtype);
 void cli_to_double(const void *src, size_t n, nabla_dtype dtype, double *out);
 /** Float -> storage of `dtype` (round to nearest even). */
 void cli_from_float(const float *src, size_t n, nabla_dtype dtype, void *dst);
-/** max |a - b| (NaN wins). */
+/** max |a - b|, where the same non-finite value on both sides (NaN, or one signed Inf) counts
+ * as 0; otherwise NaN wins. */
 double cli_max_abs_diff(const double *a, const double *b, size_t n);
 /** Median of n > 0 values (sorts them in place). */
 double cli_median(double *v, int n);

@@ -336,8 +336,9 @@ static void report_human(const run_args *a, const cli_inputs *in, const run_resu
   printf("mask build   %.3f ms\n", r->mask_ms);
   printf("attention    %.3f ms (%s kernel)\n", r->attn_ms, r->variant);
   if (!r->checked) return;
-  printf("check        max abs err %.3g (tolerance %.3g)\n", r->max_abs_err, r->tolerance);
-  cli_print_mask_compare("             ", &r->masks, r->check_ok);
+  printf("check        max abs err %.3g (tolerance %.3g): %s\n", r->max_abs_err, r->tolerance,
+         r->max_abs_err <= r->tolerance ? "ok" : "FAILED");
+  cli_print_mask_compare("             ", &r->masks, r->masks.rows_bad == 0);
 }
 
 static int finish(nabla_context *ctx, const run_args *a, const cli_inputs *in,

@@ -118,10 +118,11 @@ typedef struct nabla_context nabla_context;
 
 /**
  * Creates a context that owns an OpenCL context and an in-order, profiling-enabled queue on the
- * device picked by `selector` (index, or case-insensitive substring of the device or platform name); NULL or "" uses
- * NABLACL_DEVICE, else the first GPU, else the first accelerator, else the first CPU device.
- * On failure `*out` is NULL and, when `err` is not NULL, a message naming the available devices
- * is written to err[0..err_len).
+ * device picked by `selector` (index, or case-insensitive substring of the device or platform
+ * name); NULL or "" uses NABLACL_DEVICE, else the first GPU, else the first accelerator, else
+ * the first CPU device. On failure `*out` is NULL and, when `err` is not NULL, a message is
+ * written to err[0..err_len): NABLA_NO_DEVICE names the available devices;
+ * NABLA_INVALID_ARGUMENT means NABLACL_KERNEL_DIR is set but is not a directory.
  */
 NABLA_API nabla_status nabla_context_create(nabla_context **out, const char *selector, char *err,
                                             size_t err_len);

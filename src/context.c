@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "diskcache.h"
 #include "internal.h"
@@ -27,7 +28,17 @@ static nabla_status finish_context(nabla_context *ctx, char *err, size_t err_len
   }
   nabla_diskcache_root(ctx->cache_root, sizeof ctx->cache_root);
   const char *kdir = getenv("NABLACL_KERNEL_DIR");
-  if (kdir && *kdir) snprintf(ctx->kernel_dir, sizeof ctx->kernel_dir, "%s", kdir);
+  struct stat sb;
+  if (kdir && *kdir) { /* a typo must not silently run the embedded kernels instead */
+    if (stat(kdir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+      set_err(err, err_len, "NABLACL_KERNEL_DIR=%s is not a directory", kdir);
+      return NABLA_INVALID_ARGUMENT;
+    }
+    if (snprintf(ctx->kernel_dir, sizeof ctx->kernel_dir, "%s", kdir) >= (int)sizeof ctx->kernel_dir) {
+      set_err(err, err_len, "NABLACL_KERNEL_DIR is longer than %zu bytes", sizeof ctx->kernel_dir - 1);
+      return NABLA_INVALID_ARGUMENT;
+    }
+  }
   return NABLA_OK;
 }
 

@@ -482,6 +482,32 @@ static void test_cache_dir_env(void **state) {
   assert_int_equal(rmdir(dir), 0);
 }
 
+/* NABLACL_KERNEL_DIR that is not a directory fails context creation, naming it (a typo must not
+ * silently run the embedded kernels); a directory is taken. */
+static void test_kernel_dir_env(void **state) {
+  CTX_OR_SKIP(state);
+  tu_env kdir = tu_env_save("NABLACL_KERNEL_DIR");
+  char dir[1024], file[1100], err[ERR_CAP];
+  assert_int_equal(tu_temp_dir(dir, sizeof dir, "context-kdir"), 0);
+  snprintf(file, sizeof file, "%s/not-a-dir", dir);
+  tu_spit(file, "x", 1);
+  const char *bad[] = {"/nonexistent/nablacl-kernels", file};
+  nabla_context *c = NULL;
+  for (int i = 0; i < 2; i++) {
+    setenv("NABLACL_KERNEL_DIR", bad[i], 1);
+    err[0] = '\0';
+    assert_int_equal(nabla_context_create(&c, NULL, err, sizeof err), NABLA_INVALID_ARGUMENT);
+    assert_null(c);
+    assert_non_null(strstr(err, "NABLACL_KERNEL_DIR"));
+    assert_non_null(strstr(err, bad[i]));
+  }
+  setenv("NABLACL_KERNEL_DIR", dir, 1); /* empty: every source falls back to the embedded copy */
+  assert_int_equal(nabla_context_create(&c, NULL, err, sizeof err), NABLA_OK);
+  nabla_context_destroy(c);
+  tu_env_restore(&kdir);
+  tu_remove_tree(dir);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_destroy_null_and_accessors),
@@ -497,6 +523,7 @@ int main(void) {
       cmocka_unit_test(test_create_from_cl_errors),
       cmocka_unit_test(test_device_key),
       cmocka_unit_test(test_cache_dir_env),
+      cmocka_unit_test(test_kernel_dir_env),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -199,6 +199,10 @@ int cli_context(const char *selector, nabla_context **out) {
   if (st == NABLA_OK) return 0;
   const char *env = getenv("NABLACL_DEVICE");
   if (!*err) snprintf(err, sizeof err, "%s", nabla_status_str(st));
+  if (st == NABLA_INVALID_ARGUMENT) { /* the environment (NABLACL_KERNEL_DIR): say only what */
+    cli_error("%s", err);
+    return CLI_EXIT_USAGE;
+  }
   if (selector) cli_error("--device %s: %s", selector, err);
   else if (env && *env) cli_error("NABLACL_DEVICE=%s: %s", env, err);
   else cli_error("cannot open an OpenCL device: %s", err);

@@ -140,8 +140,9 @@ NABLA_API nabla_status nabla_context_create_from_cl(nabla_context **out, cl_cont
 NABLA_API void nabla_context_destroy(nabla_context *ctx);
 
 /**
- * Gives back the context's scratch device buffers: the mask build's workspace and the tile
- * images of the nvidia-wgmma kernel (2 x the size of K). Later calls allocate them again.
+ * Gives back the context's scratch device buffers: the mask build's workspace and the
+ * nvidia-wgmma kernel's two tensor maps or, where it packs K and V instead, its tile images (2 x
+ * the size of K). Later calls allocate them again.
  * Commands already enqueued keep what they use until they finish. `freed` (may be NULL)
  * receives the bytes released.
  */
@@ -306,7 +307,8 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
 
 /**
  * Describes the kernel parameters used on this context for `stage` ("attention" or "select")
- * at this shape and dtype, e.g. "TILE_D=16 TILE_V=16 (tuned)"; the part in parentheses says
+ * at this shape and dtype, e.g. "TILE_D=16 TILE_V=16 VARIANT=-1 (tuned)"; the part in
+ * parentheses says
  * where they came from: "tuned" (the on-disk tuning cache), "default-<class>" (built-in
  * defaults of the device class) or "reference" (the kernel's own defaults).
  */
@@ -458,8 +460,8 @@ typedef int (*nabla_cache_visit)(const nabla_cache_entry *entry, void *user);
 NABLA_API nabla_status nabla_cache_list(const char *dir, nabla_cache_visit visit, void *user);
 
 /**
- * Removes every entry (program binaries, tuning results, checkpoints) under `dir` (NULL:
- * nabla_cache_dir). Directories and foreign files stay. Caching off with dir NULL:
+ * Removes every entry (program binaries, tuning results and checkpoints, variant probe
+ * verdicts, tensor map templates) under `dir` (NULL: nabla_cache_dir). Directories and foreign files stay. Caching off with dir NULL:
  * NABLA_NOT_FOUND; a file that cannot be removed: NABLA_IO.
  */
 NABLA_API nabla_status nabla_cache_clear(const char *dir);

@@ -308,9 +308,8 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
 /**
  * Describes the kernel parameters used on this context for `stage` ("attention" or "select")
  * at this shape and dtype, e.g. "TILE_D=16 TILE_V=16 VARIANT=-1 (tuned)"; the part in
- * parentheses says
- * where they came from: "tuned" (the on-disk tuning cache), "default-<class>" (built-in
- * defaults of the device class) or "reference" (the kernel's own defaults).
+ * parentheses says where they came from: "tuned" (the on-disk tuning cache), "default-<class>"
+ * (built-in defaults of the device class) or "reference" (the kernel's own defaults).
  */
 NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
                                              const nabla_shape *shape, nabla_dtype dtype,

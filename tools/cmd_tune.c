@@ -46,6 +46,8 @@ typedef struct {
   cJSON *measurements, *winners, *skipped;
   int rows;
   char table[64][256];  /* human summary lines */
+  char lead[128];       /* the fastest candidate measured since the last result, */
+  double lead_ms;       /* and its time (0: none yet) */
 } tune_ui;
 
 static cJSON *params_json(const nabla_tune_report *r) {
@@ -55,15 +57,23 @@ static cJSON *params_json(const nabla_tune_report *r) {
 }
 
 static void progress_line(tune_ui *ui, const nabla_tune_report *r) {
-  char what[200];
+  char what[400];
   if (r->event == NABLA_TUNE_CANDIDATE) {
     if (r->state == NABLA_TUNE_MEASURED)
-      snprintf(what, sizeof what, "%-9s %-6s %-22s %10.3f ms%s", r->kernel, r->shape_class, r->params, r->ms,
+      snprintf(what, sizeof what, "%-9s %-6s %-30s %10.3f ms%s", r->kernel, r->shape_class, r->params, r->ms,
                r->resumed ? " (resumed)" : "");
     else
-      snprintf(what, sizeof what, "%-9s %-6s %-22s %s", r->kernel, r->shape_class, r->params, state_names[r->state]);
+      snprintf(what, sizeof what, "%-9s %-6s %-30s %s", r->kernel, r->shape_class, r->params, state_names[r->state]);
+    if (r->state == NABLA_TUNE_MEASURED && (ui->lead_ms <= 0.0 || r->ms < ui->lead_ms)) {
+      snprintf(ui->lead, sizeof ui->lead, "%s", r->params);
+      ui->lead_ms = r->ms;
+    }
   } else if (r->event == NABLA_TUNE_RESULT) {
-    snprintf(what, sizeof what, "%-9s %-6s winner %s (%.3f ms)", r->kernel, r->shape_class, r->params, r->ms);
+    if (ui->lead_ms > 0.0 && strcmp(ui->lead, r->params) != 0) /* the default kept its place */
+      snprintf(what, sizeof what, "%-9s %-6s winner %s (%.3f ms): %s, the fastest at first, lost the paired rematch",
+               r->kernel, r->shape_class, r->params, r->ms, ui->lead);
+    else
+      snprintf(what, sizeof what, "%-9s %-6s winner %s (%.3f ms)", r->kernel, r->shape_class, r->params, r->ms);
   } else if (r->event == NABLA_TUNE_CACHED) {
     snprintf(what, sizeof what, "%-9s %-6s cached %s", r->kernel, r->shape_class, r->params);
   } else {
@@ -80,6 +90,7 @@ static void progress_line(tune_ui *ui, const nabla_tune_report *r) {
   } else {
     fprintf(stderr, "tune %d/%d %s\n", r->done, r->total, what);
   }
+  if (r->event != NABLA_TUNE_CANDIDATE) ui->lead_ms = 0.0; /* the next kernel and class start afresh */
   if (r->event == NABLA_TUNE_SKIPPED || (r->event == NABLA_TUNE_CANDIDATE && r->state == NABLA_TUNE_FAILED)) {
     if (ui->bar_shown) fputc('\n', stderr), ui->bar_shown = 0;
     cli_warn("%s %s %s: %s", r->kernel, r->shape_class, r->event == NABLA_TUNE_SKIPPED ? "skipped" : r->params, r->note);
@@ -125,9 +136,9 @@ static int on_report(const nabla_tune_report *r, void *user) {
     if (ui->rows < 64) {
       char def[32] = "-";
       if (tuned && r->default_ms > 0) snprintf(def, sizeof def, "%.3f", r->default_ms);
-      snprintf(ui->table[ui->rows++], sizeof ui->table[0], "%-10s %-7s %-22s %10.3f %10s  %-6s %s",
+      snprintf(ui->table[ui->rows++], sizeof ui->table[0], "%-10s %-7s %-30s %10.3f %10s  %-6s %s",
                r->kernel, r->shape_class, r->params, r->ms, def, tuned ? "tuned" : "cached",
-               r->stored ? "yes" : "no");
+               tuned ? (r->stored ? "yes" : "no") : "-"); /* a cached row was stored before */
     }
   }
   return interrupted;
@@ -218,7 +229,7 @@ int cmd_tune(int argc, char **argv) {
   } else {
     printf("device   %s\n", device);
     printf("cache    %s\n", dir ? cache : "off (NABLACL_CACHE_DIR=off): results not stored");
-    printf("\n%-10s %-7s %-22s %10s %10s  %-6s %s\n", "kernel", "class", "parameters", "ms", "default", "source",
+    printf("\n%-10s %-7s %-30s %10s %10s  %-6s %s\n", "kernel", "class", "parameters", "ms", "default", "source",
            "stored");
     for (int i = 0; i < ui.rows; i++) printf("%s\n", ui.table[i]);
     printf("\n%d tuned, %d cached, %d skipped, %d stored in %.1f s\n", sum.results, sum.cached, sum.skipped,

@@ -16,7 +16,7 @@
 static const char usage[] =
     "nablacl bench [--grid T,H,W | --seq S] [--batch B] [--heads H] [--dim D]\n"
     "              [--dtype f32|f16|bf16] [--algo STR | --density X] [--repeat N]\n"
-    "              [--variant NAME] [--device SEL] [--json]";
+    "              [--variant NAME] [--stages] [--device SEL] [--json]";
 
 static const cli_option options[] = {
     {"--grid", "T,H,W", "video grid (default 4,32,32)"},

@@ -43,6 +43,13 @@ typedef struct {
   cJSON *list;
 } list_state;
 
+/* Counts entries (for clear's report). */
+static int count_entry(const nabla_cache_entry *e, void *user) {
+  (void)e;
+  ++*(int *)user;
+  return 0;
+}
+
 static int on_entry(const nabla_cache_entry *e, void *user) {
   list_state *s = user;
   s->count++;
@@ -121,6 +128,8 @@ int cmd_cache(int argc, char **argv) {
     return CLI_EXIT_RUNTIME;
   }
   if (strcmp(sub, "clear") == 0) {
+    int entries = 0;
+    if (nabla_cache_list(dir, count_entry, &entries) != NABLA_OK) entries = -1; /* unknown */
     st = nabla_cache_clear(dir);
     if (st != NABLA_OK) {
       cli_error("clearing %s: %s (some files could not be removed)", dir, nabla_status_str(st));
@@ -130,9 +139,11 @@ int cmd_cache(int argc, char **argv) {
       cJSON *root = cJSON_CreateObject();
       cJSON_AddStringToObject(root, "path", dir);
       cJSON_AddBoolToObject(root, "cleared", 1);
+      if (entries >= 0) cJSON_AddNumberToObject(root, "entries_removed", entries);
       return cli_json_print(root);
     }
-    printf("cleared %s\n", dir);
+    if (entries >= 0) printf("cleared %s: %d entr%s removed\n", dir, entries, entries == 1 ? "y" : "ies");
+    else printf("cleared %s\n", dir);
     return CLI_EXIT_OK;
   }
   list_state s = {json, 0, json ? cJSON_CreateArray() : NULL};

@@ -330,19 +330,24 @@ static int report_json(const run_args *a, const cli_inputs *in, const run_result
   return cli_json_print(o);
 }
 
-static void report_human(const run_args *a, const cli_inputs *in, const run_results *r,
+static void report_human(const run_args *a, const run_inputs *in, const run_results *r,
                          const char *device) {
-  cli_mask_report_human(device, a->v[OPT_ALGO], in, a->raster, &r->mask);
-  printf("mask build   %.3f ms\n", r->mask_ms);
-  printf("attention    %.3f ms (%s kernel)\n", r->attn_ms, r->variant);
+  char algo[256], median[48] = "";
+  snprintf(algo, sizeof algo, "%s%s", a->v[OPT_ALGO],
+           in->mask_in.data ? " (its mask built and timed; attention with --mask-in's, counted below)" : "");
+  if (a->repeat > 1) snprintf(median, sizeof median, "median of %d", a->repeat);
+  cli_mask_report_human(device, algo, &in->base, a->raster, &r->mask);
+  printf("mask build   %.3f ms%s%s%s\n", r->mask_ms, *median ? " (" : "", median, *median ? ")" : "");
+  printf("attention    %.3f ms (%s kernel%s%s)\n", r->attn_ms, r->variant, *median ? ", " : "", median);
   if (!r->checked) return;
   printf("check        max abs err %.3g (tolerance %.3g): %s\n", r->max_abs_err, r->tolerance,
          r->max_abs_err <= r->tolerance ? "ok" : "FAILED");
   cli_print_mask_compare("             ", &r->masks, r->masks.rows_bad == 0);
 }
 
-static int finish(nabla_context *ctx, const run_args *a, const cli_inputs *in,
+static int finish(nabla_context *ctx, const run_args *a, const run_inputs *rin,
                   const run_results *r) {
+  const cli_inputs *in = &rin->base;
   char device[256];
   cli_device_name(ctx, device, sizeof device);
   cli_outputs set = {0};
@@ -352,7 +357,7 @@ static int finish(nabla_context *ctx, const run_args *a, const cli_inputs *in,
   cli_outputs_discard(&set);
   if (r->checked || !rc) {
     if (a->v[OPT_JSON]) report_json(a, in, r, device);
-    else report_human(a, in, r, device);
+    else report_human(a, rin, r, device);
   }
   if (r->checked && !r->check_ok)
     cli_error("--check failed: %s (no output written)",
@@ -374,7 +379,7 @@ int cmd_run(int argc, char **argv) {
   if (!rc) rc = cli_context(a.v[OPT_DEVICE], &ctx);
   if (!rc) rc = run_device(ctx, &a, &in, &r);
   if (!rc && a.v[OPT_CHECK]) rc = run_check(&a, &in, &r);
-  if (!rc) rc = finish(ctx, &a, &in.base, &r);
+  if (!rc) rc = finish(ctx, &a, &in, &r);
 done:
   nabla_context_destroy(ctx);
   cli_inputs_free(&in.base);

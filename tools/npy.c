@@ -173,7 +173,7 @@ static int parse_descr(cursor *c, npy_array *out, char *err, size_t err_len) {
             descr, descr + 1);
     return -1;
   }
-  set_err(err, err_len, "unsupported dtype '%s' (supported: <f4, <f2, <u2, |u1, <i4)", descr);
+  set_err(err, err_len, "unsupported dtype '%s'", descr); /* callers say what they take */
   return -1;
 }
 

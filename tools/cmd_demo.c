@@ -62,6 +62,7 @@ typedef struct {
   int ref_heads, ref_rows, ref_ok;   /* heads checked, query blocks checked per head */
   double ref_err, ref_tol;
   cli_mask_compare masks;
+  char variant[32], variant_note[512]; /* the sparse kernel that ran, and why not the wanted one */
 } demo_results;
 
 static double now_s(void) {
@@ -238,6 +239,10 @@ static int run_device(nabla_context *ctx, const demo_args *a, const demo_data *d
   if (!rc) rc = cli_timed_mask_build(ctx, &a->algo, &a->shape, a->dtype, b.q, b.k, &mask, &r->mask_ms);
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, mask, b.q, b.k, b.v, b.sparse, &r->sparse_ms);
+  if (!rc) {
+    snprintf(r->variant, sizeof r->variant, "%s", nabla_variant_last(ctx));
+    snprintf(r->variant_note, sizeof r->variant_note, "%s", nabla_variant_note(ctx));
+  }
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, NULL, b.q, b.k, b.v, b.dense, &r->dense_ms);
   if (!rc) rc = read_mask(ctx, a, mask, r);
@@ -415,6 +420,8 @@ static int report_json(const demo_args *a, const demo_results *r, const char *de
   cJSON_AddNumberToObject(o, "blocks_total", a->shape.batch * a->shape.heads * nb * nb);
   cJSON_AddNumberToObject(o, "mask_ms", r->mask_ms);
   cJSON_AddNumberToObject(o, "attn_ms", r->sparse_ms);
+  cJSON_AddStringToObject(o, "variant", r->variant);
+  cJSON_AddStringToObject(o, "variant_note", r->variant_note);
   cJSON_AddNumberToObject(o, "dense_ms", r->dense_ms);
   cJSON_AddNumberToObject(o, "speedup", r->dense_ms / r->sparse_ms);
   cJSON_AddNumberToObject(o, "speedup_with_mask", r->dense_ms / (r->sparse_ms + r->mask_ms));
@@ -435,7 +442,8 @@ static void report_human(const demo_args *a, const demo_results *r, const char *
   printf("blocks kept       %lld of %.0f (density %.2f %%)\n", (long long)r->kept,
          a->shape.batch * a->shape.heads * nb * nb, 100.0 * r->density);
   printf("mask build        %9.3f ms\n", r->mask_ms);
-  printf("sparse attention  %9.3f ms\n", r->sparse_ms);
+  printf("sparse attention  %9.3f ms (%s kernel)%s%s\n", r->sparse_ms, r->variant, *r->variant_note ? "; " : "",
+         r->variant_note);
   printf("dense attention   %9.3f ms\n", r->dense_ms);
   printf("speedup           %9.2fx (%.2fx including the mask build)\n", r->dense_ms / r->sparse_ms,
          r->dense_ms / (r->sparse_ms + r->mask_ms));

@@ -18,6 +18,7 @@ static void print_line(const char *prefix, const char *fmt, va_list ap) {
   vsnprintf(msg, sizeof msg, fmt, ap);
   size_t n = strlen(msg);
   while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' ')) msg[--n] = '\0';
+  if (isatty(STDERR_FILENO)) fputs("\r\033[K", stderr); /* over a progress line, if one is shown */
   fputs(prefix, stderr);
   for (const char *p = msg; *p; p++) {
     if (*p == '\n') fputs("; ", stderr);

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "cli_common.h"
@@ -230,19 +231,32 @@ static int warm_up(nabla_context *ctx, const demo_args *a, const demo_buffers *b
   return rc;
 }
 
+/* What the demo is doing, on one self-erasing stderr line, for a person watching (a terminal):
+ * a large problem on a CPU takes minutes. NULL erases the line. Nothing when stderr is a file. */
+static void phase(const char *what) {
+  if (!isatty(STDERR_FILENO)) return;
+  if (what) fprintf(stderr, "\rnablacl demo: %s ...\033[K", what);
+  else fprintf(stderr, "\r\033[K");
+  fflush(stderr);
+}
+
 static int run_device(nabla_context *ctx, const demo_args *a, const demo_data *d,
                       demo_results *r) {
   demo_buffers b = {0};
   nabla_mask *mask = NULL;
   int rc = upload(ctx, a, d, &b);
+  phase("warming up (the first run builds the kernels)");
   if (!rc) rc = warm_up(ctx, a, &b);
+  phase("mask build");
   if (!rc) rc = cli_timed_mask_build(ctx, &a->algo, &a->shape, a->dtype, b.q, b.k, &mask, &r->mask_ms);
+  phase("sparse attention");
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, mask, b.q, b.k, b.v, b.sparse, &r->sparse_ms);
   if (!rc) {
     snprintf(r->variant, sizeof r->variant, "%s", nabla_variant_last(ctx));
     snprintf(r->variant_note, sizeof r->variant_note, "%s", nabla_variant_note(ctx));
   }
+  phase("dense attention");
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, NULL, b.q, b.k, b.v, b.dense, &r->dense_ms);
   if (!rc) rc = read_mask(ctx, a, mask, r);
@@ -480,11 +494,14 @@ int cmd_demo(int argc, char **argv) {
   if (rc == CLI_HELP_SHOWN) return CLI_EXIT_OK;
   if (!rc) rc = cli_context(a.v[OPT_DEVICE], &ctx);
   double t0 = now_s();
+  phase("generating the inputs");
   if (!rc) rc = generate(&a, &d);
   r.gen_s = now_s() - t0;
   if (!rc) rc = run_device(ctx, &a, &d, &r);
   if (!rc) compare_stored(r.sparse, r.dense, d.elems, a.dtype, &r.err_vs_dense, &r.rel_vs_dense);
+  phase("float64 reference on the host");
   if (!rc) rc = run_reference(&a, &d, &r);
+  phase(NULL);
   if (!rc) rc = report(ctx, &a, &r);
   nabla_context_destroy(ctx);
   free_data(&d);

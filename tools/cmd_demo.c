@@ -245,18 +245,18 @@ static int run_device(nabla_context *ctx, const demo_args *a, const demo_data *d
   demo_buffers b = {0};
   nabla_mask *mask = NULL;
   int rc = upload(ctx, a, d, &b);
-  phase("warming up (the first run builds the kernels)");
+  if (!rc) phase("warming up (the first run builds the kernels)");
   if (!rc) rc = warm_up(ctx, a, &b);
-  phase("mask build");
+  if (!rc) phase("mask build");
   if (!rc) rc = cli_timed_mask_build(ctx, &a->algo, &a->shape, a->dtype, b.q, b.k, &mask, &r->mask_ms);
-  phase("sparse attention");
+  if (!rc) phase("sparse attention");
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, mask, b.q, b.k, b.v, b.sparse, &r->sparse_ms);
   if (!rc) {
     snprintf(r->variant, sizeof r->variant, "%s", nabla_variant_last(ctx));
     snprintf(r->variant_note, sizeof r->variant_note, "%s", nabla_variant_note(ctx));
   }
-  phase("dense attention");
+  if (!rc) phase("dense attention");
   if (!rc)
     rc = cli_timed_attend(ctx, &a->shape, a->dtype, NULL, b.q, b.k, b.v, b.dense, &r->dense_ms);
   if (!rc) rc = read_mask(ctx, a, mask, r);
@@ -494,14 +494,14 @@ int cmd_demo(int argc, char **argv) {
   if (rc == CLI_HELP_SHOWN) return CLI_EXIT_OK;
   if (!rc) rc = cli_context(a.v[OPT_DEVICE], &ctx);
   double t0 = now_s();
-  phase("generating the inputs");
+  if (!rc) phase("generating the inputs");
   if (!rc) rc = generate(&a, &d);
   r.gen_s = now_s() - t0;
   if (!rc) rc = run_device(ctx, &a, &d, &r);
   if (!rc) compare_stored(r.sparse, r.dense, d.elems, a.dtype, &r.err_vs_dense, &r.rel_vs_dense);
-  phase("float64 reference on the host");
+  if (!rc) phase("float64 reference on the host");
   if (!rc) rc = run_reference(&a, &d, &r);
-  phase(NULL);
+  if (!rc) phase(NULL);
   if (!rc) rc = report(ctx, &a, &r);
   nabla_context_destroy(ctx);
   free_data(&d);

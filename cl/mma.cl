@@ -348,7 +348,7 @@ inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, in
  * maximum exceeds it by more than tau, so probabilities are at most 2^tau (fp32 sums; tau <= 15
  * keeps fp16 P finite), the result is the same (O and l share the reference), and the rescale runs a few
  * times per row instead of whenever a running maximum grows. 0: the running maxima (the host
- * passes 8 to the wgmma kernel and 0 to the mma kernel unless NABLACL_MMA_LAZY_RESCALE says). */
+ * passes 12 to the wgmma kernel and 0 to the mma kernel unless NABLACL_MMA_LAZY_RESCALE says). */
 #ifndef MMA_LAZY_RESCALE
 #define MMA_LAZY_RESCALE 0
 #endif

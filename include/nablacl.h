@@ -25,8 +25,11 @@
  * Thread safety: a context is used by one thread at a time; use one context per thread. The
  * on-disk caches are safe to share between threads and processes.
  *
- * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform name), NABLACL_CACHE_DIR
- * (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a directory; development).
+ * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform
+ * name), NABLACL_CACHE_DIR (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a
+ * directory; development), NABLACL_VARIANT (force an attention variant), and the tensor-core
+ * kernels' overrides NABLACL_WG_BULK, NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW,
+ * NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (README.md, docs/variants.md).
  */
 #ifndef NABLACL_H
 #define NABLACL_H

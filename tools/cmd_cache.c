@@ -3,7 +3,8 @@
  *
  *   path    the cache root (NABLACL_CACHE_DIR, $XDG_CACHE_HOME/nablacl or ~/.cache/nablacl)
  *   list    every valid entry: kind, device, kernel, parameters, time, date
- *   clear   removes every entry (program binaries, tuning results, checkpoints)
+ *   clear   removes every entry (program binaries, tuning results and checkpoints, probe
+ *           verdicts, tensor map templates)
  *
  * No OpenCL device is needed. Invalid or foreign files in the directory are skipped.
  */
@@ -16,7 +17,8 @@ static const char usage[] =
     "nablacl cache path|list|clear [--json]\n\n"
     "  path    print the cache directory ('off' when caching is disabled)\n"
     "  list    every valid entry: kind, device, kernel, parameters, time, date\n"
-    "  clear   remove every entry (program binaries, tuning results, checkpoints)";
+    "  clear   remove every entry (program binaries, tuning results and checkpoints,\n"
+    "          probe verdicts, tensor map templates)";
 
 static const cli_option options[] = {
     {"--json", NULL, "print one JSON object"},

@@ -316,11 +316,15 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
       snprintf(vs->last, sizeof vs->last, "%s", nabla_variant_name(variant));
       return st;
     }
-    /* Nothing was enqueued: fall back to the portable kernel for good on this context. */
+    /* The attention kernel was not enqueued (a tile pack or the tensor maps may have been; they
+     * write only the workspace): fall back to the portable kernel. A kernel that does not build
+     * is given up on for the context; anything else (an allocation, a launch refused once) only
+     * for this call, so one transient failure does not cost the tensor cores for good. */
     char why[384];
     snprintf(why, sizeof why, "%.370s", ctx->error);
-    nabla_variant_mark_broken(ctx, variant, why);
-    snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
+    if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, why);
+    snprintf(vs->note, sizeof vs->note, "%s failed%s, using portable: %.400s", nabla_variant_name(variant),
+             st == NABLA_BUILD ? "" : " on this call", why);
     nabla_clear_error(ctx);
   }
   TRY(st, enqueue_variant(ctx, NABLA_VARIANT_PORTABLE, shape, dtype, mask, q, k, v, o, params, num_wait,
@@ -352,7 +356,7 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
     if (built != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
-      nabla_variant_mark_broken(ctx, variant, why);
+      if (built == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, why); /* as nabla_attend does */
       snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
       nabla_clear_error(ctx);
       variant = NABLA_VARIANT_PORTABLE;

@@ -1,0 +1,85 @@
+/*
+ * Failure injection: clEnqueueNDRangeKernel is wrapped (-Wl,--wrap) so that the next N launches
+ * fail with CL_OUT_OF_RESOURCES. A variant whose launch fails once falls back to the portable
+ * kernel for that call only; when the portable launch fails too, the call reports the failure
+ * and the context stays usable.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testutil.h"
+
+#define CTX_OR_SKIP(state)        \
+  nabla_context *ctx = *(state); \
+  if (!ctx) skip()
+
+static int fail_launches; /* the next this many launches fail (the test's injection knob) */
+
+cl_int __real_clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *offset,
+                                     const size_t *global, const size_t *local, cl_uint num_wait,
+                                     const cl_event *wait, cl_event *event);
+cl_int __wrap_clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *offset,
+                                     const size_t *global, const size_t *local, cl_uint num_wait,
+                                     const cl_event *wait, cl_event *event) {
+  if (fail_launches > 0) {
+    fail_launches--;
+    return CL_OUT_OF_RESOURCES;
+  }
+  return __real_clEnqueueNDRangeKernel(q, k, dim, offset, global, local, num_wait, wait, event);
+}
+
+/* Dense attention of a small f32 problem with `fail` launches failing first; returns the status
+ * and, on success, checks the output against the float64 reference. */
+static nabla_status attend_once(nabla_context *ctx, int fail) {
+  const nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
+  const size_t n = 2 * 256 * 64;
+  double *q = malloc(n * sizeof *q), *k = malloc(n * sizeof *k), *v = malloc(n * sizeof *v);
+  double *ref = malloc(n * sizeof *ref), *out = malloc(n * sizeof *out);
+  uint64_t seed = 11;
+  tu_fill_normal(q, n, &seed, 1.0);
+  tu_fill_normal(k, n, &seed, 1.0);
+  tu_fill_normal(v, n, &seed, 1.0);
+  cl_mem dq = tu_buffer_from(ctx, q, n, NABLA_F32), dk = tu_buffer_from(ctx, k, n, NABLA_F32);
+  cl_mem dv = tu_buffer_from(ctx, v, n, NABLA_F32), dout = tu_buffer_from(ctx, v, n, NABLA_F32);
+  fail_launches = fail;
+  nabla_status st = nabla_attend(ctx, &s, NABLA_F32, NULL, dq, dk, dv, dout, 0, NULL, NULL);
+  fail_launches = 0;
+  if (st == NABLA_OK) {
+    tu_buffer_read(ctx, dout, n, NABLA_F32, out);
+    nabla_ref_attention_dense(&s, q, k, v, ref);
+    double err = tu_max_abs_diff(out, ref, n);
+    if (!(err <= 1e-4)) fail_msg("%s: max abs error %.3g", nabla_variant_last(ctx), err);
+  }
+  clReleaseMemObject(dq), clReleaseMemObject(dk), clReleaseMemObject(dv), clReleaseMemObject(dout);
+  free(q), free(k), free(v), free(ref), free(out);
+  return st;
+}
+
+static void test_transient_launch_failure(void **state) {
+  CTX_OR_SKIP(state);
+  assert_int_equal(nabla_variant_force(ctx, "cpu-rows"), NABLA_OK);
+  assert_int_equal(attend_once(ctx, 0), NABLA_OK);
+  assert_string_equal(nabla_variant_last(ctx), "cpu-rows");
+  /* One refused launch: this call runs the portable kernel and says why ... */
+  assert_int_equal(attend_once(ctx, 1), NABLA_OK);
+  assert_string_equal(nabla_variant_last(ctx), "portable");
+  if (!strstr(nabla_variant_note(ctx), "on this call")) fail_msg("note: %s", nabla_variant_note(ctx));
+  /* ... and the next call has its variant back. */
+  assert_int_equal(attend_once(ctx, 0), NABLA_OK);
+  assert_string_equal(nabla_variant_last(ctx), "cpu-rows");
+  assert_true(nabla_variant_supported(ctx, "cpu-rows"));
+  /* Both launches refused: the call fails with the reason, and the context still works. */
+  assert_int_equal(attend_once(ctx, 2), NABLA_OPENCL);
+  assert_non_null(strstr(nabla_last_error(ctx), "CL_OUT_OF_RESOURCES"));
+  assert_int_equal(attend_once(ctx, 0), NABLA_OK);
+  assert_string_equal(nabla_variant_last(ctx), "cpu-rows");
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_transient_launch_failure),
+  };
+  return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
+}

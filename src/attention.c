@@ -113,12 +113,12 @@ static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_
   TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
   for (int i = 0; i < 2; i++) {
     cl_mem src = i ? in->v : in->k;
-    rc = clSetKernelArg(kernel, 0, sizeof src, &src);
-    rc |= clSetKernelArg(kernel, 1, sizeof img[i], &img[i]);
-    rc |= clSetKernelArg(kernel, 2, sizeof in->block_start, &in->block_start);
-    rc |= clSetKernelArg(kernel, 3, sizeof S, &S);
-    rc |= clSetKernelArg(kernel, 4, sizeof Nb, &Nb);
-    TRY_CL(st, ctx, rc);
+    rc = nabla_arg(CL_SUCCESS, kernel, 0, sizeof src, &src);
+    rc = nabla_arg(rc, kernel, 1, sizeof img[i], &img[i]);
+    rc = nabla_arg(rc, kernel, 2, sizeof in->block_start, &in->block_start);
+    rc = nabla_arg(rc, kernel, 3, sizeof S, &S);
+    rc = nabla_arg(rc, kernel, 4, sizeof Nb, &Nb);
+    TRY_ARGS(st, ctx, rc, "pack_tiles");
     cl_event *slot = nabla_profile_slot(ctx, "attention-pack");
     TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : in->num_wait,
                                            i ? NULL : in->wait, NABLA_EVENT_OUT(slot, NULL)));
@@ -156,12 +156,12 @@ static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program
   TRY(st, tensor_map(ctx, variant, shape, map));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_TMAPS, 2 * NABLA_TMAP_BYTES, "tensor maps", &maps));
   TRY(st, nabla_kernel_create(ctx, prog, "tmap_bind", &kernel));
-  cl_int rc = clSetKernelArg(kernel, 0, sizeof in->k, &in->k);
-  rc |= clSetKernelArg(kernel, 1, sizeof in->v, &in->v);
-  rc |= clSetKernelArg(kernel, 2, sizeof maps, &maps);
+  cl_int rc = nabla_arg(CL_SUCCESS, kernel, 0, sizeof in->k, &in->k);
+  rc = nabla_arg(rc, kernel, 1, sizeof in->v, &in->v);
+  rc = nabla_arg(rc, kernel, 2, sizeof maps, &maps);
   const cl_uint rows = (cl_uint)((uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq); /* < 2^31 */
-  rc |= clSetKernelArg(kernel, 3, sizeof rows, &rows);
-  TRY_CL(st, ctx, rc);
+  rc = nabla_arg(rc, kernel, 3, sizeof rows, &rows);
+  TRY_ARGS(st, ctx, rc, "tmap_bind");
   /* The pattern is copied at the call, so the map on the stack may go. */
   TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, maps, map, NABLA_TMAP_BYTES, 0, 2 * NABLA_TMAP_BYTES,
                                       in->num_wait, in->wait, NULL));
@@ -280,18 +280,18 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
   cl_int rc = CL_SUCCESS;
   int a = 0;
-  rc |= clSetKernelArg(kernel, a++, sizeof q, &q);
-  rc |= clSetKernelArg(kernel, a++, sizeof k, &k);
-  rc |= clSetKernelArg(kernel, a++, sizeof v, &v);
-  rc |= clSetKernelArg(kernel, a++, sizeof o, &o);
-  rc |= clSetKernelArg(kernel, a++, sizeof block_start, &block_start);
-  rc |= clSetKernelArg(kernel, a++, sizeof row_ptr, &row_ptr);
-  rc |= clSetKernelArg(kernel, a++, sizeof col_idx, &col_idx);
-  rc |= clSetKernelArg(kernel, a++, sizeof S, &S);
-  rc |= clSetKernelArg(kernel, a++, sizeof Nb, &Nb);
-  rc |= clSetKernelArg(kernel, a++, sizeof scale_log2, &scale_log2);
-  if (nabla_variant_is_wgmma(variant)) rc |= clSetKernelArg(kernel, a++, sizeof maps, &maps);
-  TRY_CL(st, ctx, rc);
+  rc = nabla_arg(rc, kernel, a++, sizeof q, &q);
+  rc = nabla_arg(rc, kernel, a++, sizeof k, &k);
+  rc = nabla_arg(rc, kernel, a++, sizeof v, &v);
+  rc = nabla_arg(rc, kernel, a++, sizeof o, &o);
+  rc = nabla_arg(rc, kernel, a++, sizeof block_start, &block_start);
+  rc = nabla_arg(rc, kernel, a++, sizeof row_ptr, &row_ptr);
+  rc = nabla_arg(rc, kernel, a++, sizeof col_idx, &col_idx);
+  rc = nabla_arg(rc, kernel, a++, sizeof S, &S);
+  rc = nabla_arg(rc, kernel, a++, sizeof Nb, &Nb);
+  rc = nabla_arg(rc, kernel, a++, sizeof scale_log2, &scale_log2);
+  if (nabla_variant_is_wgmma(variant)) rc = nabla_arg(rc, kernel, a++, sizeof maps, &maps);
+  TRY_ARGS(st, ctx, rc, "the attention kernel");
   cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait,
                                          NABLA_EVENT_OUT(slot, done_event)));

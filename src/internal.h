@@ -21,6 +21,22 @@
   } while (0)
 
 /* Checks an OpenCL return code; records which call failed. */
+/* One clSetKernelArg of a run of them: after a failure the rest are skipped and the first code is
+ * kept (OR-ing the codes of several would make up a different one). */
+static inline cl_int nabla_arg(cl_int rc, cl_kernel kernel, cl_uint index, size_t size, const void *value) {
+  return rc != CL_SUCCESS ? rc : clSetKernelArg(kernel, index, size, value);
+}
+
+/* TRY_CL for the code of a run of nabla_arg calls on `kernel_name`. */
+#define TRY_ARGS(st, ctx, rc, kernel_name)                                                 \
+  do {                                                                                     \
+    if ((rc) != CL_SUCCESS) {                                                              \
+      (st) = nabla_fail((ctx), NABLA_OPENCL, "setting the arguments of %s failed: %s (%d)", \
+                        (kernel_name), nabla_cl_error_name(rc), (int)(rc));                \
+      goto done;                                                                           \
+    }                                                                                      \
+  } while (0)
+
 #define TRY_CL(st, ctx, call)                                                    \
   do {                                                                           \
     cl_int cl_rc_ = (call);                                                      \

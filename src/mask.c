@@ -16,7 +16,7 @@
 #include "tune.h"
 #include "variant.h"
 
-/* Sets kernel arguments from (size, pointer) pairs; returns the OR of the return codes. */
+/* Sets kernel arguments from (size, pointer) pairs; returns the first failure's code. */
 static cl_int set_args(cl_kernel kernel, int count, ...) {
   va_list ap;
   cl_int rc = CL_SUCCESS;
@@ -24,7 +24,7 @@ static cl_int set_args(cl_kernel kernel, int count, ...) {
   for (int i = 0; i < count; i++) {
     size_t size = va_arg(ap, size_t);
     const void *ptr = va_arg(ap, const void *);
-    rc |= clSetKernelArg(kernel, (cl_uint)i, size, ptr);
+    rc = nabla_arg(rc, kernel, (cl_uint)i, size, ptr);
   }
   va_end(ap);
   return rc;

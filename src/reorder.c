@@ -30,17 +30,17 @@ nabla_status nabla_reorder(nabla_context *ctx, const nabla_shape *shape, nabla_d
   cl_int Hb = (Ht + 7) / 8, Wb = (Wt + 7) / 8, to_tile = dir == NABLA_RASTER_TO_TILE;
   cl_int rc = CL_SUCCESS;
   int a = 0;
-  rc |= clSetKernelArg(kernel, a++, sizeof src, &src);
-  rc |= clSetKernelArg(kernel, a++, sizeof dst, &dst);
-  rc |= clSetKernelArg(kernel, a++, sizeof starts, &starts);
-  rc |= clSetKernelArg(kernel, a++, sizeof S, &S);
-  rc |= clSetKernelArg(kernel, a++, sizeof D, &D);
-  rc |= clSetKernelArg(kernel, a++, sizeof Ht, &Ht);
-  rc |= clSetKernelArg(kernel, a++, sizeof Wt, &Wt);
-  rc |= clSetKernelArg(kernel, a++, sizeof Hb, &Hb);
-  rc |= clSetKernelArg(kernel, a++, sizeof Wb, &Wb);
-  rc |= clSetKernelArg(kernel, a++, sizeof to_tile, &to_tile);
-  TRY_CL(st, ctx, rc);
+  rc = nabla_arg(rc, kernel, a++, sizeof src, &src);
+  rc = nabla_arg(rc, kernel, a++, sizeof dst, &dst);
+  rc = nabla_arg(rc, kernel, a++, sizeof starts, &starts);
+  rc = nabla_arg(rc, kernel, a++, sizeof S, &S);
+  rc = nabla_arg(rc, kernel, a++, sizeof D, &D);
+  rc = nabla_arg(rc, kernel, a++, sizeof Ht, &Ht);
+  rc = nabla_arg(rc, kernel, a++, sizeof Wt, &Wt);
+  rc = nabla_arg(rc, kernel, a++, sizeof Hb, &Hb);
+  rc = nabla_arg(rc, kernel, a++, sizeof Wb, &Wb);
+  rc = nabla_arg(rc, kernel, a++, sizeof to_tile, &to_tile);
+  TRY_ARGS(st, ctx, rc, "reorder");
   size_t global[3] = {(size_t)D, (size_t)S, (size_t)shape->batch * shape->heads};
   cl_event *slot = nabla_profile_slot(ctx, "reorder");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, NULL, num_wait, wait,

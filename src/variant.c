@@ -68,7 +68,7 @@ static probe_verdict probe_launch(nabla_context *ctx, const char *program, const
       snprintf(why, why_len, "probe buffer allocation failed");
       goto done;
     }
-    rc |= clSetKernelArg(k, (cl_uint)i, sizeof bufs[i], &bufs[i]);
+    rc = nabla_arg(rc, k, (cl_uint)i, sizeof bufs[i], &bufs[i]);
   }
   if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &items, &items, 0, NULL, NULL);
   for (int i = 0; i < nbuf && rc == CL_SUCCESS; i++)

@@ -1,8 +1,8 @@
 /*
- * Failure injection: clEnqueueNDRangeKernel is wrapped (-Wl,--wrap) so that the next N launches
- * fail with CL_OUT_OF_RESOURCES. A variant whose launch fails once falls back to the portable
- * kernel for that call only; when the portable launch fails too, the call reports the failure
- * and the context stays usable.
+ * Failure injection: clEnqueueNDRangeKernel and clSetKernelArg are wrapped (-Wl,--wrap) so that
+ * the next launches, or argument settings, fail. A variant whose launch fails once falls back to
+ * the portable kernel for that call only; when the portable launch fails too, the call reports
+ * the failure and the context stays usable. The first failing code is the one reported.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +14,18 @@
   nabla_context *ctx = *(state); \
   if (!ctx) skip()
 
-static int fail_launches; /* the next this many launches fail (the test's injection knob) */
+static int fail_launches; /* the next this many launches fail (the test's injection knobs) */
+static cl_int arg_failures[2]; /* the next clSetKernelArg calls return these, in order (0: none) */
+
+cl_int __real_clSetKernelArg(cl_kernel k, cl_uint index, size_t size, const void *value);
+cl_int __wrap_clSetKernelArg(cl_kernel k, cl_uint index, size_t size, const void *value) {
+  if (arg_failures[0] != CL_SUCCESS) {
+    cl_int rc = arg_failures[0];
+    arg_failures[0] = arg_failures[1], arg_failures[1] = CL_SUCCESS;
+    return rc;
+  }
+  return __real_clSetKernelArg(k, index, size, value);
+}
 
 cl_int __real_clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint dim, const size_t *offset,
                                      const size_t *global, const size_t *local, cl_uint num_wait,
@@ -77,9 +88,30 @@ static void test_transient_launch_failure(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* Two argument settings refused: each kernel stops at its first failure and reports that code
+ * (OR-ing -38 and -51 would report -55, CL_INVALID_WORK_ITEM_SIZE). The variant takes the
+ * first, the portable retry the second, so the call fails naming it, and the note the first. */
+static void test_first_argument_error_reported(void **state) {
+  CTX_OR_SKIP(state);
+  assert_int_equal(nabla_variant_force(ctx, "cpu-rows"), NABLA_OK);
+  assert_int_equal(attend_once(ctx, 0), NABLA_OK); /* programs built first */
+  arg_failures[0] = CL_INVALID_MEM_OBJECT, arg_failures[1] = CL_INVALID_ARG_SIZE;
+  nabla_status st = attend_once(ctx, 0);
+  arg_failures[0] = arg_failures[1] = CL_SUCCESS;
+  assert_int_equal(st, NABLA_OPENCL);
+  const char *note = nabla_variant_note(ctx), *err = nabla_last_error(ctx);
+  if (!strstr(note, "setting the arguments of the attention kernel failed: CL_INVALID_MEM_OBJECT") ||
+      !strstr(err, "setting the arguments of the attention kernel failed: CL_INVALID_ARG_SIZE"))
+    fail_msg("note: %s; error: %s", note, err);
+  assert_int_equal(attend_once(ctx, 0), NABLA_OK); /* and nothing stays broken */
+  assert_string_equal(nabla_variant_last(ctx), "cpu-rows");
+  assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_transient_launch_failure),
+      cmocka_unit_test(test_first_argument_error_reported),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

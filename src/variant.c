@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "diskcache.h"
+#include "kernels.h"
 
 _Static_assert(NABLA_VARIANT_COUNT == NABLA_VARIANT_SLOTS, "one probe slot per variant (internal.h)");
 
@@ -54,9 +55,11 @@ static probe_verdict probe_launch(nabla_context *ctx, const char *program, const
   cl_program prog = NULL;
   cl_kernel k = NULL;
   cl_mem bufs[8] = {0};
-  if (nabla_program_get(ctx, program, options, &prog) != NABLA_OK) {
+  nabla_status built = nabla_program_get(ctx, program, options, &prog);
+  if (built != NABLA_OK) {
     snprintf(why, why_len, "probe kernel %s does not build: %.300s", kernel, ctx->error);
-    return PROBE_FAIL; /* a compiler that rejects the PTX will keep rejecting it */
+    /* A compiler that rejects the PTX will keep rejecting it; anything else may pass later. */
+    return built == NABLA_BUILD ? PROBE_FAIL : PROBE_ERROR;
   }
   if (nabla_kernel_create(ctx, prog, kernel, &k) != NABLA_OK) {
     snprintf(why, why_len, "%.300s", ctx->error);
@@ -173,9 +176,14 @@ static probe_verdict probe_mma_smem(nabla_context *ctx, char *why, size_t why_le
   return PROBE_PASS;
 }
 
-/* Key of a variant's probe verdict in the "probes" namespace. */
+/* Key of a variant's probe verdict in the "probes" namespace: the device, and a hash of the
+ * embedded kernel sources (the probes' among them), so a library with other probes asks again. */
 static void probe_cache_key(const nabla_context *ctx, int id, char *buf, size_t len) {
-  snprintf(buf, len, "%s|probe v%d|%s", variant_names[id], PROBE_VERSION, ctx->device_key);
+  uint64_t h = PROBE_VERSION;
+  for (size_t i = 0; i < nabla_kernel_source_count; i++)
+    h = nabla_hash64(nabla_kernel_sources[i].text, nabla_kernel_sources[i].size, h);
+  snprintf(buf, len, "%s|probe v%d|%s|src %016llx", variant_names[id], PROBE_VERSION, ctx->device_key,
+           (unsigned long long)h);
 }
 
 /* The cached verdict text of variant id into text (NUL-terminated, cut to len - 1); 0 when there
@@ -184,7 +192,7 @@ static int probe_cache_get(nabla_context *ctx, int id, char *text, size_t len) {
   char key[128];
   void *data = NULL;
   size_t n = 0;
-  if (!ctx->cache_root[0]) return 0;
+  if (!ctx->cache_root[0] || ctx->kernel_dir[0]) return 0; /* edited kernels: probe afresh */
   probe_cache_key(ctx, id, key, sizeof key);
   if (nabla_diskcache_get(ctx->cache_root, "probes", key, &data, &n) != NABLA_OK) return 0;
   if (n > len - 1) n = len - 1;
@@ -197,7 +205,7 @@ static int probe_cache_get(nabla_context *ctx, int id, char *text, size_t len) {
 /* Stores the verdict text of variant id (best effort: a failure means no caching). */
 static void probe_cache_put(nabla_context *ctx, int id, const char *text) {
   char key[128];
-  if (!ctx->cache_root[0]) return;
+  if (!ctx->cache_root[0] || ctx->kernel_dir[0]) return; /* verdicts of edited kernels are not kept */
   probe_cache_key(ctx, id, key, sizeof key);
   nabla_diskcache_put(ctx->cache_root, "probes", key, text, strlen(text));
 }

@@ -16,8 +16,10 @@
  * `nabla_reorder` converts from and to raster order.
  *
  * Every operation is enqueued asynchronously on the context's command queue, after the optional
- * wait list, and can hand back an event that completes when its last command does. Arguments
- * are validated before anything is enqueued or written.
+ * wait list, and can hand back an event that completes when its last command does (the caller
+ * releases it; on failure `*done` is left as it was, so initialise it to NULL). Arguments are
+ * validated before anything is enqueued or written. An output handle (`nabla_mask **out`) is
+ * NULL after any failure.
  *
  * Errors: functions return a `nabla_status`; the context keeps a human-readable message for the
  * last failure (`nabla_last_error`). No function of the library exits, aborts or prints.
@@ -132,8 +134,9 @@ NABLA_API nabla_status nabla_context_create(nabla_context **out, const char *sel
 
 /**
  * Creates a context on the caller's OpenCL objects, which stay the caller's: they are retained
- * here and released by nabla_context_destroy. `queue` must belong to `cl_ctx` and `device`;
- * profiling on the queue is needed only by the tuner and benchmarks.
+ * here and released by nabla_context_destroy. `queue` must belong to `cl_ctx` and `device`, and
+ * be in-order (the library relies on queue order between its kernels; an out-of-order queue is
+ * NABLA_INVALID_ARGUMENT); profiling on the queue is needed only by the tuner and benchmarks.
  */
 NABLA_API nabla_status nabla_context_create_from_cl(nabla_context **out, cl_context cl_ctx,
                                                     cl_device_id device, cl_command_queue queue,

@@ -325,6 +325,7 @@ nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const 
                               nabla_dtype dtype, cl_mem q, cl_mem k, nabla_mask **out,
                               cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
   nabla_params sel;
+  if (out) *out = NULL; /* on every failure, checks included */
   if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
   nabla_params_lookup(ctx, "select", dtype, shape->head_dim, nabla_shape_class(shape), &sel);
   return nabla_mask_build_params(ctx, algo, shape, dtype, q, k, &sel, out, num_wait, wait, done_event);
@@ -336,12 +337,12 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
                                      cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   nabla_mask *m = NULL;
+  if (out) *out = NULL; /* on every failure, checks included */
   TRY(st, nabla_check_common(ctx, shape, dtype, num_wait, wait));
   if (!out) {
     st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "out is NULL");
     goto done;
   }
-  *out = NULL;
   TRY(st, check_algo(ctx, algo, shape));
   if (algo->nabla) {
     TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
@@ -371,12 +372,12 @@ nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape
   nabla_status st = NABLA_OK;
   nabla_mask *m = NULL;
   cl_event done_event = NULL;
+  if (out) *out = NULL; /* on every failure, checks included */
   TRY(st, nabla_check_common(ctx, shape, NABLA_F32, 0, NULL));
   if (!bitmap || !out) {
     st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s is NULL", bitmap ? "out" : "bitmap");
     goto done;
   }
-  *out = NULL;
   TRY(st, mask_new(ctx, shape, &m));
   TRY(st, mask_lists(ctx, m));
   size_t bytes = (size_t)shape->batch * shape->heads * m->nblocks * m->nblocks;

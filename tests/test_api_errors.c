@@ -151,10 +151,10 @@ static void finish_case(fixture *f, nabla_status got, nabla_status want, cl_even
 #define EXPECT_MASK(want, algo_ptr, shape_ptr, dtype, q_, k_)                                        \
   do {                                                                                              \
     cl_event done_ = NULL;                                                                          \
-    nabla_mask *m_ = NULL;                                                                          \
+    nabla_mask *m_ = (nabla_mask *)&done_; /* a stale handle: a failure must set it to NULL */     \
     nabla_status st_ =                                                                              \
         nabla_mask_build(f->ctx, algo_ptr, shape_ptr, dtype, q_, k_, &m_, 1, &f->gate, &done_);     \
-    if (m_) fail_msg("line %d: a mask came back from a failing build", __LINE__);                   \
+    if (m_) fail_msg("line %d: the mask handle is not NULL after a failing build", __LINE__);       \
     finish_case(f, st_, want, done_, __LINE__);                                                     \
   } while (0)
 
@@ -237,6 +237,14 @@ static void test_null_shape_and_tensors(void **state) {
   EXPECT_REORDER(NABLA_INVALID_ARGUMENT, NULL, NABLA_F32, NABLA_RASTER_TO_TILE, f->q, f->o);
   EXPECT_REORDER(NABLA_INVALID_ARGUMENT, s, NABLA_F32, NABLA_RASTER_TO_TILE, NULL, f->o);
   EXPECT_REORDER(NABLA_INVALID_ARGUMENT, s, NABLA_F32, NABLA_RASTER_TO_TILE, f->q, NULL);
+  /* mask_from_bitmap: no shape or no bitmap leaves a NULL handle. */
+  nabla_mask *m = (nabla_mask *)&f->gate;
+  const uint8_t one = 1;
+  assert_int_equal(nabla_mask_from_bitmap(f->ctx, NULL, &one, &m), NABLA_INVALID_ARGUMENT);
+  assert_null(m);
+  m = (nabla_mask *)&f->gate;
+  assert_int_equal(nabla_mask_from_bitmap(f->ctx, s, NULL, &m), NABLA_INVALID_ARGUMENT);
+  assert_null(m);
   /* mask_build with out NULL. */
   cl_event done = NULL;
   assert_int_equal(nabla_mask_build(f->ctx, &kNabla, s, NABLA_F32, f->q, f->k, NULL, 1, &f->gate, &done),

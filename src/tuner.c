@@ -34,6 +34,7 @@
 #include "diskcache.h"
 #include "internal.h"
 #include "tune.h"
+#include "variant.h"
 
 #define MAX_CONFIGS 512
 #define MAX_REPS_CAP 1000
@@ -231,6 +232,13 @@ static nabla_status attention_run(nabla_context *ctx, const problem *p, const na
   TRY(st, nabla_attend_params(ctx, &p->shape, p->dtype, p->mask, p->q, p->k, p->v, p->o, params, 0,
                               NULL, &done_event));
   TRY_CL(st, ctx, clWaitForEvents(1, &done_event));
+  const int want = nabla_params_get(params, "VARIANT", NABLA_VARIANT_AUTO);
+  if (want >= 0 && strcmp(nabla_variant_last(ctx), nabla_variant_name(want)) != 0) {
+    /* The call fell back: its time is another kernel's, not this candidate's. */
+    st = nabla_fail(ctx, NABLA_UNSUPPORTED, "VARIANT=%d (%s) ran as %s: %.300s", want, nabla_variant_name(want),
+                    nabla_variant_last(ctx), nabla_variant_note(ctx));
+    goto done;
+  }
   if (ms) *ms = event_ms(start, CL_PROFILING_COMMAND_END, done_event);
 done:
   if (start) clReleaseEvent(start);

@@ -15,6 +15,7 @@
   if (!ctx) skip()
 
 static int fail_launches; /* the next this many launches fail (the test's injection knobs) */
+static int fail_rows;      /* every launch shaped like the cpu-rows kernel's fails */
 static cl_int arg_failures[2]; /* the next clSetKernelArg calls return these, in order (0: none) */
 
 cl_int __real_clSetKernelArg(cl_kernel k, cl_uint index, size_t size, const void *value);
@@ -37,6 +38,8 @@ cl_int __wrap_clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint di
     fail_launches--;
     return CL_OUT_OF_RESOURCES;
   }
+  /* cpu-rows: 3-D, one work-group of 64 along dimension 0 (the portable kernel's are 128). */
+  if (fail_rows && dim == 3 && local && local[0] == 64 && global[0] == 64) return CL_OUT_OF_RESOURCES;
   return __real_clEnqueueNDRangeKernel(q, k, dim, offset, global, local, num_wait, wait, event);
 }
 
@@ -108,10 +111,54 @@ static void test_first_argument_error_reported(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+typedef struct {
+  int seen;          /* the VARIANT=3 (cpu-rows) candidate was reported, */
+  int state;         /* with this state, */
+  char note[512];    /* and this note */
+} tune_watch;
+
+static int watch_rows(const nabla_tune_report *r, void *user) {
+  tune_watch *w = user;
+  if (r->event == NABLA_TUNE_CANDIDATE && strstr(r->params, "VARIANT=3")) {
+    w->seen = 1;
+    w->state = (int)r->state;
+    snprintf(w->note, sizeof w->note, "%s", r->note);
+  }
+  return 0;
+}
+
+/* A tuning candidate whose variant falls back at run time is not timed as if it had run: the
+ * cpu-rows candidate, its launches refused, is unfit (not "measured" with the portable time). */
+static void test_tuner_rejects_fallback(void **state) {
+  CTX_OR_SKIP(state);
+  if (!nabla_variant_supported(ctx, "cpu-rows")) skip();
+  tu_env cache = tu_env_save("NABLACL_CACHE_DIR");
+  setenv("NABLACL_CACHE_DIR", "off", 1); /* nothing of this run is stored */
+  nabla_context *c = tu_context();
+  assert_non_null(c);
+  nabla_tune_options o;
+  nabla_tune_options_init(&o);
+  o.dtype = NABLA_F32;
+  o.kernels = "attention";
+  o.target_ms = 5;
+  tune_watch w = {0, -1, ""};
+  nabla_tune_summary sum;
+  fail_rows = 1;
+  nabla_status st = nabla_tune(c, &o, watch_rows, &w, &sum);
+  fail_rows = 0;
+  nabla_context_destroy(c);
+  tu_env_restore(&cache);
+  assert_int_equal(st, NABLA_OK);
+  assert_true(w.seen);
+  if (w.state != NABLA_TUNE_UNFIT || !strstr(w.note, "ran as portable"))
+    fail_msg("cpu-rows candidate: state %d, note '%s'", w.state, w.note);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_transient_launch_failure),
       cmocka_unit_test(test_first_argument_error_reported),
+      cmocka_unit_test(test_tuner_rejects_fallback),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -324,8 +324,9 @@ NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *sta
 /* ---- Profiling -------------------------------------------------------------------------- */
 
 /**
- * Turns per-stage profiling on or off for this context (off by default; needs a queue with
- * CL_QUEUE_PROFILING_ENABLE). While on, every kernel the library enqueues is recorded.
+ * Turns per-stage profiling on or off for this context (off by default). While on, every
+ * kernel the library enqueues is recorded. Turning it on needs a queue with
+ * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
  */
 NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
 

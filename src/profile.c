@@ -27,7 +27,12 @@ void nabla_profile_release(nabla_context *ctx) {
 }
 
 nabla_status nabla_profile_enable(nabla_context *ctx, int on) {
+  cl_command_queue_properties props = 0;
   if (!ctx) return NABLA_INVALID_ARGUMENT;
+  if (on && (clGetCommandQueueInfo(ctx->queue, CL_QUEUE_PROPERTIES, sizeof props, &props, NULL) != CL_SUCCESS ||
+             !(props & CL_QUEUE_PROFILING_ENABLE)))
+    return nabla_fail(ctx, NABLA_UNSUPPORTED,
+                      "profiling needs a queue made with CL_QUEUE_PROFILING_ENABLE (this context's has none)");
   nabla_profile_release(ctx);
   ctx->profile.on = on != 0;
   return NABLA_OK;

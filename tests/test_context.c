@@ -270,6 +270,12 @@ static void test_create_from_cl(void **state) {
   assert_true(context_refs(mine) >= ctx_refs0);
   assert_true(queue_refs(q) >= q_refs0);
   assert_string_equal(nabla_context_device_key(c), nabla_context_device_key(ctx));
+  /* Profiling needs a profiling queue: the borrowed one has none, the library's own has. */
+  assert_int_equal(nabla_profile_enable(c, 1), NABLA_UNSUPPORTED);
+  assert_non_null(strstr(nabla_last_error(c), "CL_QUEUE_PROFILING_ENABLE"));
+  assert_int_equal(nabla_profile_enable(c, 0), NABLA_OK);
+  assert_int_equal(nabla_profile_enable(ctx, 1), NABLA_OK);
+  assert_int_equal(nabla_profile_enable(ctx, 0), NABLA_OK);
 
   /* An operation runs on the caller's queue; a video reorder also builds a program in it. */
   nabla_shape s = {1, 1, 2 * 9 * 13, 8, 2, 9, 13};

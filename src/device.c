@@ -129,6 +129,10 @@ nabla_status nabla_device_caps_query(nabla_context *ctx) {
       clGetDeviceInfo(dev, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL) != CL_SUCCESS ||
       clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL) != CL_SUCCESS)
     return nabla_fail(ctx, NABLA_OPENCL, "clGetDeviceInfo failed on the selected device");
+  if (wg < NABLA_MIN_WORK_GROUP) /* the CSR and reduced-map kernels are written for 256 */
+    return nabla_fail(ctx, NABLA_UNSUPPORTED,
+                      "the device runs work-groups of at most %zu work-items; nablacl's mask kernels need %d", wg,
+                      NABLA_MIN_WORK_GROUP);
   c->is_cpu = (t & CL_DEVICE_TYPE_CPU) != 0;
   c->is_gpu = (t & CL_DEVICE_TYPE_GPU) != 0;
   c->local_mem = lm;

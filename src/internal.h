@@ -10,6 +10,7 @@
 #include "nablacl.h"
 
 #define NABLA_ERR_LEN 4096
+#define NABLA_MIN_WORK_GROUP 256 /* the largest fixed work-group of the kernels (csr.cl, map.cl) */
 #define NABLA_PATH_LEN 4096
 #define NABLA_MAX_PROGRAMS 64
 

@@ -525,9 +525,11 @@ NABLA_API nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t 
 NABLA_API nabla_status nabla_variant_force(nabla_context *ctx, const char *variant);
 
 /**
- * Names the attention variant the next nabla_attend on this shape and dtype would use
- * ("portable", "nvidia-mma", ...). Runs the probe and builds the kernel if needed, so a build
- * failure is already accounted for. NABLA_BUFFER_TOO_SMALL when the name does not fit.
+ * Names the attention variant the next nabla_attend with a mask on this shape and dtype would
+ * use ("portable", "nvidia-mma", ...). Runs the probe and builds that (sparse) kernel if needed,
+ * so its build failure is already accounted for; dense attention (mask NULL) builds another
+ * program, and a launch can still fall back (nabla_variant_last then says what ran).
+ * NABLA_BUFFER_TOO_SMALL when the name does not fit.
  */
 NABLA_API nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shape,
                                                nabla_dtype dtype, char *buf, size_t len);

@@ -12,6 +12,25 @@
 #include "variant.h"
 
 /* Everything nabla_attend checks before it enqueues. */
+/* The buffer a (sub-)buffer lies in, and its byte range there. */
+static cl_mem mem_root(cl_mem m, size_t *offset, size_t *size) {
+  cl_mem parent = NULL;
+  *offset = 0, *size = 0;
+  clGetMemObjectInfo(m, CL_MEM_SIZE, sizeof *size, size, NULL);
+  if (clGetMemObjectInfo(m, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, NULL) != CL_SUCCESS || !parent)
+    return m;
+  clGetMemObjectInfo(m, CL_MEM_OFFSET, sizeof *offset, offset, NULL);
+  return parent; /* OpenCL 1.2: a sub-buffer's parent is never itself a sub-buffer */
+}
+
+/* Whether two buffers share bytes: the same object, or overlapping ranges of one parent. */
+static int mem_overlap(cl_mem a, cl_mem b) {
+  size_t ao, as, bo, bs;
+  if (a == b) return 1;
+  cl_mem ra = mem_root(a, &ao, &as), rb = mem_root(b, &bo, &bs);
+  return ra == rb && ao < bo + bs && bo < ao + as;
+}
+
 static nabla_status check_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                  const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
                                  cl_uint num_wait, const cl_event *wait) {
@@ -21,8 +40,8 @@ static nabla_status check_attend(nabla_context *ctx, const nabla_shape *shape, n
   TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
   TRY(st, nabla_check_tensor(ctx, "v", v, shape, dtype));
   TRY(st, nabla_check_tensor(ctx, "o", o, shape, dtype));
-  if (o == q || o == k || o == v) {
-    st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "o must not alias q, k or v");
+  if (mem_overlap(o, q) || mem_overlap(o, k) || mem_overlap(o, v)) {
+    st = nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "o must not alias q, k or v (not even through sub-buffers)");
     goto done;
   }
   if (mask) {

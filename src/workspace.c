@@ -68,7 +68,7 @@ nabla_status nabla_block_starts_buffer(nabla_context *ctx, const nabla_shape *sh
   TRY(st, nabla_shape_block_starts(shape, starts, n));
   cl_mem mem = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof *starts, starts, &rc);
   if (rc != CL_SUCCESS) {
-    st = nabla_fail(ctx, NABLA_OPENCL, "clCreateBuffer(block_start) failed: %s", nabla_cl_error_name(rc));
+    st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "clCreateBuffer(block_start) failed: %s", nabla_cl_error_name(rc));
     goto done;
   }
   if (ws->starts) clReleaseMemObject(ws->starts); /* enqueued commands and masks hold their own */

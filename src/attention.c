@@ -11,7 +11,6 @@
 #include "tune.h"
 #include "variant.h"
 
-/* Everything nabla_attend checks before it enqueues. */
 /* The buffer a (sub-)buffer lies in, and its byte range there. */
 static cl_mem mem_root(cl_mem m, size_t *offset, size_t *size) {
   cl_mem parent = NULL;
@@ -31,6 +30,7 @@ static int mem_overlap(cl_mem a, cl_mem b) {
   return ra == rb && ao < bo + bs && bo < ao + as;
 }
 
+/* Everything nabla_attend checks before it enqueues. */
 static nabla_status check_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                  const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
                                  cl_uint num_wait, const cl_event *wait) {
@@ -148,12 +148,17 @@ done:
   return st;
 }
 
+/* The rows of K and V seen as [B H S][head_dim] matrices, the tensor maps' dimension 1. */
+static uint64_t tensor_rows(const nabla_shape *shape) {
+  return (uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq;
+}
+
 /* NABLA_WG_TENSOR: the tensor map template for K and V seen as [B H S][head_dim] matrices
  * (tensormap.h), or, emulated, none (the emulation copies from k and v itself: the maps stay
  * zero). */
 static nabla_status tensor_map(nabla_context *ctx, int variant, const nabla_shape *shape,
                                unsigned char map[NABLA_TMAP_BYTES]) {
-  const uint64_t rows = (uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq;
+  const uint64_t rows = tensor_rows(shape);
   memset(map, 0, NABLA_TMAP_BYTES);
   if (rows > 0x7FFFFFFFu) /* the copies' row coordinate is a signed 32-bit integer */
     return nabla_fail(ctx, NABLA_UNSUPPORTED, "tensor copies address rows by 32-bit coordinates, not %llu rows",
@@ -178,7 +183,7 @@ static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program
   cl_int rc = nabla_arg(CL_SUCCESS, kernel, 0, sizeof in->k, &in->k);
   rc = nabla_arg(rc, kernel, 1, sizeof in->v, &in->v);
   rc = nabla_arg(rc, kernel, 2, sizeof maps, &maps);
-  const cl_uint rows = (cl_uint)((uint64_t)shape->batch * shape->heads * (uint64_t)shape->seq); /* < 2^31 */
+  const cl_uint rows = (cl_uint)tensor_rows(shape); /* < 2^31: tensor_map checked */
   rc = nabla_arg(rc, kernel, 3, sizeof rows, &rows);
   TRY_ARGS(st, ctx, rc, "tmap_bind");
   /* The pattern is copied at the call, so the map on the stack may go. */

@@ -22,6 +22,16 @@
   } while (0)
 
 /* Checks an OpenCL return code; records which call failed. */
+#define TRY_CL(st, ctx, call)                                                    \
+  do {                                                                           \
+    cl_int cl_rc_ = (call);                                                      \
+    if (cl_rc_ != CL_SUCCESS) {                                                  \
+      (st) = nabla_fail((ctx), NABLA_OPENCL, "%s failed: %s (%d)", #call,        \
+                        nabla_cl_error_name(cl_rc_), (int)cl_rc_);               \
+      goto done;                                                                 \
+    }                                                                            \
+  } while (0)
+
 /* One clSetKernelArg of a run of them: after a failure the rest are skipped and the first code is
  * kept (OR-ing the codes of several would make up a different one). */
 static inline cl_int nabla_arg(cl_int rc, cl_kernel kernel, cl_uint index, size_t size, const void *value) {
@@ -36,16 +46,6 @@ static inline cl_int nabla_arg(cl_int rc, cl_kernel kernel, cl_uint index, size_
                         (kernel_name), nabla_cl_error_name(rc), (int)(rc));                \
       goto done;                                                                           \
     }                                                                                      \
-  } while (0)
-
-#define TRY_CL(st, ctx, call)                                                    \
-  do {                                                                           \
-    cl_int cl_rc_ = (call);                                                      \
-    if (cl_rc_ != CL_SUCCESS) {                                                  \
-      (st) = nabla_fail((ctx), NABLA_OPENCL, "%s failed: %s (%d)", #call,        \
-                        nabla_cl_error_name(cl_rc_), (int)cl_rc_);               \
-      goto done;                                                                 \
-    }                                                                            \
   } while (0)
 
 typedef struct {

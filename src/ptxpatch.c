@@ -12,6 +12,13 @@ static const char *find(const char *hay, size_t len, const char *needle, size_t 
   return NULL;
 }
 
+/* The decimal number at *p (none: 0), *p moved past its digits but not beyond end. */
+static int read_number(const char **p, const char *end) {
+  int n = 0;
+  while (*p < end && **p >= '0' && **p <= '9') n = 10 * n + (*(*p)++ - '0');
+  return n;
+}
+
 int nabla_ptx_sm90a(const char *ptx, size_t len, char **out, size_t *out_len, char *why, size_t why_len) {
   static const char target[] = ".target sm_90";
   const size_t tn = sizeof target - 1, mn = sizeof NABLA_PTX_MARK - 1;
@@ -47,9 +54,11 @@ int nabla_ptx_sm90a(const char *ptx, size_t len, char **out, size_t *out_len, ch
   const size_t vn = sizeof version - 1;
   const char *v = find(ptx, len, version, vn), *vend = v ? v + vn : NULL;
   int major = 0, minor = 0;
-  while (vend && vend < ptx + len && *vend >= '0' && *vend <= '9') major = 10 * major + (*vend++ - '0');
-  if (vend && vend < ptx + len && *vend == '.') vend++;
-  while (vend && vend < ptx + len && *vend >= '0' && *vend <= '9') minor = 10 * minor + (*vend++ - '0');
+  if (v) {
+    major = read_number(&vend, ptx + len);
+    if (vend < ptx + len && *vend == '.') vend++;
+    minor = read_number(&vend, ptx + len);
+  }
   const int old_version = v && (major < 8 || (major == 8 && minor < 3));
   const size_t vlen = old_version ? (size_t)(vend - (v + vn)) : 0; /* the digits replaced */
   size_t n = len - marks * mn + (size_t)raise - vlen + (old_version ? sizeof v83 - 1 : 0);

@@ -37,10 +37,16 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 
-def median_ms(fn, warmup=2, repeat=5):
-    for _ in range(warmup):
-        fn()
+def median_ms(fn, warmup=2, warmup_ms=0.0, repeat=5):
+    """Median of `repeat` event-timed calls, after `warmup` untimed ones and more until
+    `warmup_ms` has passed since the first ended (a GPU's clocks ramp up under load)."""
+    fn()
     torch.cuda.synchronize()
+    until, n = time.perf_counter() + warmup_ms * 1e-3, 1
+    while n < warmup or time.perf_counter() < until:
+        fn()
+        torch.cuda.synchronize()
+        n += 1
     times = []
     for _ in range(repeat):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -121,6 +127,9 @@ def main():
     g.add_argument("--density", type=float, help="random block mask of this density (diagonal kept)")
     g.add_argument("--algo", help="nablacl mask algorithm, e.g. nabla-0.7 or sta-11-3-3")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--warmup-ms", type=float, default=1000.0,
+                    help="warm every contender up for this long before timing it, so that all are "
+                         "timed at the clocks of a GPU under sustained load (default 1000)")
     ap.add_argument("--variant", default=None, help="NABLACL_VARIANT for the nablacl run")
     ap.add_argument("--skip-dense", action="store_true", help="skip SDPA")
     ap.add_argument("--ref-mask", type=float, default=None, metavar="THR",
@@ -148,7 +157,8 @@ def main():
         save_npy(paths[name], t)
     cmd = [args.nablacl, "run", "--q", paths["q"], "--k", paths["k"], "--v", paths["v"],
            "--grid", args.grid, "--out", paths["o"], "--csr-out", os.path.join(work, "csr"),
-           "--warmup", "2", "--repeat", str(args.repeat), "--json"]  # the warm-ups median_ms gives PyTorch
+           "--warmup", "2", "--warmup-ms", str(int(args.warmup_ms)),  # the warm-ups PyTorch gets
+           "--repeat", str(args.repeat), "--json"]
     if args.dtype == "bf16":
         cmd += ["--dtype", "bf16"]
     if args.density is not None:
@@ -182,19 +192,21 @@ def main():
     dense_flops = 4.0 * B * H * S * S * D
     density = float(numc.sum()) / (B * H * nb * nb)
 
+    def timed(fn):
+        return median_ms(fn, warmup_ms=args.warmup_ms, repeat=args.repeat)
+
     rows = []
     if not args.skip_dense:
-        sdpa_ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v), repeat=args.repeat)
+        sdpa_ms = timed(lambda: F.scaled_dot_product_attention(q, k, v))
         rows.append(("PyTorch SDPA (dense)", sdpa_ms, dense_flops))
     flex_plain = torch.compile(flex_attention)
     opts = {"BLOCK_M": 64, "BLOCK_N": 64}
     out_flex = flex_plain(q, k, v, block_mask=block_mask, kernel_options=opts)
-    plain_ms = median_ms(lambda: flex_plain(q, k, v, block_mask=block_mask, kernel_options=opts),
-                         repeat=args.repeat)
+    plain_ms = timed(lambda: flex_plain(q, k, v, block_mask=block_mask, kernel_options=opts))
     rows.append(("FlexAttention (compile)", plain_ms, sparse_flops))
     flex_auto = torch.compile(flex_attention, mode="max-autotune-no-cudagraphs")
     out_auto = flex_auto(q, k, v, block_mask=block_mask)
-    auto_ms = median_ms(lambda: flex_auto(q, k, v, block_mask=block_mask), repeat=args.repeat)
+    auto_ms = timed(lambda: flex_auto(q, k, v, block_mask=block_mask))
     rows.append(("FlexAttention (max-autotune)", auto_ms, sparse_flops))
     rows.append((f"nablacl ({ours.get('variant', 'portable')})", ours["attn_ms"], sparse_flops))
 
@@ -202,7 +214,7 @@ def main():
     if args.ref_mask is not None:
         if S % 64 or any(n != 64 for n in sizes):
             sys.exit("--ref-mask needs whole 64-token blocks (grid H and W multiples of 8)")
-        ref_ms = median_ms(lambda: reference_block_mask(q, k, args.ref_mask), repeat=args.repeat)
+        ref_ms = timed(lambda: reference_block_mask(q, k, args.ref_mask))
         ref_fig = {"ref_mask_thr": args.ref_mask, "ref_mask_ms": ref_ms}
         ref_lines.append(f"reference nabla-{args.ref_mask:g} mask build in PyTorch (same inputs, "
                          f"same run): {ref_ms:.3f} ms")

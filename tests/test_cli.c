@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../tools/npy.c"
@@ -304,6 +305,8 @@ static void test_bad_arguments(void **state) {
   expect_failure(fx, 2, "--dtype", RUN("--algo", "nabla-0.7", "--dtype", "bf16", "--out", p.o));
   expect_failure(fx, 2, "--dtype", RUN("--algo", "nabla-0.7", "--dtype", "f8", "--out", p.o));
   expect_failure(fx, 2, "unexpected argument", RUN("--algo", "nabla-0.7", "stray", "--out", p.o));
+  expect_failure(fx, 2, "--warmup-ms", RUN("--algo", "nabla-0.7", "--warmup-ms", "-1", "--out", p.o));
+  expect_failure(fx, 2, "--warmup-ms", RUN("--algo", "nabla-0.7", "--warmup-ms", "1s", "--out", p.o));
 #undef RUN
   const char *const *cases[] = {
     (const char *const[]){"run", "--q", p.q, "--k", k_short, "--v", p.v, "--algo", "nabla-0.7",
@@ -333,6 +336,8 @@ static void test_bad_arguments(void **state) {
   expect_failure(fx, 2, "--dim", (const char *const[]){"demo", "--dim", "60", NULL});
   expect_failure(fx, 2, "--heads", (const char *const[]){"demo", "--heads", "0", NULL});
   expect_failure(fx, 2, "--json", (const char *const[]){"devices", "--json=1", NULL});
+  expect_failure(fx, 2, "--warmup-ms", (const char *const[]){"bench", "--warmup-ms", "-5", NULL});
+  expect_failure(fx, 2, "--warmup-ms", (const char *const[]){"bench", "--warmup-ms", "600001", NULL});
 }
 
 /* ---- tests: device ---------------------------------------------------------------------- */
@@ -659,6 +664,32 @@ static void test_demo_small(void **state) {
   result_free(&r);
 }
 
+/* bench --json reports every figure, and --warmup-ms warms each of the three figures (mask
+ * build, sparse and dense attention) for at least that long before timing it. */
+static void test_bench_warmup(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  const char *args[] = {"bench", "--grid", "2,8,8", "--heads", "1", "--dim", "32", "--repeat", "2",
+                        "--warmup-ms", "400", "--json", NULL};
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  result r = run_tool(fx, args);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  double wall_ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
+  assert_true(wall_ms >= 3 * 400.0);
+  cJSON *root = cJSON_Parse(r.out);
+  assert_non_null(root);
+  assert_true(json_number(root, "mask_ms") > 0.0);
+  assert_true(json_number(root, "sparse_ms") > 0.0);
+  assert_true(json_number(root, "dense_ms") > 0.0);
+  cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
+  assert_int_equal((int)json_number(cfg, "warmup_ms"), 400);
+  assert_int_equal((int)json_number(cfg, "repeat"), 2);
+  cJSON_Delete(root);
+  result_free(&r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_help_and_version),
@@ -672,6 +703,7 @@ int main(void) {
     cmocka_unit_test(test_mask_command),
     cmocka_unit_test(test_plain_sequence_f16),
     cmocka_unit_test(test_demo_small),
+    cmocka_unit_test(test_bench_warmup),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -120,6 +120,8 @@ void cli_from_float(const float *src, size_t n, nabla_dtype dtype, void *dst);
 /** max |a - b|, where the same non-finite value on both sides (NaN, or one signed Inf) counts
  * as 0; otherwise NaN wins. */
 double cli_max_abs_diff(const double *a, const double *b, size_t n);
+/** A monotonic clock in milliseconds, for warm-up durations (kernels are timed by events). */
+double cli_clock_ms(void);
 /** Median of n > 0 values (sorts them in place). */
 double cli_median(double *v, int n);
 /** max |a|. */

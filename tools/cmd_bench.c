@@ -1,9 +1,9 @@
 /*
  * nablacl bench — times the mask build, block-sparse attention and dense attention.
  *
- * Every figure is a median over --repeat runs after a warm-up run (so program builds and
- * first-touch allocation are outside), timed with OpenCL event profiling from a marker to the
- * operation's last kernel. TFLOP/s count computed blocks only: 4 * |q block| * |k block| * D
+ * Every figure is a median over --repeat runs after warm-up runs (one, so that program builds
+ * and first-touch allocation are outside, and more for --warmup-ms), timed with OpenCL event
+ * profiling from a marker to the operation's last kernel. TFLOP/s count computed blocks only: 4 * |q block| * |k block| * D
  * per kept (query block, key block) pair and head.
  */
 #include <math.h>
@@ -28,12 +28,13 @@ static const cli_option options[] = {
     {"--algo", "STR", "mask for the sparse run (default nabla-0.7)"},
     {"--density", "X", "random block mask of density X (diagonal kept) for the sparse run"},
     {"--repeat", "N", "timed runs per figure, median reported (default 5)"},
+    {"--warmup-ms", "T", "warm up each figure until T ms have passed (a GPU's clocks ramp up under load; default 0: one run)"},
     {"--device", "SEL", "device index, or device or platform name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
     {"--variant", "NAME", "kernel variant (attention and mask map): auto (default), portable, nvidia-mma, nvidia-wgmma, cpu-rows, nvidia-mma-emulated, nvidia-wgmma-emulated"},
 };
-enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_DEVICE, O_STAGES, O_JSON, O_VARIANT, O_COUNT };
+enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_WARMUP_MS, O_DEVICE, O_STAGES, O_JSON, O_VARIANT, O_COUNT };
 
 typedef struct {
   nabla_shape shape;
@@ -41,7 +42,7 @@ typedef struct {
   nabla_algo algo;
   const char *algo_text;
   double density; /* < 0: use the algo's mask */
-  int repeat, json, stages;
+  int repeat, warmup_ms, json, stages;
   const char *device;
   const char *variant; /* NULL: automatic */
 } bench_args;
@@ -83,6 +84,7 @@ static int parse(int argc, char **argv, bench_args *a) {
       (v[O_DIM] && cli_parse_int("--dim", v[O_DIM], 8, NABLA_MAX_HEAD_DIM, &s->head_dim)) ||
       (v[O_DTYPE] && cli_parse_dtype("--dtype", v[O_DTYPE], &a->dtype)) ||
       (v[O_REPEAT] && cli_parse_int("--repeat", v[O_REPEAT], 1, 1000, &a->repeat)) ||
+      (v[O_WARMUP_MS] && cli_parse_int("--warmup-ms", v[O_WARMUP_MS], 0, 600000, &a->warmup_ms)) ||
       cli_parse_algo("--algo", a->algo_text, &a->algo))
     return CLI_EXIT_USAGE;
   if (v[O_DENSITY]) {
@@ -140,27 +142,39 @@ static uint8_t *random_bitmap(const nabla_shape *s, double density) {
   return bm;
 }
 
+/* Each figure's runs: untimed ones first, one (program builds, first-touch allocation) and
+ * then more until --warmup-ms has passed since it ended; then --repeat timed ones. `timed` is
+ * the index of the next timed run, -1 while warming up. */
+static int next_run(const bench_args *a, int i, int timed, double *until) {
+  if (i == 0) *until = cli_clock_ms() + a->warmup_ms;
+  return timed >= 0 || cli_clock_ms() >= *until ? timed + 1 : -1;
+}
+
 static int time_mask(nabla_context *ctx, const bench_args *a, cl_mem q, cl_mem k, double *times,
                      nabla_mask **keep) {
-  for (int i = -1; i < a->repeat; i++) { /* i = -1: warm-up */
+  double until = 0.0;
+  for (int i = 0, timed = -1; timed < a->repeat; i++) {
     nabla_mask *m = NULL;
     double ms = 0;
     int rc = cli_timed_mask_build(ctx, &a->algo, &a->shape, a->dtype, q, k, &m, &ms);
     if (rc) return rc;
-    if (i >= 0) times[i] = ms;
+    if (timed >= 0) times[timed] = ms;
     nabla_mask_release(*keep);
     *keep = m;
+    timed = next_run(a, i, timed, &until);
   }
   return 0;
 }
 
 static int time_attend(nabla_context *ctx, const bench_args *a, const nabla_mask *mask, cl_mem q,
                        cl_mem k, cl_mem v, cl_mem o, double *times) {
-  for (int i = -1; i < a->repeat; i++) {
+  double until = 0.0;
+  for (int i = 0, timed = -1; timed < a->repeat; i++) {
     double ms = 0;
     int rc = cli_timed_attend(ctx, &a->shape, a->dtype, mask, q, k, v, o, &ms);
     if (rc) return rc;
-    if (i >= 0) times[i] = ms;
+    if (timed >= 0) times[timed] = ms;
+    timed = next_run(a, i, timed, &until);
   }
   return 0;
 }
@@ -216,6 +230,7 @@ static int report(nabla_context *ctx, const bench_args *a, const bench_result *r
     cJSON_AddStringToObject(cfg, "sparse_mask", sparse_mask);
     cJSON_AddNumberToObject(cfg, "blocks_kept", (double)r->kept);
     cJSON_AddNumberToObject(cfg, "repeat", a->repeat);
+    cJSON_AddNumberToObject(cfg, "warmup_ms", a->warmup_ms);
     cJSON_AddStringToObject(cfg, "attention", attn_cfg);
     cJSON_AddStringToObject(cfg, "select", sel_cfg);
     cJSON_AddStringToObject(cfg, "variant", r->variant);

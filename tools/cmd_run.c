@@ -34,6 +34,7 @@ static const cli_option options[] = {
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
   {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--warmup", "N", "untimed runs before the timed one (default 0: only the mask build)"},
+  {"--warmup-ms", "T", "keep warming up until T ms have passed (a GPU's clocks ramp up under load; default 0)"},
   {"--repeat", "N", "timed runs; mask_ms and attn_ms are their medians (default 1)"},
   {"--mask-in", "M.npy", "attend with this '|u1' [B,H,Nb,Nb] block mask instead of --algo's (still built and timed)"},
   {"--check", NULL, "compare with the float64 reference (mask and attention)"},
@@ -41,14 +42,14 @@ static const cli_option options[] = {
 };
 enum {
   OPT_Q, OPT_K, OPT_V, OPT_ALGO, OPT_GRID, OPT_ORDER, OPT_DTYPE, OPT_OUT, OPT_MASK_OUT,
-  OPT_CSR_OUT, OPT_DEVICE, OPT_WARMUP, OPT_REPEAT, OPT_MASK_IN, OPT_CHECK, OPT_JSON, OPT_COUNT
+  OPT_CSR_OUT, OPT_DEVICE, OPT_WARMUP, OPT_WARMUP_MS, OPT_REPEAT, OPT_MASK_IN, OPT_CHECK, OPT_JSON, OPT_COUNT
 };
 
 typedef struct {
   const char *v[OPT_COUNT];
   nabla_algo algo;
   int grid[3];
-  int raster, warmup, repeat;
+  int raster, warmup, warmup_ms, repeat;
   nabla_dtype dtype;
   char *csr_num_path, *csr_idx_path;
 } run_args;
@@ -89,6 +90,8 @@ static int parse_values(run_args *a) {
     rc = cli_parse_input_options(a->v[OPT_ALGO], a->v[OPT_GRID], a->v[OPT_DTYPE], a->v[OPT_ORDER],
                                  &a->algo, a->grid, &a->dtype, &a->raster);
   if (!rc && a->v[OPT_WARMUP]) rc = cli_parse_int("--warmup", a->v[OPT_WARMUP], 0, 1000, &a->warmup);
+  if (!rc && a->v[OPT_WARMUP_MS])
+    rc = cli_parse_int("--warmup-ms", a->v[OPT_WARMUP_MS], 0, 600000, &a->warmup_ms);
   a->repeat = 1;
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
   return rc ? rc : check_outputs(a);
@@ -204,11 +207,15 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
   }
   /* The mask build is always warmed once: the first build compiles (or loads) its programs
    * and allocates the context's workspace, which is not what mask_ms should report.
-   * Attention is warmed only on request (--warmup), with the mask it is timed with. */
-  for (int i = 0; !rc && i < (a->warmup > 0 ? a->warmup : 1); i++) {
+   * Attention is warmed only on request (--warmup, --warmup-ms), with the mask it is timed
+   * with. */
+  const int warm_attend = a->warmup > 0 || a->warmup_ms > 0;
+  double warm_until = 0.0; /* --warmup-ms counts from the end of the first run, which may build */
+  for (int i = 0; !rc && (i < (a->warmup > 0 ? a->warmup : 1) || cli_clock_ms() < warm_until); i++) {
     rc = timed_mask(ctx, a, in, &b, &mask, NULL);
-    if (!rc && a->warmup > 0)
+    if (!rc && warm_attend)
       rc = cli_timed_attend(ctx, &x->shape, x->dtype, given ? given : mask, b.q, b.k, b.v, b.o, NULL);
+    if (i == 0) warm_until = cli_clock_ms() + a->warmup_ms;
     nabla_mask_release(mask);
     mask = NULL;
   }

@@ -37,9 +37,13 @@ import torch.nn.functional as F
 from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 
-def median_ms(fn, warmup=2, warmup_ms=0.0, repeat=5):
-    """Median of `repeat` event-timed calls, after `warmup` untimed ones and more until
-    `warmup_ms` has passed since the first ended (a GPU's clocks ramp up under load)."""
+def median_ms(fn, warmup=2, warmup_ms=0.0, idle_ms=0.0, repeat=5):
+    """Median of `repeat` event-timed calls, after `idle_ms` of an idle GPU, then `warmup`
+    untimed calls and more until `warmup_ms` has passed since the first ended. (A GPU's clock
+    follows its power limiter, which reacts within about a second: on the H200 the first
+    calls after an idle spell run at the full clock, sustained attention at the power cap.)"""
+    torch.cuda.synchronize()
+    time.sleep(idle_ms * 1e-3)
     fn()
     torch.cuda.synchronize()
     until, n = time.perf_counter() + warmup_ms * 1e-3, 1
@@ -130,6 +134,9 @@ def main():
     ap.add_argument("--warmup-ms", type=float, default=1000.0,
                     help="warm every contender up for this long before timing it, so that all are "
                          "timed at the clocks of a GPU under sustained load (default 1000)")
+    ap.add_argument("--idle-ms", type=float, default=0.0,
+                    help="let the GPU idle this long before each contender (default 0); with "
+                         "--warmup-ms 0, each is timed at the clocks of a burst after idling")
     ap.add_argument("--variant", default=None, help="NABLACL_VARIANT for the nablacl run")
     ap.add_argument("--skip-dense", action="store_true", help="skip SDPA")
     ap.add_argument("--ref-mask", type=float, default=None, metavar="THR",
@@ -174,6 +181,8 @@ def main():
     env = dict(os.environ)
     if args.variant:
         env["NABLACL_VARIANT"] = args.variant
+    torch.cuda.synchronize()
+    time.sleep(args.idle_ms * 1e-3)
     t0 = time.time()
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -193,7 +202,7 @@ def main():
     density = float(numc.sum()) / (B * H * nb * nb)
 
     def timed(fn):
-        return median_ms(fn, warmup_ms=args.warmup_ms, repeat=args.repeat)
+        return median_ms(fn, warmup_ms=args.warmup_ms, idle_ms=args.idle_ms, repeat=args.repeat)
 
     rows = []
     if not args.skip_dense:
@@ -234,7 +243,8 @@ def main():
     err_auto = float((out_auto.float() - out_flex.float()).abs().max())
 
     head = (f"B={B} H={H} S={S} D={D} grid {args.grid} {args.dtype}, mask {mask_name}, "
-            f"density {density:.4f}; {torch.cuda.get_device_name()} torch {torch.__version__}")
+            f"density {density:.4f}; {torch.cuda.get_device_name()} torch {torch.__version__}; "
+            f"each timed after {args.idle_ms:g} ms idle and {args.warmup_ms:g} ms of warm-up")
     lines = [head, "", "| implementation | ms | TFLOP/s (computed blocks) | vs FlexAttention max-autotune |",
              "|---|---:|---:|---:|"]
     for name, ms, flops in rows:
@@ -251,6 +261,7 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": [B, H, S, D], "grid": grid, "density": density, "mask": mask_name,
+                       "idle_ms": args.idle_ms, "warmup_ms": args.warmup_ms,
                        "rows": [{"name": n, "ms": m, "tflops": fl / (m * 1e-3) * 1e-12} for n, m, fl in rows],
                        "max_abs_vs_flex": err, "nablacl": ours, **ref_fig}, f, indent=1)
     if not err <= 2e-2:

@@ -28,7 +28,7 @@ static const cli_option options[] = {
     {"--algo", "STR", "mask for the sparse run (default nabla-0.7)"},
     {"--density", "X", "random block mask of density X (diagonal kept) for the sparse run"},
     {"--repeat", "N", "timed runs per figure, median reported (default 5)"},
-    {"--warmup-ms", "T", "warm up each figure until T ms have passed (a GPU's clocks ramp up under load; default 0: one run)"},
+    {"--warmup-ms", "T", "warm up each figure until T ms have passed (to time a GPU at its sustained, power-capped clock; default 0: one run)"},
     {"--device", "SEL", "device index, or device or platform name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},

@@ -34,7 +34,7 @@ static const cli_option options[] = {
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
   {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--warmup", "N", "untimed runs before the timed one (default 0: only the mask build)"},
-  {"--warmup-ms", "T", "keep warming up until T ms have passed (a GPU's clocks ramp up under load; default 0)"},
+  {"--warmup-ms", "T", "keep warming up until T ms have passed (to time a GPU at its sustained, power-capped clock; default 0)"},
   {"--repeat", "N", "timed runs; mask_ms and attn_ms are their medians (default 1)"},
   {"--mask-in", "M.npy", "attend with this '|u1' [B,H,Nb,Nb] block mask instead of --algo's (still built and timed)"},
   {"--check", NULL, "compare with the float64 reference (mask and attention)"},

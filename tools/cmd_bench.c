@@ -3,8 +3,8 @@
  *
  * Every figure is a median over --repeat runs after warm-up runs (one, so that program builds
  * and first-touch allocation are outside, and more for --warmup-ms), timed with OpenCL event
- * profiling from a marker to the operation's last kernel. TFLOP/s count computed blocks only: 4 * |q block| * |k block| * D
- * per kept (query block, key block) pair and head.
+ * profiling from a marker to the operation's last kernel. TFLOP/s count computed blocks only:
+ * 4 * |q block| * |k block| * D per kept (query block, key block) pair and head.
  */
 #include <math.h>
 #include <stdlib.h>

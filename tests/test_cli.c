@@ -664,6 +664,31 @@ static void test_demo_small(void **state) {
   result_free(&r);
 }
 
+/* run_tool, and the wall time it took in *ms. */
+static result run_tool_timed(const fixture *fx, const char *const *args, double *ms) {
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  result r = run_tool(fx, args);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  *ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
+  return r;
+}
+
+/* run --warmup-ms warms attention for at least that long before timing it. */
+static void test_run_warmup(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  const char *args[] = {"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.5",
+                        "--grid", "2,16,16", "--warmup-ms", "500", NULL};
+  double wall_ms = 0.0;
+  result r = run_tool_timed(fx, args, &wall_ms);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  assert_true(wall_ms >= 500.0);
+  result_free(&r);
+}
+
 /* bench --json reports every figure, and --warmup-ms warms each of the three figures (mask
  * build, sparse and dense attention) for at least that long before timing it. */
 static void test_bench_warmup(void **state) {
@@ -671,12 +696,9 @@ static void test_bench_warmup(void **state) {
   need_device(fx);
   const char *args[] = {"bench", "--grid", "2,8,8", "--heads", "1", "--dim", "32", "--repeat", "2",
                         "--warmup-ms", "400", "--json", NULL};
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  result r = run_tool(fx, args);
-  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double wall_ms = 0.0;
+  result r = run_tool_timed(fx, args, &wall_ms);
   if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
-  double wall_ms = 1e3 * (double)(t1.tv_sec - t0.tv_sec) + 1e-6 * (double)(t1.tv_nsec - t0.tv_nsec);
   assert_true(wall_ms >= 3 * 400.0);
   cJSON *root = cJSON_Parse(r.out);
   assert_non_null(root);
@@ -703,6 +725,7 @@ int main(void) {
     cmocka_unit_test(test_mask_command),
     cmocka_unit_test(test_plain_sequence_f16),
     cmocka_unit_test(test_demo_small),
+    cmocka_unit_test(test_run_warmup),
     cmocka_unit_test(test_bench_warmup),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -546,6 +546,11 @@ double cli_clock_ms(void) {
   return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
 }
 
+int cli_warm_more(int done, int min_runs, int warmup_ms, double *until) {
+  if (done == 1) *until = cli_clock_ms() + warmup_ms;
+  return done < min_runs || cli_clock_ms() < *until;
+}
+
 double cli_median(double *v, int n) {
   qsort(v, (size_t)n, sizeof *v, cmp_double);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);

@@ -122,6 +122,10 @@ void cli_from_float(const float *src, size_t n, nabla_dtype dtype, void *dst);
 double cli_max_abs_diff(const double *a, const double *b, size_t n);
 /** A monotonic clock in milliseconds, for warm-up durations (kernels are timed by events). */
 double cli_clock_ms(void);
+/** Whether to run another warm-up, `done` (>= 1) having run: while fewer than `min_runs`, or
+ * until `warmup_ms` has passed since the first ended (it may have built programs). `*until` is
+ * the caller's state, set when done is 1. */
+int cli_warm_more(int done, int min_runs, int warmup_ms, double *until);
 /** Median of n > 0 values (sorts them in place). */
 double cli_median(double *v, int n);
 /** max |a|. */

@@ -144,10 +144,9 @@ static uint8_t *random_bitmap(const nabla_shape *s, double density) {
 
 /* Each figure's runs: untimed ones first, one (program builds, first-touch allocation) and
  * then more until --warmup-ms has passed since it ended; then --repeat timed ones. `timed` is
- * the index of the next timed run, -1 while warming up. */
+ * the index of the next timed run, -1 while warming up; i + 1 runs are done. */
 static int next_run(const bench_args *a, int i, int timed, double *until) {
-  if (i == 0) *until = cli_clock_ms() + a->warmup_ms;
-  return timed >= 0 || cli_clock_ms() >= *until ? timed + 1 : -1;
+  return timed >= 0 || !cli_warm_more(i + 1, 1, a->warmup_ms, until) ? timed + 1 : -1;
 }
 
 static int time_mask(nabla_context *ctx, const bench_args *a, cl_mem q, cl_mem k, double *times,

@@ -210,12 +210,11 @@ static int run_device(nabla_context *ctx, const run_args *a, const run_inputs *i
    * Attention is warmed only on request (--warmup, --warmup-ms), with the mask it is timed
    * with. */
   const int warm_attend = a->warmup > 0 || a->warmup_ms > 0;
-  double warm_until = 0.0; /* --warmup-ms counts from the end of the first run, which may build */
-  for (int i = 0; !rc && (i < (a->warmup > 0 ? a->warmup : 1) || cli_clock_ms() < warm_until); i++) {
+  double warm_until = 0.0;
+  for (int i = 0; !rc && (i == 0 || cli_warm_more(i, a->warmup, a->warmup_ms, &warm_until)); i++) {
     rc = timed_mask(ctx, a, in, &b, &mask, NULL);
     if (!rc && warm_attend)
       rc = cli_timed_attend(ctx, &x->shape, x->dtype, given ? given : mask, b.q, b.k, b.v, b.o, NULL);
-    if (i == 0) warm_until = cli_clock_ms() + a->warmup_ms;
     nabla_mask_release(mask);
     mask = NULL;
   }

@@ -218,13 +218,8 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #endif
 #if WG_BULK
 #define ENTER_S(j) do { barrier(CLK_LOCAL_MEM_FENCE); STAGE_V(vt, j); bulk_wait(mk, &phk); } while (0)
-#define ENTER_PV(next)                                                                    \
-  do {                                                                                    \
-    barrier(CLK_LOCAL_MEM_FENCE);                                                         \
-    if ((next) < Nb) STAGE_K(kt, next);                                                   \
-    bulk_wait(mv, &phv);                                                                  \
-    V_TAIL();                                                                             \
-  } while (0)
+#define K_FREE(next) do { barrier(CLK_LOCAL_MEM_FENCE); if ((next) < Nb) STAGE_K(kt, next); } while (0)
+#define ENTER_PV(next) do { bulk_wait(mv, &phv); V_TAIL(); } while (0)
 #else
   __global const uint4 *kg = (__global const uint4 *)(k + base);
   __global const uint4 *vg = (__global const uint4 *)(v + base);
@@ -233,11 +228,14 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #define STAGE_K(dst, j) STAGE_ROWS(dst, kg, j)
 #define STAGE_V(dst, j) STAGE_ROWS(dst, vg, j)
 #define ENTER_S(j) do { wg_stage_wait(); STAGE_V(vt, j); } while (0)
+#define K_FREE(next) do { } while (0)
 #define ENTER_PV(next) do { wg_stage_wait(); if ((next) < Nb) STAGE_K(kt, next); } while (0)
 #endif
   /* ENTER_S(kb): K(kb) is in for every work-item, and V(kb) is on its way into vt, which is free
-   * once every warp is done with P V of the block before. ENTER_PV(next): V(kb) is in, and
-   * K(next) is on its way into kt, free once every warp is done with S of kb. */
+   * once every warp is done with P V of the block before. K_FREE(next), right after S of kb:
+   * K(next) is on its way into kt, free once every warp is done with S of kb, so the copy runs
+   * beside the softmax and P V. ENTER_PV(next): V(kb) is in. (Rows staged: K(next) is copied
+   * at ENTER_PV, after the wait for V, as cp.async waits for all of a work-item's copies.) */
   int kb = mma_rows_next(&rows, col_idx, Nb);
   if (kb < Nb) STAGE_K(kt, kb);
   while (kb < Nb) {
@@ -268,7 +266,11 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       wg_wait0();
       UNROLL
       for (int i = 0; i < 32; i++) wg_keep(s[i]);
+    }
 
+    K_FREE(next);
+
+    if (compute) {
       mma_online_softmax(s, acc, kvalid, t, scale_log2, &ma, &mb, &la, &lb EMU_PASS);
       UNROLL
       for (int kc = 0; kc < 4; kc++) {

@@ -346,7 +346,7 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
      * for this call, so one transient failure does not cost the tensor cores for good. */
     char why[384];
     snprintf(why, sizeof why, "%.370s", ctx->error);
-    if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, why);
+    if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
     snprintf(vs->note, sizeof vs->note, "%s failed%s, using portable: %.400s", nabla_variant_name(variant),
              st == NABLA_BUILD ? "" : " on this call", why);
     nabla_clear_error(ctx);
@@ -380,7 +380,8 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
     if (built != NABLA_OK) {
       char why[384];
       snprintf(why, sizeof why, "%.370s", ctx->error);
-      if (built == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, why); /* as nabla_attend does */
+      if (built == NABLA_BUILD) /* as nabla_attend does */
+        nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
       snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
       nabla_clear_error(ctx);
       variant = NABLA_VARIANT_PORTABLE;

@@ -64,7 +64,8 @@ typedef struct {
   int probed;       /* the probe ran, or its cached verdict was read */
   int supported;
   int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
-  int broken;       /* building or launching it failed on this context: not used again */
+  unsigned broken;  /* NABLA_STAGE_* bits: that stage's kernel of the variant did not build or
+                       launch on this context, so the stage does not use the variant again */
   int staging_off;  /* wgmma: bit m set when staging m (NABLA_WG_*) did not build: not tried again */
   char why[384];    /* why it is unsupported or broken */
 } nabla_variant_probe;

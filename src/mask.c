@@ -116,7 +116,8 @@ typedef struct {
 
 /* The reduced-map kernel for this shape (src/variant.h says which) and whether it needs the
  * split pooling. The tensor-core kernel is built here, before anything is enqueued: if its
- * build fails, the variant is marked broken on the context and the portable kernel is used. */
+ * build fails, the variant is marked broken for the map on the context (the attention stage keeps
+ * it) and the portable kernel is used. */
 static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kernel *out, int *split) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
@@ -136,7 +137,7 @@ static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kern
     st = NABLA_OK;
     char why[384];
     snprintf(why, sizeof why, "map: %.360s", ctx->error);
-    nabla_variant_mark_broken(ctx, variant, why);
+    nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_MAP, why); /* attention may still use it */
     nabla_clear_error(ctx);
   }
   TRY(st, nabla_program_get(ctx, "map", "", &prog));

@@ -50,7 +50,7 @@ static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *
 /* VARIANT candidates: automatic and the plain-OpenCL kernels run everywhere; nvidia-mma and
  * nvidia-wgmma only where their probes passed. */
 static int variant_allowed(nabla_context *ctx, int value) {
-  return value < 0 || nabla_variant_probe_run(ctx, value, NULL, 0);
+  return value < 0 || nabla_variant_usable(ctx, value, NABLA_STAGE_ATTENTION, NULL, 0);
 }
 
 /* The options attention.c builds the portable kernel with. */

@@ -381,15 +381,22 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
       pr->probed = pr->supported = 1;
     }
   }
-  int ok = pr->supported && !pr->broken;
-  if (!ok && why && why_len) snprintf(why, why_len, "%s", pr->why);
-  return ok;
+  if (!pr->supported && why && why_len) snprintf(why, why_len, "%s", pr->why);
+  return pr->supported;
 }
 
-void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why) {
+int nabla_variant_usable(nabla_context *ctx, int id, int stage, char *why, size_t why_len) {
+  if (!nabla_variant_probe_run(ctx, id, why, why_len)) return 0;
+  const nabla_variant_probe *pr = &ctx->variants.probe[id];
+  if (!(pr->broken & (unsigned)stage)) return 1;
+  if (why && why_len) snprintf(why, why_len, "%s", pr->why);
+  return 0;
+}
+
+void nabla_variant_mark_broken(nabla_context *ctx, int id, int stage, const char *why) {
   if (id < 0 || id >= NABLA_VARIANT_COUNT || id == NABLA_VARIANT_PORTABLE) return;
   nabla_variant_probe *pr = &ctx->variants.probe[id];
-  pr->broken = 1;
+  pr->broken |= (unsigned)stage;
   snprintf(pr->why, sizeof pr->why, "%s", why ? why : "failed");
 }
 
@@ -449,17 +456,19 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
   if (want == NABLA_VARIANT_PORTABLE) return NABLA_VARIANT_PORTABLE;
   if (want == NABLA_VARIANT_CPU_ROWS || (want == NABLA_VARIANT_AUTO && ctx->caps.is_cpu)) {
     char why[384] = "";
-    if (nabla_variant_probe_run(ctx, NABLA_VARIANT_CPU_ROWS, why, sizeof why)) return NABLA_VARIANT_CPU_ROWS;
+    if (nabla_variant_usable(ctx, NABLA_VARIANT_CPU_ROWS, NABLA_STAGE_ATTENTION, why, sizeof why))
+      return NABLA_VARIANT_CPU_ROWS;
     snprintf(note, note_len, "cpu-rows (%s) unavailable: %s; using portable", source, why);
     return NABLA_VARIANT_PORTABLE;
   }
   char why[384] = "";
   if (want == NABLA_VARIANT_AUTO && ctx->caps.vendor == NABLA_VENDOR_NVIDIA &&
       mma_eligible(shape, dtype, 1, why, sizeof why) &&
-      nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_WGMMA, why, sizeof why))
+      nabla_variant_usable(ctx, NABLA_VARIANT_NVIDIA_WGMMA, NABLA_STAGE_ATTENTION, why, sizeof why))
     return NABLA_VARIANT_NVIDIA_WGMMA;
   int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
-  if (!mma_eligible(shape, dtype, nabla_variant_is_wgmma(id), why, sizeof why) || !nabla_variant_probe_run(ctx, id, why, sizeof why)) {
+  if (!mma_eligible(shape, dtype, nabla_variant_is_wgmma(id), why, sizeof why) ||
+      !nabla_variant_usable(ctx, id, NABLA_STAGE_ATTENTION, why, sizeof why)) {
     /* Automatic choice on a device without the variant is no fallback worth a note. */
     if (want != NABLA_VARIANT_AUTO || ctx->caps.vendor == NABLA_VENDOR_NVIDIA)
       snprintf(note, note_len, "%s (%s) unavailable: %s; using portable", nabla_variant_name(id),
@@ -476,7 +485,7 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
   if (want == NABLA_VARIANT_MMA_EMULATED || want == NABLA_VARIANT_WGMMA_EMULATED) return NABLA_VARIANT_MMA_EMULATED;
   if (want != NABLA_VARIANT_AUTO && want != NABLA_VARIANT_NVIDIA_MMA && want != NABLA_VARIANT_NVIDIA_WGMMA)
     return NABLA_VARIANT_PORTABLE;
-  if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, NULL, 0)) return NABLA_VARIANT_PORTABLE;
+  if (!nabla_variant_usable(ctx, NABLA_VARIANT_NVIDIA_MMA, NABLA_STAGE_MAP, NULL, 0)) return NABLA_VARIANT_PORTABLE;
   return ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx ? NABLA_VARIANT_NVIDIA_MMA
                                                                 : NABLA_VARIANT_PORTABLE;
 }
@@ -565,7 +574,7 @@ int nabla_variant_supported(nabla_context *ctx, const char *variant) {
     snprintf(ctx->variants.note, sizeof ctx->variants.note, "\"%.64s\" is no variant", variant);
     return 0;
   }
-  int ok = nabla_variant_probe_run(ctx, id, why, sizeof why);
+  int ok = nabla_variant_usable(ctx, id, NABLA_STAGE_ATTENTION, why, sizeof why);
   if (ok) ctx->variants.note[0] = '\0';
   else snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s", variant, why);
   return ok;
@@ -578,7 +587,7 @@ nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t len) {
   for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
     if (id == NABLA_VARIANT_MMA_EMULATED || id == NABLA_VARIANT_WGMMA_EMULATED)
       continue; /* test aids, not device capabilities */
-    if (!nabla_variant_probe_run(ctx, id, NULL, 0)) continue;
+    if (!nabla_variant_usable(ctx, id, NABLA_STAGE_ATTENTION, NULL, 0)) continue;
     int n = snprintf(buf + off, len - off, "%s%s", off ? " " : "", variant_names[id]);
     if (n < 0 || (size_t)n >= len - off) return NABLA_BUFFER_TOO_SMALL;
     off += (size_t)n;

@@ -52,6 +52,14 @@ int nabla_variant_id(const char *name);
  * receives the reason. */
 int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_len);
 
+/* The pipeline stages a variant has a kernel for. A kernel of one stage that fails to build
+ * leaves the variant to the other: the tensor-core map and attention are separate programs. */
+enum { NABLA_STAGE_ATTENTION = 1, NABLA_STAGE_MAP = 2 };
+
+/* Whether `stage` may use the variant on this context: its probe passed and that stage's kernel
+ * has not failed here (nabla_variant_mark_broken). On 0, `why` (may be NULL) says why. */
+int nabla_variant_usable(nabla_context *ctx, int id, int stage, char *why, size_t why_len);
+
 /* The attention variant to launch for a problem; never fails. Writes the reason of a fallback
  * (or "") to note. */
 int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
@@ -65,8 +73,9 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
  * of 16 up to 128 (the A fragments of all of d stay in registers). */
 int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 
-/* Marks a variant unusable on this context (a build or launch failed), with the reason. */
-void nabla_variant_mark_broken(nabla_context *ctx, int id, const char *why);
+/* Marks a variant unusable for `stage` on this context (its kernel did not build), with the
+ * reason. */
+void nabla_variant_mark_broken(nabla_context *ctx, int id, int stage, const char *why);
 
 /* Whether a variant id is the wgmma kernel, real or emulated. */
 int nabla_variant_is_wgmma(int id);

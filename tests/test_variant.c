@@ -159,6 +159,44 @@ static void test_env_forces_and_falls_back(void **state) {
   unsetenv("NABLACL_VARIANT");
 }
 
+/* A kernel that does not build costs its variant that stage alone: the tensor-core map and the
+ * attention are separate programs, and nvidia-wgmma's probe needs nvidia-mma's capability, not
+ * its map. Checked with the emulated variant, which every device probes, on contexts of its own
+ * (breakage lasts for a context's life). */
+static void test_broken_is_per_stage(void **state) {
+  CTX_OR_SKIP(state);
+  const int id = NABLA_VARIANT_MMA_EMULATED;
+  const nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
+  char why[384], buf[64];
+  nabla_context *own = tu_context();
+  assert_non_null(own);
+  assert_true(nabla_variant_usable(own, id, NABLA_STAGE_ATTENTION, why, sizeof why));
+  assert_true(nabla_variant_usable(own, id, NABLA_STAGE_MAP, why, sizeof why));
+  nabla_variant_mark_broken(own, id, NABLA_STAGE_MAP, "map: no build");
+  assert_false(nabla_variant_usable(own, id, NABLA_STAGE_MAP, why, sizeof why));
+  assert_string_equal(why, "map: no build");
+  assert_true(nabla_variant_usable(own, id, NABLA_STAGE_ATTENTION, why, sizeof why));
+  assert_true(nabla_variant_probe_run(own, id, NULL, 0));
+  assert_true(nabla_variant_supported(own, "nvidia-mma-emulated"));
+  assert_int_equal(nabla_variant_force(own, "nvidia-mma-emulated"), NABLA_OK);
+  assert_int_equal(nabla_attention_variant(own, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "nvidia-mma-emulated");
+  nabla_variant_mark_broken(own, id, NABLA_STAGE_ATTENTION, "attention: no build");
+  assert_int_equal(nabla_attention_variant(own, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "portable");
+  assert_non_null(strstr(nabla_variant_note(own), "attention: no build"));
+  assert_false(nabla_variant_supported(own, "nvidia-mma-emulated"));
+  nabla_context_destroy(own);
+  if (is_nvidia(ctx)) { /* a broken tensor-core map before the first wgmma probe */
+    own = tu_context();
+    assert_non_null(own);
+    nabla_variant_mark_broken(own, NABLA_VARIANT_NVIDIA_MMA, NABLA_STAGE_MAP, "map: no build");
+    assert_int_equal(nabla_variant_usable(own, NABLA_VARIANT_NVIDIA_WGMMA, NABLA_STAGE_ATTENTION, NULL, 0),
+                     nabla_variant_usable(ctx, NABLA_VARIANT_NVIDIA_WGMMA, NABLA_STAGE_ATTENTION, NULL, 0));
+    nabla_context_destroy(own);
+  }
+}
+
 /* The emulation is slow: a selection that still covers every path of the kernel. */
 static void test_emulated_matches_reference(void **state) {
   CTX_OR_SKIP(state);
@@ -450,6 +488,7 @@ int main(void) {
       cmocka_unit_test(test_probe_by_vendor),
       cmocka_unit_test(test_env_forces_and_falls_back),
       cmocka_unit_test(test_env_knobs_in_options),
+      cmocka_unit_test(test_broken_is_per_stage),
       cmocka_unit_test(test_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_mma_matches_reference),
       cmocka_unit_test(test_wgmma_emulated_matches_reference),

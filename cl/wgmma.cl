@@ -125,55 +125,39 @@ inline void wg_wait0(void) { asm volatile(WG "wgmma.wait_group.sync.aligned 0;" 
 inline void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 #define wg_keep(x) asm volatile("" : "+f"(x) :: "memory")
 
+/* One wgmma.m64nNk16 with A from registers a[0..3] and B through desc, K-major (TRANS "0") or
+ * MN-major ("1"), D += A B where accumulate is set, else D = A B. DPH lists D's placeholders
+ * (%0 .. %(N/2 - 1)), APH, DESCPH and SCALEPH those of a, desc and accumulate after them; the
+ * variable arguments are D's N/2 "+f" operands. */
+#define WG_MMA_ASM(N, TRANS, DPH, APH, DESCPH, SCALEPH, ...)                                         \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, " SCALEPH ", 0;\n" WG                               \
+               "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32" WG_TYPES " {" DPH "}, {" APH "}, " DESCPH \
+               ", p, 1, 1, " TRANS ";\n}"                                                             \
+               : __VA_ARGS__                                                                          \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate))
+/* d[i] .. d[i + 7] and d[i] .. d[i + 31] as "+f" operands. */
+#define WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
+                 "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WG_D32(i) WG_D8(i), WG_D8(i + 8), WG_D8(i + 16), WG_D8(i + 24)
+/* Placeholders %t0 .. %t9 (t a decimal digit), %0 .. %31 and %0 .. %63. */
+#define WG_P10(t) "%" #t "0, %" #t "1, %" #t "2, %" #t "3, %" #t "4, %" #t "5, %" #t "6, %" #t "7, %" #t "8, %" #t "9, "
+#define WG_P32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, " WG_P10(1) WG_P10(2) "%30, %31"
+#define WG_P64 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, " WG_P10(1) WG_P10(2) WG_P10(3) WG_P10(4) WG_P10(5) \
+               "%60, %61, %62, %63"
+
 /* D[64][64] (+)= A[64][16] (registers) x B[16][64], B K-major (desc). */
 inline void wg_mma_n64(float *d, const uint *a, ulong desc, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" WG
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32" WG_TYPES
-               " {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+  WG_MMA_ASM(64, "0", WG_P32, "%32, %33, %34, %35", "%36", "%37", WG_D32(0));
 }
 
 /* D[64][64] (+)= A[64][16] (registers) x B[16][64], B MN-major (desc). */
 inline void wg_mma_n64t(float *d, const uint *a, ulong desc, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" WG
-               "wgmma.mma_async.sync.aligned.m64n64k16.f32" WG_TYPES
-               " {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
-               "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+  WG_MMA_ASM(64, "1", WG_P32, "%32, %33, %34, %35", "%36", "%37", WG_D32(0));
 }
 
 /* D[64][128] (+)= A[64][16] (registers) x B[16][128], B MN-major (desc). */
 inline void wg_mma_n128t(float *d, const uint *a, ulong desc, int accumulate) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" WG
-               "wgmma.mma_async.sync.aligned.m64n128k16.f32" WG_TYPES
-               " {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-               "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-                 "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-                 "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-                 "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-                 "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-                 "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(accumulate));
+  WG_MMA_ASM(128, "1", WG_P64, "%64, %65, %66, %67", "%68", "%69", WG_D32(0), WG_D32(32));
 }
 
 #endif

@@ -17,14 +17,14 @@
  *                 swizzled local tile (MN-major B)
  * K and V are staged into one tile each (33 KB with the alignment slack, so several work-groups
  * share a multiprocessor within NVIDIA's 48 KB per work-group): V(j) is copied while S(j) and
- * the softmax run, K(j+1) (issued once S(j) is done) while the softmax and P·V(j) do. By
- * default (WG_BULK=2) one work-item stages a whole tile with tensor copies (the TMA engine,
- * through tensor maps of K and V: the host fills in a template the CUDA driver encoded, and
- * tmap_bind, below, sets the buffers' addresses and the row count); the engine swizzles, and it
- * reads L2 about twice as fast as per-work-item cp.async. WG_BULK=1 copies tile images the host
- * packed first (pack_tiles) with plain bulk copies; WG_BULK=0 stages rows with cp.async. Two
- * query blocks per work-group (MMA_QPW=2) halve the K/V traffic from L2 when their rows keep the
- * same blocks.
+ * the softmax run, K(j+1) (with bulk or tensor copies issued once S(j) is done) while the
+ * softmax and P·V(j) do. By default (WG_BULK=2) one work-item stages a whole tile with tensor
+ * copies (the TMA engine, through tensor maps of K and V: the host fills in a template the CUDA
+ * driver encoded, and tmap_bind, below, sets the buffers' addresses and the row count); the
+ * engine swizzles, and it reads L2 about twice as fast as per-work-item cp.async. WG_BULK=1
+ * copies tile images the host packed first (pack_tiles) with plain bulk copies; WG_BULK=0 stages
+ * rows with cp.async. Two query blocks per work-group (MMA_QPW=2) halve the K/V traffic from L2
+ * when their rows keep the same blocks.
  */
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
 #error "attention_wgmma needs fp16 or bf16 storage"

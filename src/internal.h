@@ -64,10 +64,11 @@ typedef struct {
   int probed;       /* the probe ran, or its cached verdict was read */
   int supported;
   int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
-  unsigned broken;  /* NABLA_STAGE_* bits: that stage's kernel of the variant did not build or
-                       launch on this context, so the stage does not use the variant again */
+  unsigned broken;  /* NABLA_STAGE_* bits: that stage's kernel of the variant did not build on
+                       this context, so the stage does not use the variant again */
   int staging_off;  /* wgmma: bit m set when staging m (NABLA_WG_*) did not build: not tried again */
-  char why[384];    /* why it is unsupported or broken */
+  char why[384];    /* why it is unsupported */
+  char broken_why[2][384]; /* why it broke, per stage (attention, map) */
 } nabla_variant_probe;
 
 #define NABLA_VARIANT_SLOTS 6

@@ -385,19 +385,23 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
   return pr->supported;
 }
 
+/* The slot of a stage's reason in broken_why. */
+static int stage_slot(int stage) { return stage == NABLA_STAGE_MAP; }
+
 int nabla_variant_usable(nabla_context *ctx, int id, int stage, char *why, size_t why_len) {
   if (!nabla_variant_probe_run(ctx, id, why, why_len)) return 0;
   const nabla_variant_probe *pr = &ctx->variants.probe[id];
   if (!(pr->broken & (unsigned)stage)) return 1;
-  if (why && why_len) snprintf(why, why_len, "%s", pr->why);
+  if (why && why_len) snprintf(why, why_len, "%s", pr->broken_why[stage_slot(stage)]);
   return 0;
 }
 
 void nabla_variant_mark_broken(nabla_context *ctx, int id, int stage, const char *why) {
   if (id < 0 || id >= NABLA_VARIANT_COUNT || id == NABLA_VARIANT_PORTABLE) return;
+  if (stage != NABLA_STAGE_ATTENTION && stage != NABLA_STAGE_MAP) return;
   nabla_variant_probe *pr = &ctx->variants.probe[id];
   pr->broken |= (unsigned)stage;
-  snprintf(pr->why, sizeof pr->why, "%s", why ? why : "failed");
+  snprintf(pr->broken_why[stage_slot(stage)], sizeof pr->broken_why[0], "%s", why ? why : "failed");
 }
 
 /* ---- attention -------------------------------------------------------------------------- */

@@ -73,8 +73,8 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
  * of 16 up to 128 (the A fragments of all of d stay in registers). */
 int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 
-/* Marks a variant unusable for `stage` on this context (its kernel did not build), with the
- * reason. */
+/* Marks a variant unusable for `stage` (one NABLA_STAGE_* value) on this context (its kernel did
+ * not build), with the reason, which nabla_variant_usable gives for that stage alone. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, int stage, const char *why);
 
 /* Whether a variant id is the wgmma kernel, real or emulated. */

@@ -326,6 +326,19 @@ done:
   return st;
 }
 
+/* Records that `variant` failed with st (the context's error says how) and that the portable
+ * kernel stands in: a kernel that does not build is given up on for the context; anything else
+ * (an allocation, a launch refused once) only for this call, so one transient failure does not
+ * cost the tensor cores for good. The note says which; the error is cleared. */
+static void fall_back(nabla_context *ctx, int variant, nabla_status st) {
+  char why[384];
+  snprintf(why, sizeof why, "%.370s", ctx->error);
+  if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
+  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s failed%s, using portable: %.400s",
+           nabla_variant_name(variant), st == NABLA_BUILD ? "" : " on this call", why);
+  nabla_clear_error(ctx);
+}
+
 nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                  const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
                                  const nabla_params *params, cl_uint num_wait, const cl_event *wait,
@@ -341,15 +354,8 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
       return st;
     }
     /* The attention kernel was not enqueued (a tile pack or the tensor maps may have been; they
-     * write only the workspace): fall back to the portable kernel. A kernel that does not build
-     * is given up on for the context; anything else (an allocation, a launch refused once) only
-     * for this call, so one transient failure does not cost the tensor cores for good. */
-    char why[384];
-    snprintf(why, sizeof why, "%.370s", ctx->error);
-    if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
-    snprintf(vs->note, sizeof vs->note, "%s failed%s, using portable: %.400s", nabla_variant_name(variant),
-             st == NABLA_BUILD ? "" : " on this call", why);
-    nabla_clear_error(ctx);
+     * write only the workspace): fall back to the portable kernel. */
+    fall_back(ctx, variant, st);
   }
   TRY(st, enqueue_variant(ctx, NABLA_VARIANT_PORTABLE, shape, dtype, mask, q, k, v, o, params, num_wait,
                           wait, done_event));
@@ -378,12 +384,7 @@ nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shap
                              ? wgmma_staging(ctx, variant, shape, dtype, 0, &params, NULL, &staging, &prog)
                              : variant_program(ctx, variant, shape, staging, dtype, 0, &params, &prog);
     if (built != NABLA_OK) {
-      char why[384];
-      snprintf(why, sizeof why, "%.370s", ctx->error);
-      if (built == NABLA_BUILD) /* as nabla_attend does */
-        nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
-      snprintf(vs->note, sizeof vs->note, "%s failed, using portable: %.400s", nabla_variant_name(variant), why);
-      nabla_clear_error(ctx);
+      fall_back(ctx, variant, built); /* as nabla_attend does */
       variant = NABLA_VARIANT_PORTABLE;
     }
   }

@@ -155,6 +155,15 @@ static void write_inputs(const fixture *fx) {
   fseek(f, flag - head, SEEK_SET);
   fwrite("True ", 1, 5, f);
   fclose(f);
+  /* A header naming float64 (numpy's default dtype): refused before its data is read. */
+  write_input(fx, "f8.npy", NPY_F32, S_, x[0]);
+  f = fopen(in_path(fx, "f8.npy", path, sizeof path), "r+b");
+  assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
+  char *descr = strstr(head + 10, "<f4");
+  assert_non_null(descr);
+  fseek(f, descr - head, SEEK_SET);
+  fwrite("<f8", 1, 3, f);
+  fclose(f);
   for (int i = 0; i < 3; i++) free(x[i]);
   free(raster);
 }
@@ -277,8 +286,9 @@ static void test_bad_arguments(void **state) {
   need_binary(fx);
   run_paths p;
   default_paths(fx, &p, "f32");
-  char k_short[1400], fortran[1400], missing[1400], qb[1400], kb[1400], vb[1400], nodir[1400];
+  char k_short[1400], fortran[1400], f8[1400], missing[1400], qb[1400], kb[1400], vb[1400], nodir[1400];
   in_path(fx, "k_short.npy", k_short, sizeof k_short);
+  in_path(fx, "f8.npy", f8, sizeof f8);
   in_path(fx, "fortran.npy", fortran, sizeof fortran);
   in_path(fx, "nope.npy", missing, sizeof missing);
   in_path(fx, "q_bf16.npy", qb, sizeof qb);
@@ -315,12 +325,15 @@ static void test_bad_arguments(void **state) {
                           "--out", p.o, NULL},
     (const char *const[]){"run", "--q", fortran, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
                           "--out", p.o, NULL},
+    (const char *const[]){"run", "--q", p.q, "--k", p.k, "--v", f8, "--algo", "nabla-0.7",
+                          "--out", p.o, NULL},
     (const char *const[]){"run", "--q", qb, "--k", kb, "--v", vb, "--algo", "nabla-0.7", "--out",
                           p.o, NULL},
     (const char *const[]){"run", "--q", qb, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
                           "--dtype", "bf16", "--out", p.o, NULL},
   };
-  const char *needles[] = {"--k", "--q", "Fortran", "--dtype bf16", "--k"};
+  const char *needles[] = {"--k", "--q", "Fortran", "unsupported dtype '<f8' (Q, K and V: '<f4', '<f2', or '<u2' holding bf16)",
+                           "--dtype bf16", "--k"};
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
     expect_failure(fx, 2, needles[i], cases[i]);
 #define MASK(...) ((const char *const[]){"mask", "--q", p.q, "--k", p.k, __VA_ARGS__, NULL})

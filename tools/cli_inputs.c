@@ -38,9 +38,10 @@ static void format_dims(const npy_array *a, char *buf, size_t len) {
 
 int cli_load_tensor(const char *opt, const char *path, npy_array *out) {
   char err[512];
-  if (npy_read(path, out, err, sizeof err) != 0) {
+  const int rc = npy_read(path, out, err, sizeof err);
+  if (rc != 0) {
     cli_error("%s %s: %s%s", opt, path, err,
-              strncmp(err, "unsupported dtype", 17) == 0 ? " (Q, K and V: '<f4', '<f2', or '<u2' holding bf16)" : "");
+              rc == NPY_EDTYPE ? " (Q, K and V: '<f4', '<f2', or '<u2' holding bf16)" : "");
     return CLI_EXIT_USAGE;
   }
   if (out->ndim != 4) {

@@ -174,7 +174,7 @@ static int parse_descr(cursor *c, npy_array *out, char *err, size_t err_len) {
     return -1;
   }
   set_err(err, err_len, "unsupported dtype '%s'", descr); /* callers say what they take */
-  return -1;
+  return NPY_EDTYPE;
 }
 
 static int parse_fortran(cursor *c, char *err, size_t err_len) {
@@ -231,7 +231,8 @@ int npy_parse_header(const char *text, size_t len, npy_array *out, char *err, si
     return -1;
   }
   while (!accept_char(&c, '}')) {
-    if (parse_entry(&c, out, &seen, err, err_len) != 0) return -1;
+    const int rc = parse_entry(&c, out, &seen, err, err_len);
+    if (rc != 0) return rc; /* -1 or NPY_EDTYPE */
     if (!accept_char(&c, ',')) {
       if (!accept_char(&c, '}')) {
         set_err(err, err_len, "malformed header dictionary");

@@ -29,6 +29,11 @@ typedef enum {
 
 #define NPY_MAX_DIMS 8
 
+/** npy_read's and npy_parse_header's result for a well-formed file of a dtype not listed in
+ * npy_dtype (little-endian or byte-order-free), so a caller can say which dtypes it takes;
+ * every other failure is -1. */
+#define NPY_EDTYPE (-2)
+
 typedef struct {
   npy_dtype dtype;
   int ndim;
@@ -43,13 +48,15 @@ const char *npy_dtype_descr(npy_dtype dtype);
 size_t npy_dtype_size(npy_dtype dtype);
 
 /**
- * Reads a whole .npy file into *out (zeroed first; release with npy_free). Returns 0, or -1
- * with the reason in err (bad magic, unsupported version or dtype, Fortran order, big-endian
- * data, malformed header, truncated or oversized data).
+ * Reads a whole .npy file into *out (zeroed first; release with npy_free). Returns 0,
+ * NPY_EDTYPE for a dtype not in npy_dtype, or -1 for any other failure (bad magic, unsupported
+ * version, Fortran order, big-endian data, malformed header, truncated or oversized data), with
+ * the reason in err.
  */
 int npy_read(const char *path, npy_array *out, char *err, size_t err_len);
 
-/** Parses a header dictionary (the text after the length field); exposed for tests. */
+/** Parses a header dictionary (the text after the length field); exposed for tests. Returns as
+ * npy_read does. */
 int npy_parse_header(const char *text, size_t len, npy_array *out, char *err, size_t err_len);
 
 /** Frees the data of an array (NULL allowed) and zeroes it. */

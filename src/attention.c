@@ -125,19 +125,15 @@ static nabla_status pack_tiles(nabla_context *ctx, cl_program prog, const nabla_
   nabla_status st = NABLA_OK;
   cl_kernel kernel = NULL;
   cl_mem img[2] = {NULL, NULL};
-  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape), rc = CL_SUCCESS;
+  cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
   size_t global[3] = {64 * (size_t)shape->head_dim / 8, (size_t)Nb, (size_t)shape->batch * shape->heads};
   size_t local[3] = {64, 1, 1};
   TRY(st, tile_images(ctx, shape, img));
   TRY(st, nabla_kernel_create(ctx, prog, "pack_tiles", &kernel));
   for (int i = 0; i < 2; i++) {
     cl_mem src = i ? in->v : in->k;
-    rc = nabla_arg(CL_SUCCESS, kernel, 0, sizeof src, &src);
-    rc = nabla_arg(rc, kernel, 1, sizeof img[i], &img[i]);
-    rc = nabla_arg(rc, kernel, 2, sizeof in->block_start, &in->block_start);
-    rc = nabla_arg(rc, kernel, 3, sizeof S, &S);
-    rc = nabla_arg(rc, kernel, 4, sizeof Nb, &Nb);
-    TRY_ARGS(st, ctx, rc, "pack_tiles");
+    TRY(st, NABLA_SET_ARGS(ctx, kernel, "pack_tiles", NABLA_ARG(src), NABLA_ARG(img[i]),
+                           NABLA_ARG(in->block_start), NABLA_ARG(S), NABLA_ARG(Nb)));
     cl_event *slot = nabla_profile_slot(ctx, "attention-pack");
     TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, i ? 0 : in->num_wait,
                                            i ? NULL : in->wait, NABLA_EVENT_OUT(slot, NULL)));
@@ -180,12 +176,8 @@ static nabla_status bind_tensor_maps(nabla_context *ctx, int variant, cl_program
   TRY(st, tensor_map(ctx, variant, shape, map));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_TMAPS, 2 * NABLA_TMAP_BYTES, "tensor maps", &maps));
   TRY(st, nabla_kernel_create(ctx, prog, "tmap_bind", &kernel));
-  cl_int rc = nabla_arg(CL_SUCCESS, kernel, 0, sizeof in->k, &in->k);
-  rc = nabla_arg(rc, kernel, 1, sizeof in->v, &in->v);
-  rc = nabla_arg(rc, kernel, 2, sizeof maps, &maps);
   const cl_uint rows = (cl_uint)tensor_rows(shape); /* < 2^31: tensor_map checked */
-  rc = nabla_arg(rc, kernel, 3, sizeof rows, &rows);
-  TRY_ARGS(st, ctx, rc, "tmap_bind");
+  TRY(st, NABLA_SET_ARGS(ctx, kernel, "tmap_bind", NABLA_ARG(in->k), NABLA_ARG(in->v), NABLA_ARG(maps), NABLA_ARG(rows)));
   /* The pattern is copied at the call, so the map on the stack may go. */
   TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, maps, map, NABLA_TMAP_BYTES, 0, 2 * NABLA_TMAP_BYTES,
                                       in->num_wait, in->wait, NULL));
@@ -302,20 +294,12 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   }
 
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
-  cl_int rc = CL_SUCCESS;
-  int a = 0;
-  rc = nabla_arg(rc, kernel, a++, sizeof q, &q);
-  rc = nabla_arg(rc, kernel, a++, sizeof k, &k);
-  rc = nabla_arg(rc, kernel, a++, sizeof v, &v);
-  rc = nabla_arg(rc, kernel, a++, sizeof o, &o);
-  rc = nabla_arg(rc, kernel, a++, sizeof block_start, &block_start);
-  rc = nabla_arg(rc, kernel, a++, sizeof row_ptr, &row_ptr);
-  rc = nabla_arg(rc, kernel, a++, sizeof col_idx, &col_idx);
-  rc = nabla_arg(rc, kernel, a++, sizeof S, &S);
-  rc = nabla_arg(rc, kernel, a++, sizeof Nb, &Nb);
-  rc = nabla_arg(rc, kernel, a++, sizeof scale_log2, &scale_log2);
-  if (nabla_variant_is_wgmma(variant)) rc = nabla_arg(rc, kernel, a++, sizeof maps, &maps);
-  TRY_ARGS(st, ctx, rc, "the attention kernel");
+  const nabla_kernel_arg args[] = {NABLA_ARG(q),       NABLA_ARG(k),  NABLA_ARG(v),          NABLA_ARG(o),
+                                   NABLA_ARG(block_start), NABLA_ARG(row_ptr), NABLA_ARG(col_idx),
+                                   NABLA_ARG(S),       NABLA_ARG(Nb), NABLA_ARG(scale_log2),
+                                   NABLA_ARG(maps)}; /* the tensor maps: nvidia-wgmma only */
+  const size_t nargs = sizeof args / sizeof args[0] - !nabla_variant_is_wgmma(variant);
+  TRY(st, nabla_set_args(ctx, kernel, "the attention kernel", args, nargs));
   cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, local, num_wait, wait,
                                          NABLA_EVENT_OUT(slot, done_event)));

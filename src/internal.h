@@ -32,21 +32,18 @@
     }                                                                            \
   } while (0)
 
-/* One clSetKernelArg of a run of them: after a failure the rest are skipped and the first code is
- * kept (OR-ing the codes of several would make up a different one). */
-static inline cl_int nabla_arg(cl_int rc, cl_kernel kernel, cl_uint index, size_t size, const void *value) {
-  return rc != CL_SUCCESS ? rc : clSetKernelArg(kernel, index, size, value);
-}
+/* A kernel argument: its size and where its value is (NABLA_ARG(x) for a variable x). */
+typedef struct {
+  size_t size;
+  const void *value;
+} nabla_kernel_arg;
+#define NABLA_ARG(x) ((nabla_kernel_arg){sizeof(x), (const void *)&(x)})
 
-/* TRY_CL for the code of a run of nabla_arg calls on `kernel_name`. */
-#define TRY_ARGS(st, ctx, rc, kernel_name)                                                 \
-  do {                                                                                     \
-    if ((rc) != CL_SUCCESS) {                                                              \
-      (st) = nabla_fail((ctx), NABLA_OPENCL, "setting the arguments of %s failed: %s (%d)", \
-                        (kernel_name), nabla_cl_error_name(rc), (int)(rc));                \
-      goto done;                                                                           \
-    }                                                                                      \
-  } while (0)
+/* NABLA_SET_ARGS(ctx, kernel, name, NABLA_ARG(a), NABLA_ARG(b), ...) sets the arguments 0, 1, ...
+ * of `kernel`, counted by the compiler; nabla_set_args takes an array and its length. */
+#define NABLA_SET_ARGS(ctx, kernel, name, ...)                                          \
+  nabla_set_args((ctx), (kernel), (name), (const nabla_kernel_arg[]){__VA_ARGS__},      \
+                 sizeof((const nabla_kernel_arg[]){__VA_ARGS__}) / sizeof(nabla_kernel_arg))
 
 typedef struct {
   int fp16, fp64, subgroups;
@@ -193,6 +190,11 @@ nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char 
 nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const char *kernel,
                                  cl_kernel *out);
 void nabla_programs_release(nabla_context *ctx);
+/* Sets arguments 0..count-1 of `kernel` (`name` in the message) from args. The first refusal
+ * stops the run and is reported with its code and the argument's index (OR-ing the codes of
+ * several would make up a different one). */
+nabla_status nabla_set_args(nabla_context *ctx, cl_kernel kernel, const char *name, const nabla_kernel_arg *args,
+                            size_t count);
 
 /* Common build options of a storage dtype (-DNABLA_DTYPE=...). */
 const char *nabla_dtype_define(nabla_dtype dtype);

@@ -16,21 +16,6 @@
 #include "tune.h"
 #include "variant.h"
 
-/* Sets kernel arguments from (size, pointer) pairs; returns the first failure's code. */
-static cl_int set_args(cl_kernel kernel, int count, ...) {
-  va_list ap;
-  cl_int rc = CL_SUCCESS;
-  va_start(ap, count);
-  for (int i = 0; i < count; i++) {
-    size_t size = va_arg(ap, size_t);
-    const void *ptr = va_arg(ap, const void *);
-    rc = nabla_arg(rc, kernel, (cl_uint)i, size, ptr);
-  }
-  va_end(ap);
-  return rc;
-}
-#define ARG(x) sizeof(x), (const void *)&(x)
-
 static nabla_status check_algo(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape) {
   if (!algo) return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "algo is NULL");
   if (algo->nabla && !(algo->thr > 0.0 && algo->thr <= 1.0))
@@ -177,7 +162,8 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
   TRY(st, nabla_program_get(ctx, "pool", pool_options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
   pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
-  TRY_CL(st, ctx, set_args(pool, 8, ARG(q), ARG(k), ARG(pooled), ARG(block_start), ARG(S), ARG(D), ARG(Nb), ARG(BH)));
+  TRY(st, NABLA_SET_ARGS(ctx, pool, "pool", NABLA_ARG(q), NABLA_ARG(k), NABLA_ARG(pooled),
+                         NABLA_ARG(block_start), NABLA_ARG(S), NABLA_ARG(D), NABLA_ARG(Nb), NABLA_ARG(BH)));
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, pool, 3, NULL, pool_global, pool_local, num_wait, wait, nabla_profile_slot(ctx, "pool")));
   /* Start pooling now: the rest is host work the device need not wait for (measured on the
    * H100: host set-up was most of the gap between the stages' sum and the whole build). */
@@ -192,9 +178,11 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
     size_t splits = (want + tiles * BH - 1) / (tiles * BH);
     if (splits > col_tiles) splits = col_tiles;
     map_global[0] = 256 * splits, map_global[1] = tiles, map_local[0] = 256, map_local[1] = 1;
-    TRY_CL(st, ctx, set_args(map, 6, ARG(pooled), ARG(*logits), ARG(Nb), ARG(ld), ARG(BH), ARG(scale)));
+    TRY(st, NABLA_SET_ARGS(ctx, map, "reduced_map_mma", NABLA_ARG(pooled), NABLA_ARG(*logits), NABLA_ARG(Nb),
+                           NABLA_ARG(ld), NABLA_ARG(BH), NABLA_ARG(scale)));
   } else { /* 128 x 128 tiles, work-groups of 16 x 16 */
-    TRY_CL(st, ctx, set_args(map, 7, ARG(pooled), ARG(*logits), ARG(Nb), ARG(ld), ARG(D), ARG(BH), ARG(scale)));
+    TRY(st, NABLA_SET_ARGS(ctx, map, "reduced_map", NABLA_ARG(pooled), NABLA_ARG(*logits), NABLA_ARG(Nb),
+                           NABLA_ARG(ld), NABLA_ARG(D), NABLA_ARG(BH), NABLA_ARG(scale)));
   }
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, map, 3, NULL, map_global, map_local, 0, NULL, nabla_profile_slot(ctx, "map")));
 
@@ -250,8 +238,10 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   sta_window w = window_of(s, algo);
   cl_float thr = (cl_float)algo->thr;
   cl_int nrows = (cl_int)rows, ld = (cl_int)map_stride(Nb);
-  TRY_CL(st, ctx, set_args(select, 14, ARG(logits), ARG(m->bitmap), ARG(m->row_ptr), ARG(groups), ARG(Nb), ARG(ld), ARG(nrows), ARG(thr),
-                           ARG(w.on), ARG(w.Hb), ARG(w.Wb), ARG(w.rt), ARG(w.rh), ARG(w.rw)));
+  TRY(st, NABLA_SET_ARGS(ctx, select, "select_cdf", NABLA_ARG(logits), NABLA_ARG(m->bitmap),
+                         NABLA_ARG(m->row_ptr), NABLA_ARG(groups), NABLA_ARG(Nb), NABLA_ARG(ld),
+                         NABLA_ARG(nrows), NABLA_ARG(thr), NABLA_ARG(w.on), NABLA_ARG(w.Hb), NABLA_ARG(w.Wb),
+                         NABLA_ARG(w.rt), NABLA_ARG(w.rh), NABLA_ARG(w.rw)));
   size_t sel_global = sel_groups * sel_wg;
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, select, 1, NULL, &sel_global, &sel_wg, 0, NULL, nabla_profile_slot(ctx, "select")));
   out->cols = logits;
@@ -274,7 +264,9 @@ static nabla_status enqueue_sta(nabla_context *ctx, nabla_mask *m, const nabla_a
   sta_window w = window_of(s, algo);
   TRY(st, nabla_program_get(ctx, "sta", "", &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "sta_or", &kernel));
-  TRY_CL(st, ctx, set_args(kernel, 8, ARG(m->bitmap), ARG(Nb), ARG(BH), ARG(w.Hb), ARG(w.Wb), ARG(w.rt), ARG(w.rh), ARG(w.rw)));
+  TRY(st, NABLA_SET_ARGS(ctx, kernel, "sta_or", NABLA_ARG(m->bitmap), NABLA_ARG(Nb), NABLA_ARG(BH),
+                         NABLA_ARG(w.Hb), NABLA_ARG(w.Wb), NABLA_ARG(w.rt), NABLA_ARG(w.rh),
+                         NABLA_ARG(w.rw)));
   size_t global[2] = {(size_t)Nb, (size_t)Nb};
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 2, NULL, global, NULL, 0, NULL, nabla_profile_slot(ctx, "sta")));
 done:
@@ -299,16 +291,19 @@ static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selecti
   if (sel) {
     cl_int G = (R + sel->group_rows - 1) / sel->group_rows;
     TRY(st, nabla_kernel_create(ctx, prog, "csr_gather", &fill));
-    TRY_CL(st, ctx, set_args(fill, 7, ARG(sel->cols), ARG(sel->groups), ARG(m->row_ptr), ARG(m->col_idx), ARG(sel->ld), ARG(R),
-                             ARG(sel->group_rows)));
+    TRY(st, NABLA_SET_ARGS(ctx, fill, "csr_gather", NABLA_ARG(sel->cols), NABLA_ARG(sel->groups),
+                           NABLA_ARG(m->row_ptr), NABLA_ARG(m->col_idx), NABLA_ARG(sel->ld), NABLA_ARG(R),
+                           NABLA_ARG(sel->group_rows)));
     global = (size_t)G * wg;
   } else {
     TRY(st, nabla_kernel_create(ctx, prog, "csr_scan", &scan));
     TRY(st, nabla_kernel_create(ctx, prog, "csr_fill", &fill));
     TRY(st, nabla_kernel_create(ctx, prog, "csr_count", &count));
-    TRY_CL(st, ctx, set_args(scan, 2, ARG(m->row_ptr), ARG(R)));
-    TRY_CL(st, ctx, set_args(fill, 5, ARG(m->bitmap), ARG(m->row_ptr), ARG(m->col_idx), ARG(Nb), ARG(R)));
-    TRY_CL(st, ctx, set_args(count, 4, ARG(m->bitmap), ARG(m->row_ptr), ARG(Nb), ARG(R)));
+    TRY(st, NABLA_SET_ARGS(ctx, scan, "csr_scan", NABLA_ARG(m->row_ptr), NABLA_ARG(R)));
+    TRY(st, NABLA_SET_ARGS(ctx, fill, "csr_fill", NABLA_ARG(m->bitmap), NABLA_ARG(m->row_ptr),
+                           NABLA_ARG(m->col_idx), NABLA_ARG(Nb), NABLA_ARG(R)));
+    TRY(st, NABLA_SET_ARGS(ctx, count, "csr_count", NABLA_ARG(m->bitmap), NABLA_ARG(m->row_ptr), NABLA_ARG(Nb),
+                           NABLA_ARG(R)));
     TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, count, 1, NULL, &global, &wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
     TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, scan, 1, NULL, &scan_wg, &scan_wg, 0, NULL, nabla_profile_slot(ctx, "csr")));
   }

@@ -258,6 +258,17 @@ nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const c
   return NABLA_OK;
 }
 
+nabla_status nabla_set_args(nabla_context *ctx, cl_kernel kernel, const char *name, const nabla_kernel_arg *args,
+                            size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    const cl_int rc = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
+    if (rc != CL_SUCCESS)
+      return nabla_fail(ctx, NABLA_OPENCL, "setting argument %zu of %s failed: %s (%d)", i, name,
+                        nabla_cl_error_name(rc), (int)rc);
+  }
+  return NABLA_OK;
+}
+
 void nabla_programs_release(nabla_context *ctx) {
   for (int i = 0; i < ctx->program_count; i++) slot_release(&ctx->programs[i]);
   ctx->program_count = 0;

@@ -28,19 +28,8 @@ nabla_status nabla_reorder(nabla_context *ctx, const nabla_shape *shape, nabla_d
   TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
   cl_int S = shape->seq, D = shape->head_dim, Ht = shape->grid_h, Wt = shape->grid_w;
   cl_int Hb = (Ht + 7) / 8, Wb = (Wt + 7) / 8, to_tile = dir == NABLA_RASTER_TO_TILE;
-  cl_int rc = CL_SUCCESS;
-  int a = 0;
-  rc = nabla_arg(rc, kernel, a++, sizeof src, &src);
-  rc = nabla_arg(rc, kernel, a++, sizeof dst, &dst);
-  rc = nabla_arg(rc, kernel, a++, sizeof starts, &starts);
-  rc = nabla_arg(rc, kernel, a++, sizeof S, &S);
-  rc = nabla_arg(rc, kernel, a++, sizeof D, &D);
-  rc = nabla_arg(rc, kernel, a++, sizeof Ht, &Ht);
-  rc = nabla_arg(rc, kernel, a++, sizeof Wt, &Wt);
-  rc = nabla_arg(rc, kernel, a++, sizeof Hb, &Hb);
-  rc = nabla_arg(rc, kernel, a++, sizeof Wb, &Wb);
-  rc = nabla_arg(rc, kernel, a++, sizeof to_tile, &to_tile);
-  TRY_ARGS(st, ctx, rc, "reorder");
+  TRY(st, NABLA_SET_ARGS(ctx, kernel, "reorder", NABLA_ARG(src), NABLA_ARG(dst), NABLA_ARG(starts), NABLA_ARG(S),
+                         NABLA_ARG(D), NABLA_ARG(Ht), NABLA_ARG(Wt), NABLA_ARG(Hb), NABLA_ARG(Wb), NABLA_ARG(to_tile)));
   size_t global[3] = {(size_t)D, (size_t)S, (size_t)shape->batch * shape->heads};
   cl_event *slot = nabla_profile_slot(ctx, "reorder");
   TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 3, NULL, global, NULL, num_wait, wait,

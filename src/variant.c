@@ -65,15 +65,19 @@ static probe_verdict probe_launch(nabla_context *ctx, const char *program, const
     snprintf(why, why_len, "%.300s", ctx->error);
     return PROBE_FAIL;
   }
-  cl_int rc = CL_SUCCESS;
+  nabla_kernel_arg args[8];
   for (int i = 0; i < nbuf; i++) {
     if (!(bufs[i] = probe_buffer(ctx, bytes[i], readback[i] ? NULL : host[i]))) {
       snprintf(why, why_len, "probe buffer allocation failed");
       goto done;
     }
-    rc = nabla_arg(rc, k, (cl_uint)i, sizeof bufs[i], &bufs[i]);
+    args[i] = NABLA_ARG(bufs[i]);
   }
-  if (rc == CL_SUCCESS) rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &items, &items, 0, NULL, NULL);
+  if (nabla_set_args(ctx, k, kernel, args, (size_t)nbuf) != NABLA_OK) {
+    snprintf(why, why_len, "%.300s", ctx->error);
+    goto done;
+  }
+  cl_int rc = clEnqueueNDRangeKernel(ctx->queue, k, 1, NULL, &items, &items, 0, NULL, NULL);
   for (int i = 0; i < nbuf && rc == CL_SUCCESS; i++)
     if (readback[i]) rc = clEnqueueReadBuffer(ctx->queue, bufs[i], CL_TRUE, 0, bytes[i], host[i], 0, NULL, NULL);
   if (rc == CL_SUCCESS) rc = clFinish(ctx->queue);

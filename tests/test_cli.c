@@ -117,6 +117,22 @@ static void write_input(const fixture *fx, const char *name, npy_dtype dtype, si
   free(data);
 }
 
+/* An f32 input whose header text `from` is overwritten by `to` (same length). */
+static void write_patched(const fixture *fx, const char *name, size_t S, const double *x, const char *from,
+                          const char *to) {
+  char path[1400], head[128];
+  write_input(fx, name, NPY_F32, S, x);
+  FILE *f = fopen(in_path(fx, name, path, sizeof path), "r+b");
+  assert_non_null(f);
+  assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
+  char *at = strstr(head + 10, from);
+  assert_non_null(at);
+  assert_int_equal(strlen(from), strlen(to));
+  fseek(f, at - head, SEEK_SET);
+  fwrite(to, 1, strlen(to), f);
+  fclose(f);
+}
+
 /* Inputs: video-like Q/K/V of every dtype in tile and raster order, and broken variants. */
 static void write_inputs(const fixture *fx) {
   nabla_shape s = {B_, H_, S_, D_, T_, HT_, WT_};
@@ -144,26 +160,10 @@ static void write_inputs(const fixture *fx) {
   write_input(fx, "v_nan.npy", NPY_F32, S_, x[2]);
   x[1][70 * D_ + 1] = INFINITY;
   write_input(fx, "k_inf.npy", NPY_F32, S_, x[1]);
-  /* A valid file but for fortran_order: written with the right shape, then the flag flipped. */
-  char path[1400];
-  write_input(fx, "fortran.npy", NPY_F32, S_, x[0]);
-  FILE *f = fopen(in_path(fx, "fortran.npy", path, sizeof path), "r+b");
-  char head[128];
-  assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
-  char *flag = strstr(head + 10, "False");
-  assert_non_null(flag);
-  fseek(f, flag - head, SEEK_SET);
-  fwrite("True ", 1, 5, f);
-  fclose(f);
-  /* A header naming float64 (numpy's default dtype): refused before its data is read. */
-  write_input(fx, "f8.npy", NPY_F32, S_, x[0]);
-  f = fopen(in_path(fx, "f8.npy", path, sizeof path), "r+b");
-  assert_int_equal(fread(head, 1, sizeof head, f), sizeof head);
-  char *descr = strstr(head + 10, "<f4");
-  assert_non_null(descr);
-  fseek(f, descr - head, SEEK_SET);
-  fwrite("<f8", 1, 3, f);
-  fclose(f);
+  /* Valid files but for one header field: fortran_order True, and float64 (numpy's default
+   * dtype, refused before its data is read). */
+  write_patched(fx, "fortran.npy", S_, x[0], "False", "True ");
+  write_patched(fx, "f8.npy", S_, x[0], "<f4", "<f8");
   for (int i = 0; i < 3; i++) free(x[i]);
   free(raster);
 }

@@ -294,10 +294,9 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   }
 
   cl_float scale_log2 = (cl_float)(1.4426950408889634 / sqrt((double)shape->head_dim));
-  const nabla_kernel_arg args[] = {NABLA_ARG(q),       NABLA_ARG(k),  NABLA_ARG(v),          NABLA_ARG(o),
-                                   NABLA_ARG(block_start), NABLA_ARG(row_ptr), NABLA_ARG(col_idx),
-                                   NABLA_ARG(S),       NABLA_ARG(Nb), NABLA_ARG(scale_log2),
-                                   NABLA_ARG(maps)}; /* the tensor maps: nvidia-wgmma only */
+  const nabla_kernel_arg args[] = {NABLA_ARG(q), NABLA_ARG(k), NABLA_ARG(v), NABLA_ARG(o), NABLA_ARG(block_start),
+                                   NABLA_ARG(row_ptr), NABLA_ARG(col_idx), NABLA_ARG(S), NABLA_ARG(Nb),
+                                   NABLA_ARG(scale_log2), NABLA_ARG(maps)}; /* maps: nvidia-wgmma only */
   const size_t nargs = sizeof args / sizeof args[0] - !nabla_variant_is_wgmma(variant);
   TRY(st, nabla_set_args(ctx, kernel, "the attention kernel", args, nargs));
   cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");

@@ -1,19 +1,22 @@
 /*
  * Block-sparse flash attention, portable OpenCL C 1.2.
  *
- * One work-group of 128 work-items computes one query block (<= 64 rows) of one (b, h). For
+ * One work-group of ATT_WG (128 or 256) work-items computes one query block (<= 64 rows) of one
+ * (b, h). For
  * every kept key block (CSR row of the mask; every block when NABLA_DENSE) it forms the 64x64
  * score tile S = Q Kᵀ in registers, updates the running row max (online softmax; exp2 with
  * log2(e) folded into the scale) and accumulates O += P V in registers.
  *
- * Work-item lid is the logical (tx, ty) of a 16 x 8 grid in which each run of 32 work-items
- * is an 8 x 4 patch: tx = lid % 8 + 8 (lid / 32 % 2), ty = lid / 8 % 4 + 4 (lid / 64). It
- * owns the rows ty + 8a (a < 8), the score columns (keys) tx + 16b (b < 4) and the output
- * columns 4(tx + 16e) .. 4(tx + 16e) + 3 (e < ceil(HEAD_DIM / 64)). The register tiles (8 x 4
- * scores, 8 x 8 outputs at HEAD_DIM = 128) keep local-memory reads per FMA low, which is what
- * bounds this kernel on GPUs: per head-dim column 12 floats for 32 FMAs in Q·Kᵀ, per key 16
- * floats for 64 FMAs in P·V; all reads are float4, a 32-wide warp reading 8 distinct K rows,
- * 4 distinct Q/P rows and 128 contiguous bytes of a V row.
+ * Work-item lid is the logical (tx, ty) of a 16 x TYN grid (TYN = ATT_WG / 16) in which each
+ * run of 32 work-items is an 8 x 4 patch: tx = lid % 8 + 8 (lid / 32 % 2), ty = lid / 8 % 4 +
+ * 4 (lid / 64). It owns the rows ty + TYN a (a < RA = 64 / TYN: 8, or 4 with 256 work-items),
+ * the score columns (keys) tx + 16b (b < 4) and the output columns 4(tx + 16e) .. 4(tx + 16e) +
+ * 3 (e < ceil(HEAD_DIM / 64)). The register tiles (8 x 4 scores, 8 x 8 outputs at HEAD_DIM =
+ * 128 with 128 work-items) keep local-memory reads per FMA low, which is what bounds this kernel
+ * on GPUs: per head-dim column 12 floats for 32 FMAs in Q·Kᵀ, per key 16 floats for 64 FMAs in
+ * P·V; all reads are float4, a 32-wide warp reading 8 distinct K rows, 4 distinct Q/P rows and
+ * 128 contiguous bytes of a V row. Halving the tile (256 work-items) halves the registers, which
+ * is what lets AMD's 64-wide waves keep several waves per SIMD (docs/variants.md).
  *
  * The work of a key block is a sequence of staged items, each one buffer of local memory:
  *   ceil(HEAD_DIM / TD) Q·Kᵀ items, TD = min(TILE_D, HEAD_DIM): the Q and K columns
@@ -31,8 +34,8 @@
  * memory, so all arithmetic is fp32. The row max is reduced through a small local buffer after
  * the last Q·Kᵀ item (one extra barrier per key block, before the first P·V item); row sums
  * stay per work-item partials (rescaled with their row) and are reduced once at the end.
- * Local memory: 4 (2 max(2·64·(TD + 4), TILE_V·HEAD_DIM + 64·(TILE_V + 4)) + 64·20) bytes
- * (src/tune.c checks it). Ragged blocks: rows/keys beyond the block's token count are
+ * Local memory: 4 (2 max(2·64·(TD + 4), TILE_V·HEAD_DIM + 64·(TILE_V + 4)) + 64·4·RED_S4)
+ * bytes (src/tune.c checks it). Ragged blocks: rows/keys beyond the block's token count are
  * zero-filled and their scores masked; rows with no kept block (sum 0) give zeros; NaN
  * propagates.
  */
@@ -54,7 +57,13 @@
 
 #define BQ 64
 #define BK 64
-#define NT 128                                  /* work-items; the host launches this size */
+#ifndef ATT_WG
+#define ATT_WG 128 /* work-items per work-group: 128 or 256 (fewer rows, so fewer registers, each) */
+#endif
+#if ATT_WG != 128 && ATT_WG != 256
+#error "ATT_WG must be 128 or 256"
+#endif
+#define NT ATT_WG                               /* work-items; the host launches this size */
 #define TYN (NT / 16)                           /* row groups: ty < TYN */
 #define RA (BQ / TYN)                           /* rows per work-item: ty + TYN a */
 #define CB 4                                    /* keys per work-item: tx + 16b */
@@ -65,7 +74,10 @@
 #define DV4 ((D4 + 15) / 16)                    /* float4 output columns per work-item */
 #define QK_S4 ((TD + 4) / 4)                    /* Q/K row stride in float4 */
 #define P_S4 ((TILE_V + 4) / 4)                 /* P row stride in float4 */
-#define RED_S4 5                                /* reduction row stride in float4 (16 + 4 floats) */
+/* Reduction row stride in float4: 16 + 4 floats, so that a 32-wide warp's writes (8 columns of
+ * 4 rows) fall in distinct banks; with 256 work-items unpadded, for local memory's sake (a
+ * 64-wide AMD wave writes 64 consecutive words either way). */
+#define RED_S4 (NT == 256 ? 4 : 5)
 #define QK_VPR (TD / 8)                         /* 8-element vectors per Q/K row of an item */
 #define QK_VECS (2 * BQ * QK_VPR)
 #define V_VPR (HEAD_DIM / 8)

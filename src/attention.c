@@ -83,6 +83,10 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
     nabla_attention_wgmma_options(variant, shape, dtype, dense, staging, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_wgmma", options, prog);
   }
+  if (nabla_variant_is_amd(variant)) {
+    nabla_attention_amd_options(variant, shape, dtype, dense, options, sizeof options);
+    return nabla_program_get(ctx, "attention_amd", options, prog);
+  }
   if (variant == NABLA_VARIANT_NVIDIA_MMA || variant == NABLA_VARIANT_MMA_EMULATED) {
     nabla_attention_mma_options(ctx, variant, shape, dtype, dense, params, options, sizeof options);
     return nabla_program_get(ctx, "attention_mma", options, prog);
@@ -90,7 +94,7 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
   snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype),
            shape->head_dim, dense);
   if (variant == NABLA_VARIANT_CPU_ROWS) return nabla_program_get(ctx, "attention_rows", options, prog);
-  nabla_params_options(params, options, sizeof options);
+  nabla_attention_portable_options(ctx, dtype, shape->head_dim, dense, params, options, sizeof options);
   return nabla_program_get(ctx, "attention", options, prog);
 }
 
@@ -252,8 +256,8 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   cl_mem starts = NULL;
   const int dense = mask ? 0 : 1;
   cl_int S = shape->seq, Nb = nabla_shape_blocks(shape);
-  /* Portable: one work-group of 128 per query block (dimension 1) and (b, h) (dimension 2); the
-   * size is read back from the kernel's reqd_work_group_size below, so the source decides. */
+  /* Portable: one work-group of ATT_WG per query block (dimension 1) and (b, h) (dimension 2);
+   * the size is read back from the kernel's reqd_work_group_size below, so the source decides. */
   size_t local[3] = {128, 1, 1};
   size_t global[3] = {128, (size_t)Nb, (size_t)shape->batch * shape->heads};
   cl_mem block_start = mask ? mask->block_start : NULL, row_ptr = NULL, col_idx = NULL;
@@ -276,7 +280,7 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   if (variant == NABLA_VARIANT_CPU_ROWS) {
     /* One work-item per query row: 64 per query block (dimension 1), (b, h) along 2. */
     local[0] = global[0] = 64, local[1] = 1, global[1] = (size_t)Nb;
-  } else if (variant != NABLA_VARIANT_PORTABLE) {
+  } else if (variant != NABLA_VARIANT_PORTABLE && !nabla_variant_is_amd(variant)) {
     /* Work-groups of MMA_QPW query blocks x 4 warps (one warpgroup each for wgmma) along
      * dimension 0, (b, h) along 1. */
     int qpw = nabla_attention_mma_qpw(variant, shape, dense, params);
@@ -286,7 +290,7 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
     global[2] = 1;
   }
   TRY(st, nabla_kernel_create(ctx, prog, "attention", &kernel));
-  if (variant == NABLA_VARIANT_PORTABLE) {
+  if (variant == NABLA_VARIANT_PORTABLE || nabla_variant_is_amd(variant)) { /* the same grid */
     size_t wg[3] = {0, 0, 0};
     TRY_CL(st, ctx, clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_COMPILE_WORK_GROUP_SIZE,
                                              sizeof wg, wg, NULL));

@@ -167,6 +167,12 @@ nabla_status nabla_device_caps_query(nabla_context *ctx) {
   else if (strstr(vendor, "Intel") && c->is_gpu) c->vendor = NABLA_VENDOR_INTEL;
   else if (strstr(plat_name, "Portable Computing Language")) c->vendor = NABLA_VENDOR_POCL;
   else c->vendor = NABLA_VENDOR_OTHER;
+  /* ROCm names the device by its target, with feature flags after a colon ("gfx90a:sramecc+:xnack-"). */
+  c->arch[0] = '\0';
+  if (c->vendor == NABLA_VENDOR_AMD && strncmp(name, "gfx", 3) == 0) {
+    size_t n = strcspn(name, ": ");
+    if (n < sizeof c->arch) memcpy(c->arch, name, n), c->arch[n] = '\0';
+  }
   return NABLA_OK;
 }
 

@@ -52,6 +52,7 @@ typedef struct {
   size_t max_wg;
   uint64_t local_mem, global_mem, max_alloc;
   unsigned compute_units;
+  char arch[32]; /* AMD: the gfx target from CL_DEVICE_NAME ("gfx90a", ...); "" elsewhere */
 } nabla_device_caps;
 
 enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VENDOR_INTEL, NABLA_VENDOR_POCL };
@@ -68,7 +69,7 @@ typedef struct {
   char broken_why[2][384]; /* why it broke, per stage (attention, map) */
 } nabla_variant_probe;
 
-#define NABLA_VARIANT_SLOTS 6
+#define NABLA_VARIANT_SLOTS 10
 
 typedef struct {
   nabla_variant_probe probe[NABLA_VARIANT_SLOTS];
@@ -145,6 +146,10 @@ struct nabla_context {
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
   nabla_cuda_driver cuda;         /* for tensor maps (tensormap.c) */
+  /* Developer hook (tests/kernel_dump.c, the AMD compile gate): when set, called with every
+   * program's stage name, build options and complete source just before it is built. */
+  void (*program_hook)(void *user, const char *name, const char *options, const char *source);
+  void *program_hook_user;
   char error[NABLA_ERR_LEN];
 };
 

@@ -207,11 +207,11 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   cl_int Nb = m->nblocks;
   size_t rows = (size_t)s->batch * s->heads * (size_t)Nb;
 
-  /* Work-items per row: enough that each holds at most ~48 values, as far as the work-group
-   * allows. More work-items per row measured slower on the H100 (1050 blocks: 128 per row
-   * took 1.8 ms against 0.9 ms for 32): every one of them joins each row reduction. */
+  /* Work-items per row: enough that each holds at most nabla_select_values_max values (48, on
+   * AMD GPUs 20), as far as the work-group allows. */
   size_t sel_wg = (size_t)nabla_params_get(sel, "SEL_WG", 256), tpr = 32;
-  while ((size_t)Nb > 48 * tpr && tpr < sel_wg) tpr *= 2;
+  const size_t values_max = (size_t)nabla_select_values_max(ctx);
+  while ((size_t)Nb > values_max * tpr && tpr < sel_wg) tpr *= 2;
   int per_thread = (int)(((size_t)Nb + tpr - 1) / tpr);
   per_thread = (per_thread + 3) / 4 * 4; /* fewer distinct programs */
   if (per_thread > 64) { /* cl/select.cl keeps a work-item's decisions in one 64-bit word */

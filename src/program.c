@@ -1,8 +1,8 @@
 /*
  * Kernel registry and program cache.
  *
- * A program is the common prelude (cl/common.cl; the tensor-core stages also cl/mma.cl) followed
- * by one stage file (cl/<name>.cl), built with the given options. Programs live in the context
+ * A program is the common prelude (cl/common.cl; the tensor-core stages also cl/mma.cl, the AMD
+ * matrix-core ones cl/amd_matrix.cl) followed by one stage file (cl/<name>.cl), built with the given options. Programs live in the context
  * for its lifetime (in-memory slots keyed by name + options) and their binaries in the disk
  * cache under namespace "programs", keyed by the device description, the options and a hash of
  * the exact source bytes, so any change of source, options, driver or device is a miss. A binary that fails to load or build
@@ -68,6 +68,7 @@ static nabla_status stage_source(nabla_context *ctx, const char *name, char **ou
   if (strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0 || wgmma_stage(name))
     parts[nparts++] = "mma";
   if (wgmma_stage(name)) parts[nparts++] = "wgmma";
+  if (strcmp(name, "attention_amd") == 0 || strcmp(name, "probe_amd") == 0) parts[nparts++] = "amd_matrix";
   parts[nparts++] = name;
   char *texts[4] = {NULL, NULL, NULL, NULL};
   nabla_status st = NABLA_OK;
@@ -148,6 +149,7 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
   cl_program prog = NULL;
   cl_int rc = CL_SUCCESS;
   TRY(st, stage_source(ctx, name, &source));
+  if (ctx->program_hook) ctx->program_hook(ctx->program_hook_user, name, options, source);
   size_t slen = strlen(source);
   size_t klen = strlen(ctx->device_desc) + strlen(options) + strlen(name) + 96;
   key = malloc(klen);

@@ -12,18 +12,25 @@
 
 /* ---- attention (cl/attention.cl) ------------------------------------------------------ */
 
-/* Mirrors cl/attention.cl: 64x64 blocks, work-groups of 128, two staging buffers that each hold
- * either a Q·Kᵀ item (64 Q and 64 K rows of TD = min(TILE_D, HEAD_DIM) floats, padded by 4) or a
- * P·V item (TILE_V rows of HEAD_DIM floats of V and 64 rows of TILE_V + 4 floats of P), and a
- * row reduction buffer of 64 x 20 floats. */
-enum { ATT_BQ = 64, ATT_BK = 64, ATT_WG = 128, ATT_RED = 64 * 20 };
+/* Mirrors cl/attention.cl: 64x64 blocks, work-groups of ATT_WG, two staging buffers that each
+ * hold either a Q·Kᵀ item (64 Q and 64 K rows of TD = min(TILE_D, HEAD_DIM) floats, padded by 4)
+ * or a P·V item (TILE_V rows of HEAD_DIM floats of V and 64 rows of TILE_V + 4 floats of P), and
+ * a row reduction buffer of 64 x 20 floats (64 x 16 with 256 work-items). */
+enum { ATT_BQ = 64, ATT_BK = 64 };
 
-/* Bytes of __local memory the attention kernel declares. */
-static size_t attention_local_bytes(int tile_d, int tile_v, int head_dim) {
+int nabla_attention_work_group(const nabla_context *ctx) {
+  /* AMD GPUs: 256 work-items holding half the rows each. With 128, the kernel took 256 VGPRs and
+   * 82-226 AGPRs on gfx90a/gfx940 (one wave per SIMD) and spilled on gfx1030; with 256 (and the
+   * default tiles below) 165-183 VGPRs, no spill (docs/variants.md, "AMD GPUs"). */
+  return ctx->caps.vendor == NABLA_VENDOR_AMD && !ctx->caps.is_cpu && ctx->caps.max_wg >= 256 ? 256 : 128;
+}
+
+/* Bytes of __local memory the attention kernel declares with work-groups of wg. */
+static size_t attention_local_bytes(int tile_d, int tile_v, int head_dim, int wg) {
   size_t td = (size_t)(tile_d < head_dim ? tile_d : head_dim);
   size_t qk = 2u * ATT_BQ * (td + 4);
   size_t pv = (size_t)tile_v * (size_t)head_dim + (size_t)ATT_BQ * (size_t)(tile_v + 4);
-  return 4u * (2u * (qk > pv ? qk : pv) + ATT_RED);
+  return 4u * (2u * (qk > pv ? qk : pv) + (size_t)ATT_BQ * (wg == 256 ? 16u : 20u));
 }
 
 static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *p, char *why,
@@ -34,14 +41,15 @@ static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *
              tile_d, tile_v, ATT_BK);
     return 0;
   }
-  size_t local = attention_local_bytes(tile_d, tile_v, head_dim);
+  const int wg = nabla_attention_work_group(ctx);
+  size_t local = attention_local_bytes(tile_d, tile_v, head_dim, wg);
   if (local > ctx->caps.local_mem) {
     snprintf(why, len, "needs %zu bytes of local memory, the device has %llu", local,
              (unsigned long long)ctx->caps.local_mem);
     return 0;
   }
-  if ((size_t)ATT_WG > ctx->caps.max_wg) {
-    snprintf(why, len, "needs work-groups of %d, the device allows %zu", ATT_WG, ctx->caps.max_wg);
+  if ((size_t)wg > ctx->caps.max_wg) {
+    snprintf(why, len, "needs work-groups of %d, the device allows %zu", wg, ctx->caps.max_wg);
     return 0;
   }
   return 1;
@@ -59,13 +67,30 @@ static nabla_status attention_build(nabla_context *ctx, nabla_dtype dtype, int h
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   char options[512];
-  snprintf(options, sizeof options, "%s -DHEAD_DIM=%d -DNABLA_DENSE=0", nabla_dtype_define(dtype), head_dim);
-  nabla_params_options(params, options, sizeof options);
+  nabla_attention_portable_options(ctx, dtype, head_dim, 0, params, options, sizeof options);
   TRY(st, nabla_program_get(ctx, "attention", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "attention", kernel));
-  *wg = (size_t)ATT_WG;
+  *wg = (size_t)nabla_attention_work_group(ctx);
 done:
   return st;
+}
+
+void nabla_attention_portable_options(const nabla_context *ctx, nabla_dtype dtype, int head_dim, int dense,
+                                      const nabla_params *params, char *buf, size_t len) {
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d", nabla_dtype_define(dtype), head_dim, dense);
+  nabla_params_options(params, buf, len);
+  size_t used = strlen(buf);
+  if (nabla_attention_work_group(ctx) != 128 && used < len)
+    snprintf(buf + used, len - used, " -DATT_WG=%d", nabla_attention_work_group(ctx));
+}
+
+int nabla_select_values_max(const nabla_context *ctx) {
+  /* AMD GPUs: at most 20 values per work-item. 36-48 (Wan 14B's rows with 32 work-items each)
+   * took 198-232 VGPRs and spilled SGPRs on gfx90a/gfx940 and spilled VGPRs on gfx1100
+   * (docs/variants.md, "AMD GPUs"). Elsewhere 48: more work-items per row measured slower on
+   * the H100 (1050 blocks: 128 per row took 1.8 ms against 0.9 ms for 32), since every one of
+   * them joins each row reduction. */
+  return ctx->caps.vendor == NABLA_VENDOR_AMD && !ctx->caps.is_cpu ? 20 : 48;
 }
 
 /* ---- select (cl/select.cl) ------------------------------------------------------------ */
@@ -114,14 +139,14 @@ done:
 static const nabla_kernel_space kernel_spaces[] = {
     {"attention",
      {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim columns of Q and K per staged item of Q·Kᵀ (double-buffered)"},
-      {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V (and columns of P) per staged item of P·V (double-buffered)"},
-      {"VARIANT", NABLA_VARIANT_AUTO, 5, {NABLA_VARIANT_AUTO, NABLA_VARIANT_PORTABLE, NABLA_VARIANT_NVIDIA_MMA, NABLA_VARIANT_CPU_ROWS, NABLA_VARIANT_NVIDIA_WGMMA},
-       variant_allowed, "attention kernel: -1 automatic, 0 portable, 1 nvidia-mma, 3 cpu-rows, 4 nvidia-wgmma (TILE_D/TILE_V shape the portable one)"}},
+      {"TILE_V", 16, 4, {4, 8, 16, 32}, NULL, "keys of V (and columns of P) per staged item of P·V (double-buffered)"},
+      {"VARIANT", NABLA_VARIANT_AUTO, 7, {NABLA_VARIANT_AUTO, NABLA_VARIANT_PORTABLE, NABLA_VARIANT_NVIDIA_MMA, NABLA_VARIANT_CPU_ROWS, NABLA_VARIANT_NVIDIA_WGMMA, NABLA_VARIANT_AMD_MFMA, NABLA_VARIANT_AMD_WMMA},
+       variant_allowed, "attention kernel: -1 automatic, 0 portable, 1 nvidia-mma, 3 cpu-rows, 4 nvidia-wgmma, 6 amd-mfma, 8 amd-wmma (TILE_D/TILE_V shape the portable one)"}},
      attention_fits,
      attention_build,
      "TILE_D a multiple of 8, TILE_V a multiple of 4, 64 % TILE_V == 0; with TD = min(TILE_D, HEAD_DIM): "
-     "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
-     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128; VARIANT=1 (4) only where the nvidia-mma (nvidia-wgmma) probe passed"},
+     "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes (64*16 for the last term with 256 work-items) <= CL_DEVICE_LOCAL_MEM_SIZE; "
+     "work-groups of 128 (256 on AMD GPUs): CL_KERNEL_WORK_GROUP_SIZE at least that; VARIANT=1 (4, 6, 8) only where the nvidia-mma (nvidia-wgmma, amd-mfma, amd-wmma) probe passed"},
     {"select",
      {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
      select_fits,
@@ -145,7 +170,9 @@ static const builtin_default builtin_defaults[] = {
     {-1, 1, "select", "default-cpu", "SEL_WG=64"},
     {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", "TILE_D=32 TILE_V=16"},
     {NABLA_VENDOR_NVIDIA, 0, "select", "default-gpu-nvidia", "SEL_WG=256"},
-    {NABLA_VENDOR_AMD, 0, "attention", "default-gpu-amd", "TILE_D=16 TILE_V=16"},
+    /* With the work-groups of 256 (nabla_attention_work_group): 16 KiB of local memory at head
+     * dims 64 and 128, room for four work-groups per compute unit (docs/variants.md). */
+    {NABLA_VENDOR_AMD, 0, "attention", "default-gpu-amd", "TILE_D=8 TILE_V=4"},
     {NABLA_VENDOR_AMD, 0, "select", "default-gpu-amd", "SEL_WG=256"},
     {NABLA_VENDOR_INTEL, 0, "attention", "default-gpu-intel", "TILE_D=16 TILE_V=16"},
     {NABLA_VENDOR_INTEL, 0, "select", "default-gpu-intel", "SEL_WG=128"},

@@ -120,6 +120,17 @@ int nabla_tuning_load(nabla_context *ctx, const nabla_kernel_space *space, nabla
 nabla_status nabla_params_build_check(nabla_context *ctx, const nabla_kernel_space *space,
                                       nabla_dtype dtype, int head_dim, const nabla_params *params);
 
+/* Work-items per work-group of the portable attention on this device (its ATT_WG): 256 on AMD
+ * GPUs, 128 elsewhere. */
+int nabla_attention_work_group(const nabla_context *ctx);
+/* Build options of the portable attention kernel: dtype, head dim, dense, the parameters, and
+ * ATT_WG where it is not the kernel's own default. */
+void nabla_attention_portable_options(const nabla_context *ctx, nabla_dtype dtype, int head_dim, int dense,
+                                      const nabla_params *params, char *buf, size_t len);
+/* The most values one work-item of the selection holds before the host gives a row more
+ * work-items (SEL_PT's bound): 20 on AMD GPUs, 48 elsewhere. */
+int nabla_select_values_max(const nabla_context *ctx);
+
 /* Per-context memo of cache lookups; freed with the context. */
 struct nabla_tuning;
 void nabla_tuning_free(struct nabla_tuning *tuning);

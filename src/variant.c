@@ -11,7 +11,8 @@
 _Static_assert(NABLA_VARIANT_COUNT == NABLA_VARIANT_SLOTS, "one probe slot per variant (internal.h)");
 
 static const char *const variant_names[NABLA_VARIANT_COUNT] = {
-    "portable", "nvidia-mma", "nvidia-mma-emulated", "cpu-rows", "nvidia-wgmma", "nvidia-wgmma-emulated"};
+    "portable",     "nvidia-mma",        "nvidia-mma-emulated", "cpu-rows",         "nvidia-wgmma",
+    "nvidia-wgmma-emulated", "amd-mfma", "amd-mfma-emulated",   "amd-wmma",         "amd-wmma-emulated"};
 
 /* Register cap of the mma and wgmma attention kernels on NVIDIA (0: none); see docs/variants.md. */
 #define MMA_MAXRREG_DEFAULT 0
@@ -367,6 +368,94 @@ static void probe_wgmma_emulated(nabla_context *ctx, nabla_variant_probe *pr) {
   memcpy(ctx->error, saved, sizeof saved);
 }
 
+/* ---- the AMD matrix-core probes --------------------------------------------------------- */
+
+int nabla_variant_is_amd(int id) { return id >= NABLA_VARIANT_AMD_MFMA && id <= NABLA_VARIANT_AMD_WMMA_EMULATED; }
+
+/* 1 for the MFMA variants, 2 for WMMA (cl/amd_matrix.cl's AMD_MATRIX). */
+static int amd_matrix(int id) { return id <= NABLA_VARIANT_AMD_MFMA_EMULATED ? 1 : 2; }
+
+static int amd_emulated(int id) { return id == NABLA_VARIANT_AMD_MFMA_EMULATED || id == NABLA_VARIANT_AMD_WMMA_EMULATED; }
+
+/* Whether a gfx target has the instructions of cl/amd_matrix.cl: MFMA with the bf16_1k forms
+ * (gfx90a, gfx94x; gfx908 has the older bf16 MFMA only) or WMMA (gfx11). */
+static int amd_arch_has(const char *arch, int matrix) {
+  if (matrix == 1) return strcmp(arch, "gfx90a") == 0 || strncmp(arch, "gfx94", 5) == 0;
+  return strncmp(arch, "gfx11", 5) == 0;
+}
+
+/* Runs cl/probe_amd.cl for one input type and checks D = A B + C element by element. */
+static probe_verdict probe_amd_dtype(nabla_context *ctx, int id, nabla_dtype dtype, char *why, size_t why_len) {
+  const int fp16 = dtype == NABLA_F16, matrix = amd_matrix(id);
+  uint16_t a[256], b[256];
+  float c[256], d[256];
+  for (int r = 0; r < 16; r++)
+    for (int k = 0; k < 16; k++) {
+      a[r * 16 + k] = to16(fp16, (float)wmat(0, r, k));
+      b[r * 16 + k] = to16(fp16, (float)wmat(1, r, k));
+      c[r * 16 + k] = (float)(r * 16 + k); /* every accumulator distinct: a misplaced one shows */
+    }
+  memset(d, 0, sizeof d);
+  char options[128];
+  snprintf(options, sizeof options, "%s -DAMD_MATRIX=%d%s", nabla_dtype_define(dtype), matrix,
+           amd_emulated(id) ? " -DAMD_EMULATE" : "");
+  size_t bytes[4] = {sizeof a, sizeof b, sizeof c, sizeof d};
+  void *host[4] = {a, b, c, d};
+  int readback[4] = {0, 0, 0, 1};
+  probe_verdict v = probe_launch(ctx, "probe_amd", options, "probe_amd", matrix == 1 ? 64 : 32, 4, bytes, host,
+                                 readback, why, why_len);
+  if (v != PROBE_PASS) return v;
+  for (int i = 0; i < 16; i++)
+    for (int j = 0; j < 16; j++) {
+      float want = c[i * 16 + j];
+      for (int k = 0; k < 16; k++) want += (float)(wmat(0, i, k) * wmat(1, k, j));
+      if (d[i * 16 + j] != want) {
+        snprintf(why, why_len, "%s %s gave D[%d][%d] = %g, expected %g (accumulator layout of %s?)",
+                 matrix == 1 ? "v_mfma_f32_16x16x16" : "v_wmma_f32_16x16x16", fp16 ? "f16" : "bf16", i, j,
+                 (double)d[i * 16 + j], (double)want, ctx->caps.arch[0] ? ctx->caps.arch : "this device");
+        return PROBE_FAIL;
+      }
+    }
+  return PROBE_PASS;
+}
+
+/* The real matrix cores: an AMD GPU whose gfx target has the instructions, then the probe for
+ * both input types; verdicts cached per device like the NVIDIA probes. The emulations run the
+ * same probe on any device (checking the emulation against the host's reading of the layouts). */
+static void probe_amd(nabla_context *ctx, int id, nabla_variant_probe *pr) {
+  char saved[NABLA_ERR_LEN], text[512], why[384] = "";
+  int ok = -1, used = 0;
+  memcpy(saved, ctx->error, sizeof saved);
+  pr->probed = 1;
+  pr->supported = 0;
+  if (!amd_emulated(id) && (ctx->caps.vendor != NABLA_VENDOR_AMD || ctx->caps.is_cpu)) {
+    snprintf(pr->why, sizeof pr->why, "not an AMD GPU");
+  } else if (!amd_emulated(id) && !amd_arch_has(ctx->caps.arch, amd_matrix(id))) {
+    snprintf(pr->why, sizeof pr->why, "device \"%s\" has no %s (needs %s)", ctx->caps.arch[0] ? ctx->caps.arch : "?",
+             amd_matrix(id) == 1 ? "MFMA with bf16_1k" : "WMMA", amd_matrix(id) == 1 ? "gfx90a or gfx94x" : "gfx11");
+  } else if (!amd_emulated(id) && probe_cache_get(ctx, id, text, sizeof text) &&
+             sscanf(text, "amd=%d%n", &ok, &used) == 1 && (ok == 0 || ok == 1)) {
+    pr->supported = ok;
+    probe_cache_why(text + used, pr);
+  } else {
+    probe_verdict v = probe_amd_dtype(ctx, id, NABLA_BF16, why, sizeof why);
+    if (v == PROBE_PASS) v = probe_amd_dtype(ctx, id, NABLA_F16, why, sizeof why);
+    pr->supported = v == PROBE_PASS;
+    snprintf(pr->why, sizeof pr->why, "%s", v == PROBE_PASS ? "" : why);
+    if (v != PROBE_ERROR && !amd_emulated(id)) {
+      snprintf(text, sizeof text, "amd=%d why=%s", pr->supported, pr->why);
+      probe_cache_put(ctx, id, text);
+    }
+  }
+  memcpy(ctx->error, saved, sizeof saved); /* a failed probe is no error of the caller's call */
+}
+
+void nabla_attention_amd_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense, char *buf,
+                                 size_t len) {
+  snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DAMD_MATRIX=%d%s", nabla_dtype_define(dtype),
+           shape->head_dim, dense, amd_matrix(id), amd_emulated(id) ? " -DAMD_EMULATE" : "");
+}
+
 int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_len) {
   if (why && why_len) why[0] = '\0';
   if (id < 0 || id >= NABLA_VARIANT_COUNT) {
@@ -381,6 +470,8 @@ int nabla_variant_probe_run(nabla_context *ctx, int id, char *why, size_t why_le
       probe_nvidia_wgmma(ctx, pr);
     } else if (id == NABLA_VARIANT_WGMMA_EMULATED) {
       probe_wgmma_emulated(ctx, pr);
+    } else if (nabla_variant_is_amd(id)) {
+      probe_amd(ctx, id, pr);
     } else { /* portable, the emulation and cpu-rows run wherever OpenCL C does */
       pr->probed = pr->supported = 1;
     }
@@ -474,6 +565,17 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
       mma_eligible(shape, dtype, 1, why, sizeof why) &&
       nabla_variant_usable(ctx, NABLA_VARIANT_NVIDIA_WGMMA, NABLA_STAGE_ATTENTION, why, sizeof why))
     return NABLA_VARIANT_NVIDIA_WGMMA;
+  if (want == NABLA_VARIANT_AUTO && ctx->caps.vendor == NABLA_VENDOR_AMD) {
+    /* The matrix cores the gfx target has (no note when it has none: automatic choice). */
+    const int amd = amd_arch_has(ctx->caps.arch, 1) ? NABLA_VARIANT_AMD_MFMA
+                    : amd_arch_has(ctx->caps.arch, 2) ? NABLA_VARIANT_AMD_WMMA : -1;
+    if (amd < 0) return NABLA_VARIANT_PORTABLE;
+    if (mma_eligible(shape, dtype, 0, why, sizeof why) &&
+        nabla_variant_usable(ctx, amd, NABLA_STAGE_ATTENTION, why, sizeof why))
+      return amd;
+    snprintf(note, note_len, "%s (automatic) unavailable: %s; using portable", nabla_variant_name(amd), why);
+    return NABLA_VARIANT_PORTABLE;
+  }
   int id = want == NABLA_VARIANT_AUTO ? NABLA_VARIANT_NVIDIA_MMA : want;
   if (!mma_eligible(shape, dtype, nabla_variant_is_wgmma(id), why, sizeof why) ||
       !nabla_variant_usable(ctx, id, NABLA_STAGE_ATTENTION, why, sizeof why)) {
@@ -593,7 +695,7 @@ nabla_status nabla_variant_list(nabla_context *ctx, char *buf, size_t len) {
   buf[0] = '\0';
   size_t off = 0;
   for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
-    if (id == NABLA_VARIANT_MMA_EMULATED || id == NABLA_VARIANT_WGMMA_EMULATED)
+    if (id == NABLA_VARIANT_MMA_EMULATED || id == NABLA_VARIANT_WGMMA_EMULATED || amd_emulated(id))
       continue; /* test aids, not device capabilities */
     if (!nabla_variant_usable(ctx, id, NABLA_STAGE_ATTENTION, NULL, 0)) continue;
     int n = snprintf(buf + off, len - off, "%s%s", off ? " " : "", variant_names[id]);
@@ -609,7 +711,8 @@ nabla_status nabla_variant_force(nabla_context *ctx, const char *variant) {
   if (id == -2)
     return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
                       "unknown variant \"%.64s\" (auto, portable, nvidia-mma, nvidia-mma-emulated, cpu-rows, "
-                      "nvidia-wgmma, nvidia-wgmma-emulated)",
+                      "nvidia-wgmma, nvidia-wgmma-emulated, amd-mfma, amd-mfma-emulated, amd-wmma, "
+                      "amd-wmma-emulated)",
                       variant);
   ctx->variants.forced = id == NABLA_VARIANT_AUTO ? 0 : id + 1;
   return NABLA_OK;

@@ -14,6 +14,12 @@
  *                          through the PTX rewrite of ptxpatch.h); NVIDIA sm_90 devices whose
  *                          probe passes, fp16/bf16, head_dim 64 or 128
  *   5 nvidia-wgmma-emulated the same kernel with wgmma emulated; any device, only when forced
+ *   6 amd-mfma             cl/attention_amd.cl on CDNA's matrix cores (MFMA 16x16x16): AMD
+ *                          gfx90a and gfx94x devices whose probe passes, fp16/bf16, head_dim %
+ *                          16 == 0, <= 128
+ *   7 amd-mfma-emulated    the same kernel with MFMA emulated (64-wide waves); only when forced
+ *   8 amd-wmma             the same kernel on RDNA3's WMMA (gfx11, 32-wide waves), likewise
+ *   9 amd-wmma-emulated    the same kernel with WMMA emulated; only when forced
  *
  * Probes: a variant that needs a device feature compiles and runs a tiny kernel once per device
  * (cl/probe_mma.cl) and compares its output with values computed here. The verdict is kept in
@@ -23,7 +29,7 @@
  *
  * Choice, first match: nabla_variant_force on the context; NABLACL_VARIANT in the environment;
  * the tuned VARIANT parameter; automatic = cpu-rows on CPU devices, nvidia-wgmma, then
- * nvidia-mma, where supported and eligible, else portable. A requested variant that is unsupported, ineligible for the problem or broken
+ * nvidia-mma, then amd-mfma or amd-wmma, where supported and eligible, else portable. A requested variant that is unsupported, ineligible for the problem or broken
  * falls back to portable; the context's variant note says why.
  */
 #ifndef NABLA_VARIANT_H
@@ -40,7 +46,11 @@ enum {
   NABLA_VARIANT_CPU_ROWS = 3,
   NABLA_VARIANT_NVIDIA_WGMMA = 4,
   NABLA_VARIANT_WGMMA_EMULATED = 5,
-  NABLA_VARIANT_COUNT = 6
+  NABLA_VARIANT_AMD_MFMA = 6,
+  NABLA_VARIANT_AMD_MFMA_EMULATED = 7,
+  NABLA_VARIANT_AMD_WMMA = 8,
+  NABLA_VARIANT_AMD_WMMA_EMULATED = 9,
+  NABLA_VARIANT_COUNT = 10
 };
 
 /* Name of a variant id ("portable", ...); "auto" for NABLA_VARIANT_AUTO, NULL if unknown. */
@@ -76,6 +86,13 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 /* Marks a variant unusable for `stage` (one NABLA_STAGE_* value) on this context (its kernel did
  * not build), with the reason, which nabla_variant_usable gives for that stage alone. */
 void nabla_variant_mark_broken(nabla_context *ctx, int id, int stage, const char *why);
+
+/* Whether a variant id is the AMD matrix-core kernel (MFMA or WMMA, real or emulated). */
+int nabla_variant_is_amd(int id);
+
+/* Build options of the AMD matrix-core attention kernel (variant 6 to 9). */
+void nabla_attention_amd_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense, char *buf,
+                                 size_t len);
 
 /* Whether a variant id is the wgmma kernel, real or emulated. */
 int nabla_variant_is_wgmma(int id);

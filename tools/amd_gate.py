@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""AMD compile gate: every program nablacl builds on an AMD GPU, compiled by clang's AMDGPU back end.
+
+tests/kernel_dump (built with the library) records, for a simulated AMD device of each target,
+the stage name, build options and complete source of every program the library builds, through
+the library's own calls (so the options are its own: built-in defaults, the selection's split per
+row length, the variant choice). This script compiles each with clang-15 and Debian's ROCm device
+libraries, reads the kernel resource usage remarks and the disassembly, and writes one row per
+kernel x options x target: SGPRs, VGPRs, AGPRs, spills, scratch, LDS, occupancy (waves per SIMD,
+the compiler's figure: registers and LDS both limit it) and the count of matrix instructions.
+
+It fails when a default configuration (what the library builds untuned) spills or uses scratch,
+or when a default kernel falls below 2 waves per SIMD; the portable attention's 4 waves per SIMD on
+CDNA (gfx90a, gfx940) is reported in the "note" column (the kernel does not reach it yet).
+
+Debian 12's rocm-device-libs (5.2.3) lack gfx11's one target-specific bitcode file,
+oclc_isa_version_1100.bc, which holds a single constant (__oclc_ISA_version = 11000); the script
+writes that file next to links to the other libraries, so gfx1100 compiles with the same
+libraries as the others.
+
+  amd_gate.py --dump build/tests/kernel_dump --work build/amd-gate [--targets gfx90a,...]
+              [--candidates] [--opt O3|O0] [--jobs 2]
+Writes WORK/report.csv and WORK/report.json.
+"""
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+DEVICE_LIBS = "/usr/lib/x86_64-linux-gnu/amdgcn/bitcode"
+TARGETS = ["gfx90a", "gfx940", "gfx1030", "gfx1100"]
+CDNA = {"gfx90a", "gfx940"}
+MATRIX = re.compile(r"^\s*(v_mfma\w*|v_smfmac\w*|v_wmma\w*)")
+FIELDS = {
+    "SGPRs": "sgpr", "VGPRs": "vgpr", "AGPRs": "agpr", "ScratchSize [bytes/lane]": "scratch",
+    "Occupancy [waves/SIMD]": "occupancy", "SGPRs Spill": "sgpr_spill", "VGPRs Spill": "vgpr_spill",
+    "LDS Size [bytes/block]": "lds",
+}
+COLUMNS = ["target", "stage", "kernel", "options", "default", "what", "sgpr", "vgpr", "agpr",
+           "sgpr_spill", "vgpr_spill", "scratch", "lds", "occupancy", "matrix", "matrix_ops", "error"]
+
+
+def tool(name):
+    path = shutil.which(name)
+    if not path:
+        sys.exit(f"amd_gate: {name} not found (apt-get install clang-15 lld-15 llvm-15 rocm-device-libs)")
+    return path
+
+
+def device_libs(work, target):
+    """The device-library folder for a target: Debian's own, or for gfx11 links to it plus the
+    generated ISA-version file."""
+    if os.path.exists(f"{DEVICE_LIBS}/oclc_isa_version_{target[3:]}.bc"):
+        return DEVICE_LIBS
+    libs = os.path.join(work, f"bitcode-{target}")
+    os.makedirs(libs, exist_ok=True)
+    for name in os.listdir(DEVICE_LIBS):
+        link = os.path.join(libs, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join(DEVICE_LIBS, name), link)
+    m = re.fullmatch(r"gfx(\d+)([0-9a-f])", target)
+    version = int(m.group(1)) * 100 + int(m.group(2), 16) * 1 if m else 0
+    text = subprocess.run([tool("llvm-dis-15"), f"{DEVICE_LIBS}/oclc_isa_version_1030.bc", "-o", "-"],
+                          check=True, capture_output=True, text=True).stdout
+    text = re.sub(r"constant i32 \d+", f"constant i32 {version}", text)
+    subprocess.run([tool("llvm-as-15"), "-o", os.path.join(libs, f"oclc_isa_version_{target[3:]}.bc")],
+                   input=text, check=True, text=True)
+    return libs
+
+
+def parse_remarks(text):
+    kernels, cur = {}, None
+    for line in text.splitlines():
+        m = re.search(r"remark: .*?Function Name: (\S+)", line)
+        if m:
+            cur = kernels.setdefault(m.group(1), {})
+            continue
+        m = re.search(r"remark: .*?\s{4}(.+?): (\d+) \[-Rpass-analysis", line)
+        if m and cur is not None and m.group(1) in FIELDS:
+            cur[FIELDS[m.group(1)]] = int(m.group(2))
+    return kernels
+
+
+def matrix_counts(objdump):
+    counts, cur = {}, None
+    for line in objdump.splitlines():
+        m = re.match(r"^[0-9a-f]+ <(\S+)>:", line)
+        if m:
+            cur = counts.setdefault(m.group(1), {})
+            continue
+        m = MATRIX.match(line)
+        if m and cur is not None:
+            cur[m.group(1)] = cur.get(m.group(1), 0) + 1
+    return counts
+
+
+def compile_one(args, work, target, libs, entry):
+    src = os.path.join(work, target, entry["id"] + ".cl")
+    obj = src[:-3] + f".{args.opt}.o"
+    cmd = [tool("clang-15"), "-x", "cl", "-cl-std=CL1.2", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}",
+           "-Xclang", "-finclude-default-header", f"--rocm-device-lib-path={libs}", f"-{args.opt}",
+           "-Rpass-analysis=kernel-resource-usage"] + entry["options"].split() + ["-c", src, "-o", obj]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    base = {"target": target, "stage": entry["stage"], "options": entry["options"],
+            "default": entry["default"], "what": entry["what"]}
+    if res.returncode != 0:
+        err = " | ".join(l for l in res.stderr.splitlines() if "error" in l)[:400] or "clang failed"
+        return [dict(base, kernel="", error=err)]
+    dis = subprocess.run([tool("llvm-objdump-15"), "-d", "--no-show-raw-insn", obj], capture_output=True,
+                         text=True, check=True).stdout
+    mats = matrix_counts(dis)
+    rows = []
+    for kernel, res_usage in parse_remarks(res.stderr).items():
+        ops = mats.get(kernel, {})
+        rows.append(dict(base, kernel=kernel, **res_usage, matrix=sum(ops.values()),
+                         matrix_ops=" ".join(f"{k}:{v}" for k, v in sorted(ops.items())), error=""))
+    return rows
+
+
+def matrix_stage(stage):
+    return re.search(r"amd_(mfma|wmma)", stage) is not None
+
+
+def check(row):
+    """Why a default configuration fails the gate, or None. gfx1100 is checked for the matrix
+    kernels alone: clang-15 caps every gfx11 kernel at 128 VGPRs (occupancy 8 whatever the
+    kernel), so its spill figures for the SIMT kernels say more about the compiler than about
+    the kernels."""
+    if not row["default"]:
+        return None
+    if row["error"]:
+        # Matrix-core kernels and probes only build for the targets that have the instructions.
+        return None if matrix_stage(row["stage"]) else f"does not compile: {row['error']}"
+    if row["target"] == "gfx1100" and not matrix_stage(row["stage"]):
+        return None
+    if row.get("scratch", 0) or row.get("vgpr_spill", 0) or row.get("sgpr_spill", 0):
+        return f"spills (VGPR {row.get('vgpr_spill')}, SGPR {row.get('sgpr_spill')}, scratch {row.get('scratch')} B/lane)"
+    if row.get("occupancy", 0) < 2:
+        return f"occupancy {row.get('occupancy')} waves/SIMD < 2"
+    return None
+
+
+def note(row):
+    """Targets the gate reports without failing on them."""
+    if row["default"] and row["stage"] == "attention" and row["target"] in CDNA and not row["error"] \
+            and row.get("occupancy", 0) < 4:
+        return f"portable attention at {row.get('occupancy')} waves/SIMD, below the 4 aimed at"
+    return ""
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dump", required=True, help="the kernel_dump executable")
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--targets", default=",".join(TARGETS))
+    ap.add_argument("--candidates", action="store_true", help="also every tuner candidate of the portable attention")
+    ap.add_argument("--opt", default="O3", choices=["O3", "O0"])
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    start = time.time()
+    os.makedirs(args.work, exist_ok=True)
+    rows = []
+    for target in args.targets.split(","):
+        out = os.path.join(args.work, target)
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        cmd = [args.dump, "--target", target, "--out", out] + (["--candidates"] if args.candidates else [])
+        if subprocess.run(cmd).returncode != 0:
+            sys.exit(f"amd_gate: {' '.join(cmd)} failed")
+        with open(os.path.join(out, "manifest.jsonl")) as f:
+            entries = [json.loads(line) for line in f]
+        libs = device_libs(args.work, target)
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            for r in pool.map(lambda e: compile_one(args, args.work, target, libs, e), entries):
+                rows.extend(r)
+    failures = []
+    for row in rows:
+        why = check(row)
+        row["gate"] = why or ""
+        row["note"] = note(row)
+        if why:
+            failures.append(f"{row['target']} {row['stage']}/{row['kernel']} [{row['options']}]: {why}")
+    with open(os.path.join(args.work, "report.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS + ["gate", "note"], restval="")
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(args.work, "report.json"), "w") as f:
+        json.dump({"compiler": "clang-15", "opt": args.opt, "rows": rows}, f, indent=1)
+    print(f"amd_gate: {len(rows)} kernel builds on {args.targets} at -{args.opt}, "
+          f"{sum(1 for r in rows if r['default'])} default; report in {args.work}/report.csv "
+          f"({time.time() - start:.0f} s)")
+    for line in failures:
+        print("FAIL", line)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -639,6 +639,57 @@ static void test_mask_command(void **state) {
   result_free(&r);
 }
 
+/* The AMD matrix-core kernel with its matrix instructions emulated, chosen through
+ * NABLACL_VARIANT, passes --check: batch 2, a ragged 3x9x13 grid, head dims 64 and 128, f16 and
+ * bf16 (each variant gets two of the four combinations, the two variants all four). */
+static void test_amd_emulated_check(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  const struct {
+    const char *variant;
+    npy_dtype dtype;
+    int d;
+  } cases[] = {{"amd-mfma-emulated", NPY_F16, 64}, {"amd-mfma-emulated", NPY_U16, 128},
+               {"amd-wmma-emulated", NPY_U16, 64}, {"amd-wmma-emulated", NPY_F16, 128}};
+  const size_t B = 2, H = 2, S = 3 * 9 * 13;
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    const size_t n = B * H * S * (size_t)cases[c].d, shape[4] = {B, H, S, (size_t)cases[c].d};
+    const nabla_dtype storage = cases[c].dtype == NPY_F16 ? NABLA_F16 : NABLA_BF16;
+    char paths[3][1400], err[256];
+    const char *names[3] = {"amd_q.npy", "amd_k.npy", "amd_v.npy"};
+    double *x = malloc(n * sizeof(double));
+    uint64_t seed = 900 + c;
+    assert_non_null(x);
+    for (int i = 0; i < 3; i++) {
+      tu_fill_normal(x, n, &seed, 1.0);
+      void *data = tu_pack(x, n, storage);
+      assert_non_null(data);
+      if (npy_write(out_path(fx, names[i], paths[i], sizeof paths[i]), cases[c].dtype, 4, shape, data, err,
+                    sizeof err) != 0)
+        fail_msg("writing %s: %s", names[i], err);
+      free(data);
+    }
+    free(x);
+    const char *args[] = {"run", "--q", paths[0], "--k", paths[1], "--v", paths[2], "--algo", "nabla-0.5",
+                          "--grid", "3,9,13", "--dtype", storage == NABLA_F16 ? "f16" : "bf16", "--check",
+                          "--json", NULL};
+    setenv("NABLACL_VARIANT", cases[c].variant, 1);
+    result r = run_tool(fx, args);
+    unsetenv("NABLACL_VARIANT");
+    if (r.status != 0) fail_msg("%s: exit %d: %s", cases[c].variant, r.status, r.err);
+    cJSON *root = cJSON_Parse(r.out);
+    assert_non_null(root);
+    const cJSON *variant = cJSON_GetObjectItemCaseSensitive(root, "variant");
+    if (!cJSON_IsString(variant) || strcmp(variant->valuestring, cases[c].variant) != 0)
+      fail_msg("ran %s, expected %s", cJSON_IsString(variant) ? variant->valuestring : "?", cases[c].variant);
+    cJSON *check = cJSON_GetObjectItemCaseSensitive(root, "check");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(check, "ok")));
+    cJSON_Delete(root);
+    result_free(&r);
+    empty_out_dir(fx);
+  }
+}
+
 /* A plain sequence in fp16, dense, human output. */
 static void test_plain_sequence_f16(void **state) {
   fixture *fx = *state;
@@ -737,6 +788,7 @@ int main(void) {
     cmocka_unit_test(test_raster_bf16_matches_tile),
     cmocka_unit_test(test_mask_command),
     cmocka_unit_test(test_plain_sequence_f16),
+    cmocka_unit_test(test_amd_emulated_check),
     cmocka_unit_test(test_demo_small),
     cmocka_unit_test(test_run_warmup),
     cmocka_unit_test(test_bench_warmup),

@@ -275,6 +275,62 @@ static void run_poisoned_tails(nabla_context *ctx, nabla_dtype dtype, int head_d
 /* The wgmma kernel's logic, emulated: its probe kernel must agree with the host (the same
  * check the real probe makes on a Hopper GPU), then ragged blocks, both head dims, batch > 1,
  * empty rows and dense. */
+/* The AMD matrix-core kernel with MFMA (64-wide waves) and WMMA (32-wide) emulated: ragged
+ * grids, batch 2, head dims 16 to 128, both 16-bit types, dense, empty rows, huge logits. */
+static void test_amd_emulated_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  const char *emus[2] = {"amd-mfma-emulated", "amd-wmma-emulated"};
+  const nabla_shape ragged = {2, 2, 720, 64, 3, 12, 20}, odd = {1, 3, 234, 32, 2, 9, 13};
+  const nabla_shape seq48 = {1, 2, 200, 48, 0, 0, 0}, d16 = {1, 1, 130, 16, 0, 0, 0};
+  const nabla_shape d128 = {2, 1, 300, 128, 3, 10, 10};
+  for (int i = 0; i < 2; i++) {
+    if (!nabla_variant_supported(ctx, emus[i])) fail_msg("%s probe: %s", emus[i], nabla_variant_note(ctx));
+    assert_int_equal(nabla_variant_force(ctx, emus[i]), NABLA_OK);
+    run_case(ctx, ragged, i ? NABLA_F16 : NABLA_BF16, 0.4, 31 + i, emus[i]);
+    run_case(ctx, odd, i ? NABLA_BF16 : NABLA_F16, 0.4, 33 + i, emus[i]);
+    run_case(ctx, seq48, NABLA_BF16, -1.0, 35 + i, emus[i]);
+    run_case(ctx, d16, NABLA_F16, 0.5, 37 + i, emus[i]);
+    run_case(ctx, d128, i ? NABLA_F16 : NABLA_BF16, 0.3, 39 + i, emus[i]);
+    run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 41 + i, emus[i]); /* huge logits */
+  }
+  assert_int_equal(nabla_variant_force(ctx, "auto"), NABLA_OK);
+}
+
+/* A simulated AMD GPU (the context's capabilities replaced): the automatic choice asks for the
+ * target's matrix cores, whose probe fails on this device, so the portable kernel runs with the
+ * probe's reason in the note; RDNA2 has none to ask for. The portable kernel then runs with the
+ * AMD defaults (work-groups of 256, TILE_D=8 TILE_V=4) and must still match the reference. */
+static void test_simulated_amd(void **state) {
+  CTX_OR_SKIP(state);
+  (void)ctx;
+  const char *archs[3] = {"gfx90a", "gfx1100", "gfx1030"};
+  const nabla_shape s = {2, 2, 720, 64, 3, 12, 20}, d128 = {1, 2, 300, 128, 3, 10, 10};
+  for (int i = 0; i < 3; i++) {
+    nabla_context *own = tu_context();
+    assert_non_null(own);
+    own->caps.vendor = NABLA_VENDOR_AMD;
+    own->caps.is_cpu = 0, own->caps.is_gpu = 1, own->caps.max_wg = 256, own->caps.local_mem = 65536;
+    snprintf(own->caps.arch, sizeof own->caps.arch, "%s", archs[i]);
+    char buf[64];
+    assert_int_equal(nabla_attention_variant(own, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+    assert_string_equal(buf, "portable");
+    if (i < 2) {
+      assert_non_null(strstr(nabla_variant_note(own), i ? "amd-wmma" : "amd-mfma"));
+      assert_non_null(strstr(nabla_variant_note(own), "probe"));
+    } else {
+      assert_string_equal(nabla_variant_note(own), "");
+    }
+    assert_false(nabla_variant_supported(own, "amd-mfma"));
+    char cfg[128];
+    assert_int_equal(nabla_config_describe(own, "attention", &s, NABLA_BF16, cfg, sizeof cfg), NABLA_OK);
+    assert_non_null(strstr(cfg, "TILE_D=8 TILE_V=4"));
+    assert_non_null(strstr(cfg, "default-gpu-amd"));
+    run_case(own, s, NABLA_BF16, 0.4, 51 + i, "portable");
+    run_case(own, d128, NABLA_F16, -1.0, 54 + i, "portable");
+    nabla_context_destroy(own);
+  }
+}
+
 static void test_wgmma_emulated_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   const char *emu = "nvidia-wgmma-emulated";
@@ -504,6 +560,8 @@ int main(void) {
       cmocka_unit_test(test_nvidia_mma_matches_reference),
       cmocka_unit_test(test_wgmma_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_wgmma_matches_reference),
+      cmocka_unit_test(test_amd_emulated_matches_reference),
+      cmocka_unit_test(test_simulated_amd),
       cmocka_unit_test(test_nvidia_wgmma_tensor_map_cache),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);

@@ -141,6 +141,7 @@ void nabla_context_destroy(nabla_context *ctx) {
   nabla_profile_release(ctx);
   nabla_workspace_release(ctx);
   nabla_cuda_driver_release(ctx);
+  nabla_blas_release(ctx);
   nabla_programs_release(ctx);
   nabla_tuning_free(ctx->tuning);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

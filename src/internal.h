@@ -130,6 +130,23 @@ typedef struct {
   char why[160];      /* why there is no driver, when not */
 } nabla_cuda_driver;
 
+/* CLBlast, opened at run time for the reduced map's batched GEMM (blas.c). */
+typedef struct {
+  int tried;                /* opened (or failed to) once */
+  void *lib;                /* dlopen handle of libclblast.so.1, or NULL */
+  unsigned char gemm[sizeof(void (*)(void))]; /* CLBlastSgemmStridedBatched */
+  char why[128];            /* why there is none, when not */
+} nabla_blas;
+
+/* blas.c: whether CLBlast could be opened (once per context; the reason in ctx->blas.why), */
+int nabla_blas_available(nabla_context *ctx);
+/* enqueues logits[z] = scale * qp[z] kp[z]ᵀ for z < BH over the pooled rows (as cl/map.cl reads
+ * them), map rows ld floats apart, */
+nabla_status nabla_blas_map(nabla_context *ctx, cl_mem pooled, cl_mem logits, int Nb, int ld, int D, int BH,
+                            float scale, cl_event *event);
+/* and clears CLBlast's program cache and closes it when the context goes. */
+void nabla_blas_release(nabla_context *ctx);
+
 struct nabla_context {
   cl_context cl_ctx;
   cl_device_id device;
@@ -146,6 +163,7 @@ struct nabla_context {
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
   nabla_cuda_driver cuda;         /* for tensor maps (tensormap.c) */
+  nabla_blas blas;                /* CLBlast for the reduced map (blas.c) */
   /* Developer hook (tests/kernel_dump.c, the AMD compile gate): when set, called with every
    * program's stage name, build options and complete source just before it is built. */
   void (*program_hook)(void *user, const char *name, const char *options, const char *source);
@@ -225,9 +243,10 @@ struct nabla_mask {
 };
 
 /* mask.c, for tests: pools q and k and computes the reduced map (the variant src/variant.h's
- * nabla_map_variant_choose picks), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
+ * nabla_map_variant_choose picks, or with blas CLBlast's GEMM), read back into logits
+ * ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                                    cl_mem q, cl_mem k, float *logits);
+                                    cl_mem q, cl_mem k, int blas, float *logits);
 /* The block layout of a shape on the device (int32, nb + 1 token offsets), retained for the
  * caller, who releases it. The context keeps the last layout it uploaded and hands it out
  * again for shapes with the same seq and grid: uploading it is host work that a mask build

@@ -138,9 +138,10 @@ done:
 static size_t map_stride(cl_int Nb) { return ((size_t)Nb + 31) / 32 * 32; }
 
 /* Enqueues the pooling of Q and K and the reduced map into the workspace; *logits receives the
- * map buffer (row-major [B H][Nb][map_stride(Nb)] fp32, scaled by 1 / sqrt(D)). */
+ * map buffer (row-major [B H][Nb][map_stride(Nb)] fp32, scaled by 1 / sqrt(D)). blas: the map
+ * through CLBlast's batched GEMM (blas.c) instead of a map kernel. */
 static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem block_start,
-                                nabla_dtype dtype, cl_mem q, cl_mem k, cl_uint num_wait,
+                                nabla_dtype dtype, cl_mem q, cl_mem k, int blas, cl_uint num_wait,
                                 const cl_event *wait, cl_mem *logits) {
   nabla_status st = NABLA_OK;
   cl_mem pooled = NULL;
@@ -150,7 +151,7 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
   cl_int ld = (cl_int)map_stride(Nb);
   size_t rows = (size_t)BH * (size_t)Nb;
   int split = 0; /* pooled rows as fp16 hi + lo and a scale each, for the tensor-core map */
-  TRY(st, map_kernel(ctx, s, &map, &split));
+  if (!blas) TRY(st, map_kernel(ctx, s, &map, &split));
   /* Either 2 rows x D floats, or per row D + D halves (the same bytes) and one float scale. */
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_POOLED, 2 * rows * (D + (size_t)split) * sizeof(float), "pooled Q and K", &pooled));
   TRY(st, nabla_workspace_get(ctx, NABLA_WS_MAP, rows * (size_t)ld * sizeof(float), "reduced map", logits));
@@ -171,6 +172,10 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
 
   /* logits[bh] = qp[bh] · kp[bh]ᵀ / sqrt(D), row-major Nb x Nb per (b, h). */
   cl_float scale = 1.0f / sqrtf((float)D);
+  if (blas) {
+    TRY(st, nabla_blas_map(ctx, pooled, *logits, Nb, ld, D, BH, scale, nabla_profile_slot(ctx, "map")));
+    goto done;
+  }
   size_t tiles = ((size_t)Nb + 127) / 128;
   size_t map_global[3] = {16 * tiles, 16 * tiles, (size_t)BH}, map_local[3] = {16, 16, 1};
   if (split) { /* (column splits, 128-row strips, B H) work-groups of 256 */
@@ -222,7 +227,8 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
                     "tune SEL_WG to at least %zu", Nb, per_thread, fit);
     goto done;
   }
-  TRY(st, enqueue_map(ctx, s, m->block_start, dtype, q, k, num_wait, wait, &logits));
+  TRY(st, enqueue_map(ctx, s, m->block_start, dtype, q, k, nabla_params_get(sel, "MAP_BLAS", 0) == 1, num_wait,
+                      wait, &logits));
   /* The mask's own buffers now, while the device pools: creating them is host work. */
   TRY(st, mask_lists(ctx, m));
   size_t rows_per_group = sel_wg / tpr, sel_groups = (rows + rows_per_group - 1) / rows_per_group;
@@ -500,7 +506,7 @@ done:
 }
 
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                                    cl_mem q, cl_mem k, float *logits) {
+                                    cl_mem q, cl_mem k, int blas, float *logits) {
   nabla_status st = NABLA_OK;
   cl_mem starts = NULL, map = NULL;
   TRY(st, nabla_check_common(ctx, shape, dtype, 0, NULL));
@@ -509,7 +515,7 @@ nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape
   cl_int Nb = nabla_shape_blocks(shape);
   size_t nb = (size_t)Nb, rows = (size_t)shape->batch * shape->heads * nb;
   TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
-  TRY(st, enqueue_map(ctx, shape, starts, dtype, q, k, 0, NULL, &map));
+  TRY(st, enqueue_map(ctx, shape, starts, dtype, q, k, blas, 0, NULL, &map));
   const size_t origin[3] = {0, 0, 0}, region[3] = {nb * sizeof(float), rows, 1};
   TRY_CL(st, ctx, clEnqueueReadBufferRect(ctx->queue, map, CL_TRUE, origin, origin, region,
                                           map_stride(Nb) * sizeof(float), 0, nb * sizeof(float), 0,

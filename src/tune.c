@@ -118,6 +118,9 @@ static int select_fits(nabla_context *ctx, int head_dim, const nabla_params *p, 
   return 1;
 }
 
+/* MAP_BLAS=1 only where CLBlast can be opened. */
+static int blas_allowed(nabla_context *ctx, int value) { return value == 0 || nabla_blas_available(ctx); }
+
 /* The selection kernel with its default rows-per-work-item split (mask.c adds SEL_TPR/SEL_PT
  * for the problem's row length; those do not change the work-group size). */
 static nabla_status select_build(nabla_context *ctx, nabla_dtype dtype, int head_dim,
@@ -148,11 +151,12 @@ static const nabla_kernel_space kernel_spaces[] = {
      "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes (64*16 for the last term with 256 work-items) <= CL_DEVICE_LOCAL_MEM_SIZE; "
      "work-groups of 128 (256 on AMD GPUs): CL_KERNEL_WORK_GROUP_SIZE at least that; VARIANT=1 (4, 6, 8) only where the nvidia-mma (nvidia-wgmma, amd-mfma, amd-wmma) probe passed"},
     {"select",
-     {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
+     {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"},
+      {"MAP_BLAS", 0, 2, {0, 1}, blas_allowed, "reduced map: 0 the map kernel, 1 CLBlast's batched GEMM (where libclblast.so.1 is installed)"}},
      select_fits,
      select_build,
      "SEL_WG a power of two, 32 <= SEL_WG <= CL_DEVICE_MAX_WORK_GROUP_SIZE and <= "
-     "CL_KERNEL_WORK_GROUP_SIZE; 96*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE"},
+     "CL_KERNEL_WORK_GROUP_SIZE; 96*SEL_WG bytes <= CL_DEVICE_LOCAL_MEM_SIZE; MAP_BLAS=1 where libclblast.so.1 opens"},
 };
 
 /* Built-in defaults per device class, used when nothing is tuned. Parameters not named keep

@@ -298,7 +298,7 @@ static void test_row_too_long_for_select(void **state) {
  * FMA and the emulated tensor-core map both stay below 5e-7 units, and the tensor-core map
  * without one of its two cross products above 1.9e-5. `big`: a few values 1e4 times the
  * rest (the per-row scale must keep the small ones). */
-static double map_error(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, uint64_t seed, int big) {
+static double map_error(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, uint64_t seed, int big, int blas) {
   size_t n = (size_t)s.batch * s.heads * s.seq * s.head_dim;
   int nb = nabla_shape_blocks(&s), D = s.head_dim;
   size_t rows = (size_t)s.batch * s.heads * nb;
@@ -314,7 +314,7 @@ static double map_error(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, ui
   nabla_ref_pool(&s, q, qp);
   nabla_ref_pool(&s, k, kp);
   cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
-  if (nabla_reduced_map_read(ctx, &s, dtype, dq, dk, dev) != NABLA_OK) fail_msg("map: %s", nabla_last_error(ctx));
+  if (nabla_reduced_map_read(ctx, &s, dtype, dq, dk, blas, dev) != NABLA_OK) fail_msg("map: %s", nabla_last_error(ctx));
   const double scale = 1.0 / sqrt((double)D);
   double worst = 0;
   for (size_t z = 0; z < (size_t)s.batch * s.heads; z++)
@@ -345,12 +345,17 @@ static void test_reduced_map_accuracy(void **state) {
   const nabla_shape shapes[] = {{1, 2, 12 * 44 * 76, 64, 12, 44, 76}, {1, 1, 300 * 64 - 17, 128, 0, 0, 0},
                                 {3, 1, 100 * 64, 32, 0, 0, 0}, {1, 1, 70 * 64, 80, 0, 0, 0}};
   const nabla_dtype dtypes[] = {NABLA_F16, NABLA_BF16, NABLA_F32, NABLA_F16};
-  const char *variants[] = {"auto", "nvidia-mma-emulated"};
-  for (int v = 0; v < 2; v++) {
-    assert_int_equal(nabla_variant_force(ctx, variants[v]), NABLA_OK);
-    for (int c = 0; c < 4; c++)
+  /* The third: CLBlast's batched GEMM (the select space's MAP_BLAS=1), where it is installed. */
+  const char *variants[] = {"auto", "nvidia-mma-emulated", "CLBlast"};
+  for (int v = 0; v < 3; v++) {
+    if (v == 2 && !nabla_blas_available(ctx)) {
+      print_message("CLBlast map not checked: %s\n", ctx->blas.why);
+      continue;
+    }
+    assert_int_equal(nabla_variant_force(ctx, v == 1 ? variants[1] : "auto"), NABLA_OK);
+    for (int c = v == 2 ? 1 : 0; c < 4; c++) /* CLBlast: the ragged shapes with batch and odd D */
       for (int big = 0; big < 2; big++) {
-        double e = map_error(ctx, shapes[c], dtypes[c], 90 + c * 2 + big, big);
+        double e = map_error(ctx, shapes[c], dtypes[c], 90 + c * 2 + big, big, v == 2);
         if (!(e <= 0x1p-20)) fail_msg("%s map, shape %d, big %d: error %.3g units (> 2^-20)", variants[v], c, big, e);
       }
   }

@@ -492,7 +492,7 @@ static void test_launches_use_tuned_values(void **state) {
   put_json(f->cache, "attention", json);
   put_json(f->cache, "select",
            "{\"schema\":2,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\","
-           "\"params\":{\"SEL_WG\":128},\"ms\":1.0,\"date\":\"2026-11-22T20:00:00Z\"}");
+           "\"params\":{\"SEL_WG\":128,\"MAP_BLAS\":0},\"ms\":1.0,\"date\":\"2026-11-22T20:00:00Z\"}");
   nabla_context *ctx = context_or_skip();
   size_t n = (size_t)kTiny.batch * kTiny.heads * kTiny.seq * kTiny.head_dim;
   double *x = malloc(n * sizeof *x);

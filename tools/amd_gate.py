@@ -102,10 +102,12 @@ def matrix_counts(objdump):
 
 def compile_one(args, work, target, libs, entry):
     src = os.path.join(work, target, entry["id"] + ".cl")
-    obj = src[:-3] + f".{args.opt}.o"
+    # Linked into a code object (ld.lld-15), as the runtime does: a helper left undefined (C99
+    # `inline` without `static` at -O0) fails here, not only on the device.
+    obj = src[:-3] + f".{args.opt}.co"
     cmd = [tool("clang-15"), "-x", "cl", "-cl-std=CL1.2", "-target", "amdgcn-amd-amdhsa", f"-mcpu={target}",
            "-Xclang", "-finclude-default-header", f"--rocm-device-lib-path={libs}", f"-{args.opt}",
-           "-Rpass-analysis=kernel-resource-usage"] + entry["options"].split() + ["-c", src, "-o", obj]
+           "-Rpass-analysis=kernel-resource-usage"] + entry["options"].split() + [src, "-o", obj]
     res = subprocess.run(cmd, capture_output=True, text=True)
     base = {"target": target, "stage": entry["stage"], "options": entry["options"],
             "default": entry["default"], "what": entry["what"]}
@@ -154,6 +156,37 @@ def note(row):
     return ""
 
 
+def short_options(options):
+    """The options that vary between a stage's builds, compactly."""
+    out = []
+    for o in options.split():
+        o = o.replace("-DNABLA_", "").replace("-D", "")
+        if o in ("DENSE=0",) or o.startswith("VARIANT="):
+            continue
+        out.append(o.replace("DTYPE=0", "f32").replace("DTYPE=1", "f16").replace("DTYPE=2", "bf16"))
+    return " ".join(out)
+
+
+def write_markdown(path, rows, opt):
+    """The default configurations as a Markdown table, one row per target x kernel x options."""
+    lines = [f"| target | kernel | options | VGPR | AGPR | SGPR | spill V/S | scratch | LDS | waves/SIMD | matrix ops |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if not r["default"]:
+            continue
+        if r["error"]:
+            lines.append(f"| {r['target']} | {r['stage']} | {short_options(r['options'])} | "
+                         f"does not build: {r['error'][:80]} ||||||||")
+            continue
+        lines.append(f"| {r['target']} | {r['kernel']} | {short_options(r['options'])} | {r.get('vgpr', '')} | "
+                     f"{r.get('agpr', '-') if r.get('agpr') is not None else '-'} | {r.get('sgpr', '')} | "
+                     f"{r.get('vgpr_spill', 0)}/{r.get('sgpr_spill', 0)} | {r.get('scratch', 0)} | {r.get('lds', '')} | "
+                     f"{r.get('occupancy', '')} | {r['matrix_ops'] or '-'} |")
+    with open(path, "w") as f:
+        f.write(f"Compiled by clang-15 at -{opt} (tools/amd_gate.py); default configurations only.\n\n")
+        f.write("\n".join(lines) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dump", required=True, help="the kernel_dump executable")
@@ -192,6 +225,7 @@ def main():
         w.writerows(rows)
     with open(os.path.join(args.work, "report.json"), "w") as f:
         json.dump({"compiler": "clang-15", "opt": args.opt, "rows": rows}, f, indent=1)
+    write_markdown(os.path.join(args.work, "report.md"), rows, args.opt)
     print(f"amd_gate: {len(rows)} kernel builds on {args.targets} at -{args.opt}, "
           f"{sum(1 for r in rows if r['default'])} default; report in {args.work}/report.csv "
           f"({time.time() - start:.0f} s)")

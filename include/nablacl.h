@@ -405,8 +405,9 @@ NABLA_API void nabla_semaphore_release(nabla_semaphore *semaphore);
  * signal submitted by the other API, as binary semaphores require), then the acquisition of
  * each imported tensor in `tensors` (a sub-buffer acquires its allocation). Either count may be
  * 0, not both. `done` completes with the last command. Errors before anything is enqueued:
- * NABLA_INVALID_ARGUMENT for a semaphore of another context or a tensor that was not imported
- * (or belongs to another context); NABLA_UNSUPPORTED naming the missing extension.
+ * NABLA_INVALID_ARGUMENT for a NULL, a semaphore or a tensor of another context;
+ * NABLA_UNSUPPORTED naming the missing extension. Whether a tensor was imported at all is the
+ * driver's to judge (OpenCL does not report it portably): pass only nabla_import_memory's.
  */
 NABLA_API nabla_status nabla_external_begin(nabla_context *ctx, cl_uint num_sems,
                                             nabla_semaphore *const *wait_sems, cl_uint num_tensors,

@@ -104,8 +104,6 @@ static const char *semaphore_missing(const nabla_context *ctx, nabla_handle_type
   if (!nabla_device_has_extension(ctx->device, semaphore_ext(t)) ||
       !device_lists(ctx->device, CL_DEVICE_SEMAPHORE_IMPORT_HANDLE_TYPES_KHR, semaphore_cl_type(t)))
     return semaphore_ext(t);
-  if (!device_lists(ctx->device, CL_DEVICE_SEMAPHORE_TYPES_KHR, CL_SEMAPHORE_TYPE_BINARY_KHR))
-    return "cl_khr_semaphore (binary semaphores)";
   return NULL;
 }
 
@@ -326,10 +324,12 @@ void nabla_semaphore_release(nabla_semaphore *s) {
   free(s);
 }
 
-/* The tensors' imported allocations (a sub-buffer stands for its parent), each once, into
- * roots[0..*count); every one checked to belong to ctx and to come from an external handle. */
-static nabla_status external_roots(nabla_context *ctx, cl_uint n, const cl_mem *tensors, cl_mem *roots,
-                                   cl_uint *count) {
+/* The tensors' allocations (a sub-buffer stands for its parent, as only whole imports can be
+ * acquired), each once, into roots[0..*count); every one checked to belong to ctx. Whether a
+ * buffer came from an external handle cannot be told portably (NVIDIA's driver does not list
+ * it in CL_MEM_PROPERTIES): the driver's acquisition is the judge of that. */
+static nabla_status tensor_roots(nabla_context *ctx, cl_uint n, const cl_mem *tensors, cl_mem *roots,
+                                 cl_uint *count) {
   *count = 0;
   for (cl_uint i = 0; i < n; i++) {
     cl_context owner = NULL;
@@ -341,21 +341,6 @@ static nabla_status external_roots(nabla_context *ctx, cl_uint n, const cl_mem *
     if (owner != ctx->cl_ctx)
       return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "tensors[%u] belongs to another cl_context", i);
     cl_mem root = parent ? parent : tensors[i];
-    cl_mem_properties props[16];
-    size_t len = 0;
-    int external = 0;
-    /* The creation properties: key, value pairs, except the device list (key, devices, END). */
-    if (clGetMemObjectInfo(root, CL_MEM_PROPERTIES, sizeof props, props, &len) != CL_SUCCESS) len = 0;
-    const size_t np = len / sizeof props[0];
-    for (size_t p = 0; p + 1 < np && props[p]; p += 2) {
-      if (props[p] == CL_EXTERNAL_MEMORY_HANDLE_OPAQUE_FD_KHR || props[p] == CL_EXTERNAL_MEMORY_HANDLE_DMA_BUF_KHR)
-        external = 1;
-      if (props[p] == CL_MEM_DEVICE_HANDLE_LIST_KHR)
-        while (p + 2 < np && props[p + 1] != CL_MEM_DEVICE_HANDLE_LIST_END_KHR) p++;
-    }
-    if (!external)
-      return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
-                        "tensors[%u] was not imported from an external handle (nabla_import_memory)", i);
     int seen = 0;
     for (cl_uint j = 0; j < *count; j++) seen |= roots[j] == root;
     if (!seen) roots[(*count)++] = root;
@@ -392,7 +377,7 @@ static nabla_status check_sync(nabla_context *ctx, cl_uint num_sems, nabla_semap
   if (num_tensors) {
     *roots = malloc(num_tensors * sizeof **roots);
     if (!*roots) return nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
-    nabla_status st = external_roots(ctx, num_tensors, tensors, *roots, num_roots);
+    nabla_status st = tensor_roots(ctx, num_tensors, tensors, *roots, num_roots);
     if (st != NABLA_OK) {
       free(*roots);
       *roots = NULL;

@@ -167,13 +167,21 @@ static void test_begin_end_refused(void **state) {
   assert_int_equal(rc, CL_SUCCESS);
   cl_event gate = clCreateUserEvent(clctx, &rc), done = NULL, marker = NULL;
   assert_int_equal(rc, CL_SUCCESS);
-  const int imports = device_imports_memory(ctx);
-  /* An ordinary buffer is no imported tensor (or the device has no external memory at all). */
-  nabla_status st = nabla_external_begin(ctx, 0, NULL, 1, &plain, 1, &gate, &done);
-  assert_true(st == NABLA_INVALID_ARGUMENT || st == NABLA_UNSUPPORTED);
-  assert_non_null(strstr(nabla_last_error(ctx), imports ? "not imported" : "cl_khr_external_memory"));
-  st = nabla_external_end(ctx, 1, &plain, 0, NULL, 1, &gate, &done);
-  assert_true(st == NABLA_INVALID_ARGUMENT || st == NABLA_UNSUPPORTED);
+  cl_mem foreign = NULL;
+  if (!device_imports_memory(ctx)) {
+    assert_int_equal(nabla_external_begin(ctx, 0, NULL, 1, &plain, 1, &gate, &done), NABLA_UNSUPPORTED);
+    assert_non_null(strstr(nabla_last_error(ctx), "cl_khr_external_memory"));
+    assert_int_equal(nabla_external_end(ctx, 1, &plain, 0, NULL, 1, &gate, &done), NABLA_UNSUPPORTED);
+  } else { /* a buffer of another cl_context */
+    cl_device_id dev = nabla_context_device(ctx);
+    cl_context other = clCreateContext(NULL, 1, &dev, NULL, NULL, &rc);
+    assert_int_equal(rc, CL_SUCCESS);
+    foreign = clCreateBuffer(other, CL_MEM_READ_WRITE, 256, NULL, &rc);
+    clReleaseContext(other);
+    assert_int_equal(nabla_external_begin(ctx, 0, NULL, 1, &foreign, 1, &gate, &done), NABLA_INVALID_ARGUMENT);
+    assert_non_null(strstr(nabla_last_error(ctx), "another cl_context"));
+    assert_int_equal(nabla_external_end(ctx, 1, &foreign, 0, NULL, 1, &gate, &done), NABLA_INVALID_ARGUMENT);
+  }
   assert_int_equal(nabla_external_begin(ctx, 0, NULL, 0, NULL, 1, &gate, &done), NABLA_INVALID_ARGUMENT);
   assert_int_equal(nabla_external_begin(ctx, 0, NULL, 1, NULL, 1, &gate, &done), NABLA_INVALID_ARGUMENT);
   assert_int_equal(nabla_external_end(ctx, 1, &plain, 0, NULL, 1, NULL, &done), NABLA_INVALID_ARGUMENT);
@@ -185,6 +193,7 @@ static void test_begin_end_refused(void **state) {
   clReleaseEvent(marker);
   clReleaseEvent(gate);
   clReleaseMemObject(plain);
+  if (foreign) clReleaseMemObject(foreign);
 }
 
 int main(void) {

@@ -46,7 +46,7 @@ typedef struct {
   const char *dir;
   int count, is_default;
   const char *what;
-  char seen[512][160];
+  char seen[512][400];
   int nseen;
 } dump_state;
 
@@ -62,7 +62,7 @@ static void json_string(FILE *f, const char *s) {
 
 static void record(void *user, const char *name, const char *options, const char *source) {
   dump_state *d = user;
-  char key[160];
+  char key[400];
   snprintf(key, sizeof key, "%s|%s", name, options);
   for (int i = 0; i < d->nseen; i++)
     if (strcmp(d->seen[i], key) == 0) return;

@@ -475,41 +475,21 @@ NABLA_API nabla_status nabla_cache_clear(const char *dir);
 /* ---- Variants --------------------------------------------------------------------------- */
 /*
  * A stage can have several implementations ("variants"); the library picks one per device and
- * problem, and the portable one is always there as the fallback. Variants of attention:
- *   "portable"             OpenCL C, every device and dtype.
- *   "nvidia-mma"           tensor cores through inline PTX mma.sync, on NVIDIA GPUs whose
- *                          capability probe passes; f16/bf16 storage, head_dim a multiple of 16
- *                          up to 128 (fp32 accumulation and softmax).
- *   "nvidia-mma-emulated"  the nvidia-mma kernel with its PTX emulated in local memory: any
- *                          device, slow; used only when forced (tests the kernel on CPUs).
- *   "cpu-rows"             OpenCL C shaped for CPUs: one work-item per query row, no local
- *                          memory or barriers; every device and dtype; automatic on CPUs.
- *   "nvidia-wgmma"         Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, reached
- *                          by rewriting the compiler's PTX), on NVIDIA sm_90 GPUs whose probe
- *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
- *                          run, before nvidia-mma. Stages K and V blocks with tensor copies,
- *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
- *                          at run time; the device's primary CUDA context is retained only
- *                          around the one call per head dim, and the map template is kept in
- *                          the disk cache, so later processes do not touch CUDA unless
- *                          NABLACL_CACHE_DIR=off). Where that
- *                          cannot be had, or with
- *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
- *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4
- *                          GB for B=1, H=40, S=67,200, D=128, until nabla_context_trim); failing
- *                          that, or with NABLACL_WG_BULK=0, it stages rows (slower).
- *                          nabla_variant_note says which fallback was taken and why.
- *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
- *                          only when forced.
- * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
- * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
- * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows|nvidia-wgmma|
- * nvidia-wgmma-emulated); the tuned VARIANT parameter; else the fastest eligible variant. A requested variant that cannot run falls
- * back to portable, and nabla_variant_note says why. The reduced map of nabla_mask_build follows
- * the same request (not the tuned VARIANT): on tensor cores (mma.sync) with nvidia-mma,
- * nvidia-wgmma or automatic where the nvidia-mma probe passed, emulated with either emulated
- * variant, else fp32 FMA. See docs/variants.md.
+ * problem, and "portable" (OpenCL C, every device and dtype) is always there as the fallback.
+ * nabla_variant_names lists them all; docs/variants.md says what each needs and does (the
+ * tensor-core kernels for NVIDIA, "cpu-rows" for CPUs, emulated twins that run a vendor kernel's
+ * logic on any device when forced, as a test aid). A variant that needs a device feature runs a
+ * probe: it compiles and runs a tiny kernel once per device (the first time it is needed; this
+ * blocks), and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
+ * NABLACL_VARIANT; the tuned VARIANT parameter; else the fastest eligible variant. A requested
+ * variant that cannot run falls back to portable, and nabla_variant_note says why. The reduced
+ * map of nabla_mask_build follows the same request (not the tuned VARIANT): on tensor cores where
+ * the requested (or automatic) variant has a map kernel that can run, else fp32 FMA.
  */
+
+/** Every variant name, "auto" first, comma-separated (a static string): what
+ * nabla_variant_force and NABLACL_VARIANT accept. */
+NABLA_API const char *nabla_variant_names(void);
 
 /** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,
  * nabla_variant_note says why. Never fails; unknown names and NULL give 0. */

@@ -6,7 +6,7 @@
 
 #include "diskcache.h"
 #include "internal.h"
-#include "tensormap.h"
+#include "variant.h"
 #include "tune.h"
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -140,7 +140,7 @@ void nabla_context_destroy(nabla_context *ctx) {
   if (ctx->queue) clFinish(ctx->queue);
   nabla_profile_release(ctx);
   nabla_workspace_release(ctx);
-  nabla_cuda_driver_release(ctx);
+  nabla_variants_release(ctx);
   nabla_programs_release(ctx);
   nabla_tuning_free(ctx->tuning);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

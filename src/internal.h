@@ -56,7 +56,7 @@ typedef struct {
 
 enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VENDOR_INTEL, NABLA_VENDOR_POCL };
 
-/* Kernel variants (variant.c): the verdict of a variant's capability probe on this device. */
+/* Kernel variants (variants/): the verdict of a variant's capability probe on this device. */
 typedef struct {
   int probed;       /* the probe ran, or its cached verdict was read */
   int supported;
@@ -68,7 +68,7 @@ typedef struct {
   char broken_why[2][384]; /* why it broke, per stage (attention, map) */
 } nabla_variant_probe;
 
-#define NABLA_VARIANT_SLOTS 6
+#define NABLA_VARIANT_SLOTS 16 /* at least NABLA_VARIANT_COUNT (variants/registry.h) */
 
 typedef struct {
   nabla_variant_probe probe[NABLA_VARIANT_SLOTS];
@@ -141,10 +141,10 @@ struct nabla_context {
   nabla_program_slot programs[NABLA_MAX_PROGRAMS];
   int program_count;
   struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
-  nabla_variant_state variants;   /* kernel variant probes and choice (variant.c) */
+  nabla_variant_state variants;   /* kernel variant probes and choice (variants/) */
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
-  nabla_cuda_driver cuda;         /* for tensor maps (tensormap.c) */
+  nabla_cuda_driver cuda;         /* for tensor maps (variants/tensormap.c) */
   char error[NABLA_ERR_LEN];
 };
 
@@ -219,8 +219,8 @@ struct nabla_mask {
   cl_context cl_ctx;
 };
 
-/* mask.c, for tests: pools q and k and computes the reduced map (the variant src/variant.h's
- * nabla_map_variant_choose picks), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
+/* mask.c, for tests: pools q and k and computes the reduced map (the variant
+ * nabla_map_variant_choose picks, variants/variant.h), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                     cl_mem q, cl_mem k, float *logits);
 /* The block layout of a shape on the device (int32, nb + 1 token offsets), retained for the

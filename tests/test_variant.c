@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "kernels.h"
+#include "nvidia.h"
 #include "variant.h"
 
 #define CTX_OR_SKIP(state)        \
@@ -77,6 +79,57 @@ static void run_mma_cases(nabla_context *ctx, const char *variant, int big) {
     run_case(ctx, wan, NABLA_BF16, 0.1, 9, variant);
     run_case(ctx, wan, NABLA_BF16, -1.0, 10, variant);
   }
+}
+
+/* The registry's list and tables agree (a new variant's row and file are checked here): names
+ * round-trip and are unique, every table can build and size a launch, the VARIANT tunable offers
+ * every variant but the test aids, and every kernel source a variant lists, with its preludes,
+ * is embedded. */
+static int embedded(const char *name) {
+  for (size_t i = 0; i < nabla_kernel_source_count; i++)
+    if (strcmp(nabla_kernel_sources[i].name, name) == 0) return 1;
+  return 0;
+}
+
+static void test_registry_tables(void **state) {
+  (void)state;
+  const nabla_kernel_space *att = nabla_kernel_space_find("attention");
+  const nabla_tunable *tv = NULL;
+  assert_non_null(att);
+  for (int i = 0; i < NABLA_MAX_PARAMS && att->params[i].name; i++)
+    if (strcmp(att->params[i].name, "VARIANT") == 0) tv = &att->params[i];
+  assert_non_null(tv);
+  assert_int_equal(tv->candidates[0], NABLA_VARIANT_AUTO);
+  int offered = 1;
+  for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
+    const char *name = nabla_variant_name(id);
+    const nabla_variant_ops *ops = nabla_variant_ops_of(id);
+    assert_non_null(name);
+    assert_non_null(ops);
+    assert_int_equal(nabla_variant_id(name), id);
+    assert_non_null(strstr(nabla_variant_names(), name));
+    if (!ops->program || !ops->options || !ops->work_sizes || !(ops->stages & NABLA_STAGE_ATTENTION))
+      fail_msg("%s: program, options, work_sizes and the attention stage are required", name);
+    if (!embedded(ops->program)) fail_msg("%s: no cl/%s.cl", name, ops->program);
+    if ((ops->stages & NABLA_STAGE_MAP) && (!ops->map.program || !ops->map.kernel || !ops->map.options))
+      fail_msg("%s: a map stage without its program, kernel or options", name);
+    if (!nabla_variant_ops_of(ops->map_with)) fail_msg("%s: map_with is no variant", name);
+    if (ops->map_with != NABLA_VARIANT_PORTABLE && !(nabla_variant_ops_of(ops->map_with)->stages & NABLA_STAGE_MAP))
+      fail_msg("%s: map_with names a variant without a map kernel", name);
+    for (const nabla_kernel_source_desc *d = ops->sources; d && d->name; d++) {
+      if (!embedded(d->name)) fail_msg("%s: no cl/%s.cl", name, d->name);
+      for (int p = 0; p < 3 && d->prelude[p]; p++)
+        if (!embedded(d->prelude[p])) fail_msg("%s: no prelude cl/%s.cl", name, d->prelude[p]);
+    }
+    int listed = 0;
+    for (int c = 0; c < tv->count; c++) listed |= tv->candidates[c] == id;
+    assert_int_equal(listed, !nabla_variant_test_aid(id));
+    offered += listed;
+    for (int other = 0; other < id; other++) assert_string_not_equal(nabla_variant_name(other), name);
+  }
+  assert_int_equal(tv->count, offered);
+  assert_null(nabla_variant_name(NABLA_VARIANT_COUNT));
+  assert_int_equal(nabla_variant_id("wgma"), -2);
 }
 
 static void test_names_and_force(void **state) {
@@ -495,6 +548,7 @@ static void test_env_knobs_in_options(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_registry_tables),
       cmocka_unit_test(test_names_and_force),
       cmocka_unit_test(test_probe_by_vendor),
       cmocka_unit_test(test_env_forces_and_falls_back),

@@ -29,9 +29,9 @@
  *
  * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform
  * name), NABLACL_CACHE_DIR (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a
- * directory; development), NABLACL_VARIANT (force an attention variant), and the tensor-core
- * kernels' overrides NABLACL_WG_BULK, NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW,
- * NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (README.md, docs/variants.md).
+ * directory; development), and the knobs NABLACL_VARIANT, NABLACL_WG_BULK,
+ * NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW, NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (see
+ * nabla_knob_set), read when a context is created.
  */
 #ifndef NABLACL_H
 #define NABLACL_H
@@ -520,6 +520,29 @@ NABLA_API const char *nabla_variant_note(const nabla_context *ctx);
 
 /** Variant used by the last attention launch on this context ("" before the first). */
 NABLA_API const char *nabla_variant_last(const nabla_context *ctx);
+
+/* ---- Knobs ------------------------------------------------------------------------------ */
+/*
+ * Developer settings of the kernels, held by the context: VARIANT, MMA_LAZY_RESCALE, WG_BULK,
+ * MMA_QPW, MMA_SMEM, MMA_MAXRREG (nabla_knob_describe says what each does and takes; README.md
+ * and docs/variants.md too). nabla_context_create reads each from the environment variable
+ * NABLACL_<name> once; a value out of range, or an unknown variant name, fails the creation
+ * (NABLA_INVALID_ARGUMENT, the message lists the valid values). Knobs change build options, so
+ * a context's programs are built anew for other values.
+ */
+
+/** Sets a knob on this context; name with or without "NABLACL_"; value NULL or "" restores its
+ * default. NABLA_INVALID_ARGUMENT (the message lists the valid names or values) for an unknown
+ * knob or a value out of range. */
+NABLA_API nabla_status nabla_knob_set(nabla_context *ctx, const char *name, const char *value);
+
+/** The knob's value on this context as text ("" when not set: the kernels' own default).
+ * NABLA_INVALID_ARGUMENT for an unknown knob, NABLA_BUFFER_TOO_SMALL when it does not fit. */
+NABLA_API nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char *buf, size_t len);
+
+/** One line about knob `index` (0, 1, ...): name, variable, range, default, the variants that
+ * read it and what it does, tab-separated. NABLA_NOT_FOUND past the last knob. */
+NABLA_API nabla_status nabla_knob_describe(int index, char *buf, size_t len);
 
 /* ---- Host conversions ------------------------------------------------------------------- */
 

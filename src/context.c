@@ -6,6 +6,7 @@
 
 #include "diskcache.h"
 #include "internal.h"
+#include "knobs.h"
 #include "variant.h"
 #include "tune.h"
 
@@ -27,6 +28,8 @@ static nabla_status finish_context(nabla_context *ctx, char *err, size_t err_len
     return st;
   }
   nabla_diskcache_root(ctx->cache_root, sizeof ctx->cache_root);
+  st = nabla_knobs_from_env(ctx, err, err_len);
+  if (st != NABLA_OK) return st;
   const char *kdir = getenv("NABLACL_KERNEL_DIR");
   struct stat sb;
   if (kdir && *kdir) { /* a typo must not silently run the embedded kernels instead */

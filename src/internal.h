@@ -77,6 +77,19 @@ typedef struct {
   char note[512];   /* why the last choice is not the requested or preferred variant ("" if it is) */
 } nabla_variant_state;
 
+/* Knobs (knobs.c): developer settings a context holds, read from the environment at its
+ * creation; NABLA_KNOB_UNSET lets the reader pick its default. */
+typedef enum {
+  NABLA_KNOB_VARIANT = 0,        /* a variant id, or NABLA_VARIANT_AUTO (-1) */
+  NABLA_KNOB_MMA_LAZY_RESCALE,
+  NABLA_KNOB_WG_BULK,
+  NABLA_KNOB_MMA_QPW,
+  NABLA_KNOB_MMA_SMEM,
+  NABLA_KNOB_MMA_MAXRREG,
+  NABLA_KNOB_COUNT
+} nabla_knob_id;
+#define NABLA_KNOB_UNSET INT_MIN
+
 #define NABLA_SLOT_KERNELS 4 /* kernel objects kept per program */
 
 typedef struct {
@@ -142,6 +155,7 @@ struct nabla_context {
   int program_count;
   struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
   nabla_variant_state variants;   /* kernel variant probes and choice (variants/) */
+  int knobs[NABLA_KNOB_COUNT];    /* developer settings (knobs.c) */
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
   nabla_cuda_driver cuda;         /* for tensor maps (variants/tensormap.c) */

@@ -1,5 +1,5 @@
 /* What the two NVIDIA tensor-core variants share (nvidia_mma.c defines it): the problems they
- * take, their knobs, work sizes, and the wgmma kernel's staging modes. */
+ * take, their knobs (knobs.c), work sizes, and the wgmma kernel's staging modes. */
 #ifndef NABLA_VARIANTS_NVIDIA_H
 #define NABLA_VARIANTS_NVIDIA_H
 
@@ -15,21 +15,16 @@ int nabla_nvidia_automatic(const nabla_device_caps *caps);
 int nabla_variant_is_wgmma(int id);
 
 /* Query blocks per work-group of the mma and wgmma kernels (1 or 2) for an attention variant:
- * the developer override NABLACL_MMA_QPW, else the MMA_QPW parameter when set, else a default
- * by variant and mask kind. */
-int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, const nabla_params *params);
+ * the knob MMA_QPW when set, else 2 for mma.sync on dense attention, else 1. */
+int nabla_attention_mma_qpw(const nabla_context *ctx, int variant, int dense);
 
-/* The register cap options of a tensor-core kernel (" -DMMA_MAXRREG=n -cl-nv-maxrregcount=n"),
- * or "" when uncapped or emulated. */
-void nabla_mma_maxrreg_options(int id, const nabla_params *params, char *cap, size_t len);
+/* The register cap options of a tensor-core kernel (" -DMMA_MAXRREG=n -cl-nv-maxrregcount=n",
+ * the knob MMA_MAXRREG), or "" when uncapped or emulated. */
+void nabla_mma_maxrreg_options(const nabla_context *ctx, int id, char *cap, size_t len);
 
-/* The lazy-rescale threshold of the tensor-core kernels' online softmax (NABLACL_MMA_LAZY_RESCALE
- * over `fallback`), in log2 units. */
-int nabla_mma_lazy_rescale(int fallback);
-
-/* The developer override `name`: its value when the variable holds a whole decimal number in
- * [lo, hi], else `fallback` (unset, empty, trailing text, out of range). */
-int nabla_env_knob(const char *name, int lo, int hi, int fallback);
+/* The lazy-rescale threshold of the tensor-core kernels' online softmax (the knob
+ * MMA_LAZY_RESCALE, else `fallback`), in log2 units. */
+int nabla_mma_lazy_rescale(const nabla_context *ctx, int fallback);
 
 /* Work-groups of MMA_QPW query blocks x 4 warps (one warpgroup each for wgmma) along
  * dimension 0, (b, h) along 1. */
@@ -37,9 +32,8 @@ nabla_status nabla_mma_work_sizes(nabla_context *ctx, const nabla_variant_call *
                                   size_t global[3], size_t local[3]);
 
 /* Build options of the mma attention kernel (variant 1 or 2). */
-void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
-                                 nabla_dtype dtype, int dense, const nabla_params *params,
-                                 char *buf, size_t len);
+void nabla_attention_mma_options(const nabla_context *ctx, int id, const nabla_shape *shape,
+                                 nabla_dtype dtype, int dense, char *buf, size_t len);
 
 /* How the wgmma kernel stages K and V blocks in local memory (its WG_BULK), fastest first:
  * tensor copies through tensor maps of K and V (the copy engine swizzles), bulk copies of tile
@@ -47,13 +41,13 @@ void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *
  * copied by every work-item with cp.async. */
 enum { NABLA_WG_ROWS = 0, NABLA_WG_IMAGES = 1, NABLA_WG_TENSOR = 2 };
 
-/* The staging asked for: NABLACL_WG_BULK (0, 1 or 2) when set to one of those, else
- * NABLA_WG_TENSOR. A staging that cannot be had falls back to the next one down. */
-int nabla_attention_wgmma_staging(void);
+/* The staging asked for: the knob WG_BULK (NABLA_WG_TENSOR by default). A staging that cannot
+ * be had falls back to the next one down. */
+int nabla_attention_wgmma_staging(const nabla_context *ctx);
 
 /* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel;
  * staging: NABLA_WG_ROWS, _IMAGES or _TENSOR. */
-void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   int staging, const nabla_params *params, char *buf, size_t len);
+void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,
+                                   int dense, int staging, char *buf, size_t len);
 
 #endif

@@ -10,9 +10,6 @@
 #include "nvidia.h"
 #include "probe.h"
 
-/* Register cap of the mma and wgmma attention kernels on NVIDIA (0: none); see docs/variants.md. */
-#define MMA_MAXRREG_DEFAULT 0
-
 /* ---- the probes ---------------------------------------------------------------------------- */
 
 /* Small integers: every product and sum is exact in fp32, and every position differs. */
@@ -175,33 +172,20 @@ int nabla_mma_eligible(const nabla_shape *shape, nabla_dtype dtype, int wgmma, c
   return 1;
 }
 
-/* The developer override `name` of a tensor-core kernel knob: its value when the variable holds
- * a whole decimal number in [lo, hi], else `fallback` (unset, empty, trailing text, out of
- * range). */
-int nabla_env_knob(const char *name, int lo, int hi, int fallback) {
-  const char *env = getenv(name);
-  char *end = NULL;
-  long v = env ? strtol(env, &end, 10) : 0;
-  return env && *env && !*end && v >= lo && v <= hi ? (int)v : fallback;
-}
-
-int nabla_attention_mma_qpw(int variant, const nabla_shape *shape, int dense, const nabla_params *params) {
-  int qpw = nabla_env_knob("NABLACL_MMA_QPW", 1, 2, params ? nabla_params_get(params, "MMA_QPW", 0) : 0);
+int nabla_attention_mma_qpw(const nabla_context *ctx, int variant, int dense) {
+  int qpw = ctx->knobs[NABLA_KNOB_MMA_QPW];
   /* mma.sync: two query blocks share K/V for dense attention. wgmma: one, even dense (H200,
    * Wan 14B shape: 249-253 ms against 314 ms with two, where 174 registers x 256 work-items
    * leave one work-group per multiprocessor instead of three). */
   if (qpw != 1 && qpw != 2) qpw = dense && !nabla_variant_is_wgmma(variant) ? 2 : 1;
-  (void)shape;
   return qpw;
 }
 
-/* The register cap options of a tensor-core kernel (MMA_MAXRREG, NABLACL_MMA_MAXRREG over it), or
- * "" when uncapped or emulated: a cap (NVIDIA's cl_nv_compiler_options) lets more work-groups
- * share a multiprocessor at the price of a few spills. */
-void nabla_mma_maxrreg_options(int id, const nabla_params *params, char *cap, size_t len) {
-  /* NABLACL_MMA_MAXRREG: 0 = no cap */
-  int maxrreg = nabla_env_knob("NABLACL_MMA_MAXRREG", 0, 255,
-                         params ? nabla_params_get(params, "MMA_MAXRREG", MMA_MAXRREG_DEFAULT) : MMA_MAXRREG_DEFAULT);
+/* The register cap options of a tensor-core kernel (the knob MMA_MAXRREG; 0, the default, is no
+ * cap), or "" when uncapped or emulated: a cap (NVIDIA's cl_nv_compiler_options) lets more
+ * work-groups share a multiprocessor at the price of a few spills. */
+void nabla_mma_maxrreg_options(const nabla_context *ctx, int id, char *cap, size_t len) {
+  int maxrreg = ctx->knobs[NABLA_KNOB_MMA_MAXRREG];
   int real = id == NABLA_VARIANT_NVIDIA_MMA || id == NABLA_VARIANT_NVIDIA_WGMMA;
   cap[0] = '\0';
   if (real && maxrreg >= 64 && maxrreg <= 255)
@@ -209,25 +193,27 @@ void nabla_mma_maxrreg_options(int id, const nabla_params *params, char *cap, si
 }
 
 /* The lazy-rescale threshold of the tensor-core kernels' online softmax, in log2 units:
- * NABLACL_MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow; 0
- * is the running maxima, where a row's reference follows every increase); unset or anything
- * else means `fallback`. The wgmma kernel's default is 12: on the H200 (docs/benchmarks.md) 8
+ * the knob MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow; 0
+ * is the running maxima, where a row's reference follows every increase); unset means
+ * `fallback`. The wgmma kernel's default is 12: on the H200 (docs/benchmarks.md) 8
  * made it 11 % faster than 0 on Gaussian inputs, and 12 another 4-6 % on the STA mask (10.98 /
  * 10.97 ms against 11.72 / 11.39), with the same error against FlexAttention; on bench's
  * video-like inputs neither lost. The mma kernel keeps 0, the only setting timed for it. */
-int nabla_mma_lazy_rescale(int fallback) { return nabla_env_knob("NABLACL_MMA_LAZY_RESCALE", 0, 15, fallback); }
+int nabla_mma_lazy_rescale(const nabla_context *ctx, int fallback) {
+  const int v = ctx->knobs[NABLA_KNOB_MMA_LAZY_RESCALE];
+  return v == NABLA_KNOB_UNSET ? fallback : v;
+}
 
-void nabla_attention_mma_options(nabla_context *ctx, int id, const nabla_shape *shape,
-                                 nabla_dtype dtype, int dense, const nabla_params *params,
-                                 char *buf, size_t len) {
+void nabla_attention_mma_options(const nabla_context *ctx, int id, const nabla_shape *shape,
+                                 nabla_dtype dtype, int dense, char *buf, size_t len) {
   /* The emulation always can (it emulates ldmatrix and copies plainly). */
   int smem = id == NABLA_VARIANT_MMA_EMULATED || ctx->variants.probe[id].smem_ptx;
-  if (nabla_env_knob("NABLACL_MMA_SMEM", 0, 1, 1) == 0) smem = 0; /* developer override: 0 turns it off */
+  if (ctx->knobs[NABLA_KNOB_MMA_SMEM] == 0) smem = 0; /* the knob's 0 turns it off */
   char cap[64];
-  nabla_mma_maxrreg_options(id, params, cap, sizeof cap);
+  nabla_mma_maxrreg_options(ctx, id, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DMMA_SMEM_PTX=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), smem, nabla_mma_lazy_rescale(0),
+           nabla_attention_mma_qpw(ctx, id, dense), smem, nabla_mma_lazy_rescale(ctx, 0),
            id == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 
@@ -237,12 +223,12 @@ static int mma_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, 
 }
 
 static void mma_options(nabla_context *ctx, const nabla_variant_call *call, char *buf, size_t len) {
-  nabla_attention_mma_options(ctx, call->id, call->shape, call->dtype, call->dense, call->params, buf, len);
+  nabla_attention_mma_options(ctx, call->id, call->shape, call->dtype, call->dense, buf, len);
 }
 
 nabla_status nabla_mma_work_sizes(nabla_context *ctx, const nabla_variant_call *call, cl_kernel kernel,
                                   size_t global[3], size_t local[3]) {
-  const int qpw = nabla_attention_mma_qpw(call->id, call->shape, call->dense, call->params);
+  const int qpw = nabla_attention_mma_qpw(ctx, call->id, call->dense);
   local[0] = 128 * (size_t)qpw, local[1] = local[2] = 1;
   global[0] = local[0] * (size_t)((call->blocks + qpw - 1) / qpw);
   global[1] = (size_t)call->shape->batch * call->shape->heads;

@@ -1,7 +1,7 @@
 /* nvidia-wgmma (cl/attention_wgmma.cl): Hopper's warpgroup MMA (wgmma, sm_90a), built through
  * the PTX rewrite of ptxpatch.h; NVIDIA sm_90 devices whose probe (cl/probe_wgmma.cl) passes,
  * fp16/bf16, head_dim 64 or 128. Its K and V blocks are staged by tensor copies (tensor maps,
- * tensormap.h), bulk copies of tile images packed first, or rows (NABLACL_WG_BULK). The emulated
+ * tensormap.h), bulk copies of tile images packed first, or rows (the knob WG_BULK). The emulated
  * twin nvidia-wgmma-emulated runs the same kernel with wgmma emulated, on any device, only when
  * forced. */
 #include <stdio.h>
@@ -122,17 +122,18 @@ static void probe_wgmma_emulated(nabla_context *ctx, int id, nabla_variant_probe
  * the Wan 14B shape on the H200) and its 2 x K's size of device memory, and were 5-8 % faster on
  * the STA mask and level on random 10 % there; both bulk paths are about twice as fast as rows
  * staged by cp.async (docs/benchmarks.md). */
-int nabla_attention_wgmma_staging(void) {
-  return nabla_env_knob("NABLACL_WG_BULK", NABLA_WG_ROWS, NABLA_WG_TENSOR, NABLA_WG_TENSOR);
+int nabla_attention_wgmma_staging(const nabla_context *ctx) {
+  const int v = ctx->knobs[NABLA_KNOB_WG_BULK];
+  return v >= NABLA_WG_ROWS && v <= NABLA_WG_TENSOR ? v : NABLA_WG_TENSOR;
 }
 
-void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype dtype, int dense,
-                                   int staging, const nabla_params *params, char *buf, size_t len) {
+void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,
+                                   int dense, int staging, char *buf, size_t len) {
   char cap[64];
-  nabla_mma_maxrreg_options(id, params, cap, sizeof cap);
+  nabla_mma_maxrreg_options(ctx, id, cap, sizeof cap);
   snprintf(buf, len, "%s -DHEAD_DIM=%d -DNABLA_DENSE=%d -DMMA_QPW=%d -DWG_BULK=%d -DMMA_LAZY_RESCALE=%d%s%s",
            nabla_dtype_define(dtype), shape->head_dim, dense,
-           nabla_attention_mma_qpw(id, shape, dense, params), staging, nabla_mma_lazy_rescale(12),
+           nabla_attention_mma_qpw(ctx, id, dense), staging, nabla_mma_lazy_rescale(ctx, 12),
            id == NABLA_VARIANT_WGMMA_EMULATED ? " -DNABLA_NO_PTX" : "", cap);
 }
 
@@ -140,7 +141,7 @@ void nabla_attention_wgmma_options(int id, const nabla_shape *shape, nabla_dtype
 static nabla_status wgmma_program(nabla_context *ctx, int variant, const nabla_shape *shape, int staging,
                                   nabla_dtype dtype, int dense, const nabla_params *params, cl_program *prog) {
   char options[320];
-  nabla_attention_wgmma_options(variant, shape, dtype, dense, staging, params, options, sizeof options);
+  nabla_attention_wgmma_options(ctx, variant, shape, dtype, dense, staging, options, sizeof options);
   return nabla_program_get(ctx, "attention_wgmma", options, prog);
 }
 
@@ -268,7 +269,7 @@ static nabla_status wgmma_staging(nabla_context *ctx, int variant, const nabla_s
                                   cl_program *prog) {
   static const char *const off[] = {"", "bulk copies off, rows staged", "tensor copies off, tile images"};
   nabla_variant_probe *vp = &ctx->variants.probe[variant];
-  int mode = nabla_attention_wgmma_staging();
+  int mode = nabla_attention_wgmma_staging(ctx);
   for (; mode > NABLA_WG_ROWS; mode--) {
     wg_inputs attempt = in ? *in : (wg_inputs){0};
     nabla_status st = NABLA_OK;
@@ -307,8 +308,8 @@ static nabla_status wgmma_prepare_call(nabla_context *ctx, nabla_variant_call *c
 }
 
 static void wgmma_options(nabla_context *ctx, const nabla_variant_call *call, char *buf, size_t len) {
-  nabla_attention_wgmma_options(call->id, call->shape, call->dtype, call->dense, nabla_attention_wgmma_staging(),
-                                call->params, buf, len);
+  nabla_attention_wgmma_options(ctx, call->id, call->shape, call->dtype, call->dense,
+                                nabla_attention_wgmma_staging(ctx), buf, len);
 }
 
 static int wgmma_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {

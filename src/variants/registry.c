@@ -2,7 +2,6 @@
  * verdicts and broken stages on the context, the choice of a variant, and the public variant
  * calls. Nothing here knows a particular variant: each one's file says what it needs. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "variant.h"
@@ -89,18 +88,18 @@ int nabla_variant_tunable_allowed(nabla_context *ctx, int value) {
 
 /* ---- the choice -------------------------------------------------------------------------- */
 
-/* The variant asked for, first match: forced on the context, NABLACL_VARIANT, the tuned VARIANT
- * (params may be NULL); else NABLA_VARIANT_AUTO. -2 for an unknown NABLACL_VARIANT. */
+/* The variant asked for, first match: forced on the context, the knob VARIANT (NABLACL_VARIANT),
+ * the tuned VARIANT (params may be NULL); else NABLA_VARIANT_AUTO. */
 static int requested_variant(const nabla_context *ctx, const nabla_params *params, const char **source) {
-  const char *env = getenv("NABLACL_VARIANT");
+  const int knob = ctx->knobs[NABLA_KNOB_VARIANT];
   *source = "automatic";
   if (ctx->variants.forced) {
     *source = "forced";
     return ctx->variants.forced - 1;
   }
-  if (env && *env) {
+  if (knob >= 0 && knob < NABLA_VARIANT_COUNT) {
     *source = "NABLACL_VARIANT";
-    return nabla_variant_id(env);
+    return knob;
   }
   int p = params ? nabla_params_get(params, "VARIANT", NABLA_VARIANT_AUTO) : NABLA_VARIANT_AUTO;
   if (p >= 0 && p < NABLA_VARIANT_COUNT) {
@@ -136,10 +135,6 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
   const char *source = "automatic";
   char why[384] = "";
   int want = requested_variant(ctx, params, &source);
-  if (want == -2) {
-    snprintf(note, note_len, "NABLACL_VARIANT=%.64s is no variant; using portable", getenv("NABLACL_VARIANT"));
-    return NABLA_VARIANT_PORTABLE;
-  }
   if (want == NABLA_VARIANT_PORTABLE) return NABLA_VARIANT_PORTABLE;
   if (want != NABLA_VARIANT_AUTO) {
     if (takes(ctx, want, shape, dtype, why, sizeof why)) return want;
@@ -172,7 +167,6 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
     int id = variant_ops[want]->map_with;
     return id != NABLA_VARIANT_PORTABLE && map_takes(ctx, id, shape) ? id : NABLA_VARIANT_PORTABLE;
   }
-  if (want != NABLA_VARIANT_AUTO) return NABLA_VARIANT_PORTABLE;
   int order[NABLA_VARIANT_COUNT];
   const int n = automatic_order(ctx, order);
   for (int i = 0; i < n; i++) {

@@ -12,8 +12,8 @@
  * foreign compiler ever sees vendor assembly. Any failure (build, launch, wrong result) means
  * "unsupported".
  *
- * Choice, first match: nabla_variant_force on the context; NABLACL_VARIANT in the environment;
- * the tuned VARIANT parameter; automatic = the variants whose `automatic` test accepts the
+ * Choice, first match: nabla_variant_force on the context; the context's knob VARIANT
+ * (NABLACL_VARIANT, knobs.h); the tuned VARIANT parameter; automatic = the variants whose `automatic` test accepts the
  * device, highest rank first, the first that is eligible for the problem and usable, else
  * portable. A requested variant that is unsupported, ineligible for the problem or broken falls
  * back to portable; the context's variant note says why.
@@ -127,7 +127,7 @@ int nabla_attention_variant_choose(nabla_context *ctx, const nabla_shape *shape,
                                    const nabla_params *params, char *note, size_t note_len);
 
 /* The variant whose reduced-map kernel the mask build uses: the `map_with` of a forced or
- * NABLACL_VARIANT choice (not the tuned attention VARIANT), or automatically the first
+ * knob VARIANT choice (not the tuned attention VARIANT), or automatically the first
  * automatic variant's with a usable map kernel; a test aid's without fallback; else
  * NABLA_VARIANT_PORTABLE (cl/map.cl). */
 int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);

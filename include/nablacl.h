@@ -48,6 +48,12 @@
 extern "C" {
 #endif
 
+/* ==== The stable core ======================================================================
+ * Version, status, devices, contexts, shapes and algorithms, reordering, masks, attention and
+ * host conversions: what an application needs. Names ending in an underscore (and NABLA_API) are
+ * this header's own machinery, not API.
+ * ========================================================================================== */
+
 /* ---- Version ---------------------------------------------------------------------------- */
 
 #define NABLA_VERSION_MAJOR 0
@@ -309,6 +315,20 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
                                        cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
                                        const cl_event *wait, cl_event *done);
 
+/* ---- Host conversions ------------------------------------------------------------------- */
+
+/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
+NABLA_API uint16_t nabla_f32_to_f16(float x);
+NABLA_API float nabla_f16_to_f32(uint16_t h);
+NABLA_API uint16_t nabla_f32_to_bf16(float x);
+NABLA_API float nabla_bf16_to_f32(uint16_t b);
+
+/* ==== Advanced ==============================================================================
+ * Kernel configuration, tuning and the on-disk caches, profiling, kernel variants, knobs and the
+ * float64 reference: for measuring, tuning and testing the library itself. Stable too, but an
+ * application that only attends needs none of it.
+ * ========================================================================================== */
+
 /* ---- Kernel configuration ------------------------------------------------------------- */
 
 /**
@@ -320,21 +340,6 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
 NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
-
-/* ---- Profiling -------------------------------------------------------------------------- */
-
-/**
- * Turns per-stage profiling on or off for this context (off by default). While on, every
- * kernel the library enqueues is recorded. Turning it on needs a queue with
- * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
- */
-NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
-
-/**
- * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
- * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
- */
-NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
 
 /* ---- Tuning and caches ------------------------------------------------------------------ */
 /*
@@ -472,6 +477,21 @@ NABLA_API nabla_status nabla_cache_list(const char *dir, nabla_cache_visit visit
  */
 NABLA_API nabla_status nabla_cache_clear(const char *dir);
 
+/* ---- Profiling -------------------------------------------------------------------------- */
+
+/**
+ * Turns per-stage profiling on or off for this context (off by default). While on, every
+ * kernel the library enqueues is recorded. Turning it on needs a queue with
+ * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
+ */
+NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
+
+/**
+ * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
+ * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
+ */
+NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
+
 /* ---- Variants --------------------------------------------------------------------------- */
 /*
  * A stage can have several implementations ("variants"); the library picks one per device and
@@ -543,14 +563,6 @@ NABLA_API nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char
 /** One line about knob `index` (0, 1, ...): name, variable, range, default, the variants that
  * read it and what it does, tab-separated. NABLA_NOT_FOUND past the last knob. */
 NABLA_API nabla_status nabla_knob_describe(int index, char *buf, size_t len);
-
-/* ---- Host conversions ------------------------------------------------------------------- */
-
-/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
-NABLA_API uint16_t nabla_f32_to_f16(float x);
-NABLA_API float nabla_f16_to_f32(uint16_t h);
-NABLA_API uint16_t nabla_f32_to_bf16(float x);
-NABLA_API float nabla_bf16_to_f32(uint16_t b);
 
 /* ---- Float64 reference ------------------------------------------------------------------ */
 /*

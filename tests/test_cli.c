@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../tools/npy.c"
+#include "npy.h"
 
 #define B_ 1
 #define H_ 2

@@ -60,10 +60,12 @@ enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VEND
 typedef struct {
   int probed;       /* the probe ran, or its cached verdict was read */
   int supported;
-  int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
+  unsigned features; /* what else the probe found, bits its variant defines (nvidia-mma:
+                       NABLA_MMA_FEATURE_SMEM) */
   unsigned broken;  /* NABLA_STAGE_* bits: that stage's kernel of the variant did not build on
                        this context, so the stage does not use the variant again */
-  int staging_off;  /* wgmma: bit m set when staging m (NABLA_WG_*) did not build: not tried again */
+  unsigned prepare_off; /* bit m: the variant's preparation mode m did not build here, so it
+                       is not tried again (nvidia-wgmma: its NABLA_WG_* staging) */
   char why[384];    /* why it is unsupported */
   char broken_why[2][384]; /* why it broke, per stage (attention, map) */
 } nabla_variant_probe;

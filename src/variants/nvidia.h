@@ -5,6 +5,10 @@
 
 #include "variant.h"
 
+/* The nvidia-mma probe's feature bit (nabla_variant_probe.features): ldmatrix and cp.async
+ * passed too, which the mma kernel's staged path, the map kernel and nvidia-wgmma need. */
+#define NABLA_MMA_FEATURE_SMEM 1u
+
 /* Whether the mma (or, wgmma set, the wgmma) kernel handles this problem; else writes why. */
 int nabla_mma_eligible(const nabla_shape *shape, nabla_dtype dtype, int wgmma, char *why, size_t len);
 

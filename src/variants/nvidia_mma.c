@@ -109,14 +109,15 @@ static int probe_cache_read(nabla_context *ctx, nabla_variant_probe *pr) {
       (smem != 0 && smem != 1))
     return 0;
   pr->supported = mma;
-  pr->smem_ptx = mma && smem;
+  pr->features = mma && smem ? NABLA_MMA_FEATURE_SMEM : 0;
   nabla_probe_cache_why(text + used, pr);
   return 1;
 }
 
 static void probe_cache_write(nabla_context *ctx, const nabla_variant_probe *pr) {
   char text[512];
-  snprintf(text, sizeof text, "mma=%d smem=%d why=%s", pr->supported, pr->smem_ptx, pr->why);
+  const int smem = (pr->features & NABLA_MMA_FEATURE_SMEM) != 0;
+  snprintf(text, sizeof text, "mma=%d smem=%d why=%s", pr->supported, smem, pr->why);
   nabla_probe_cache_put(ctx, NABLA_VARIANT_NVIDIA_MMA, text);
 }
 
@@ -124,7 +125,7 @@ static void probe_nvidia_mma(nabla_context *ctx, int id, nabla_variant_probe *pr
   nabla_probe_saved saved;
   nabla_probe_save(ctx, &saved);
   pr->probed = 1;
-  pr->supported = pr->smem_ptx = 0;
+  pr->supported = 0, pr->features = 0;
   if (ctx->caps.vendor != NABLA_VENDOR_NVIDIA) {
     snprintf(pr->why, sizeof pr->why, "not an NVIDIA device");
     return;
@@ -136,7 +137,7 @@ static void probe_nvidia_mma(nabla_context *ctx, int id, nabla_variant_probe *pr
     pr->supported = 1;
     char why_smem[384] = "";
     nabla_probe_verdict s = probe_mma_smem(ctx, why_smem, sizeof why_smem);
-    pr->smem_ptx = s == NABLA_PROBE_PASS;
+    pr->features = s == NABLA_PROBE_PASS ? NABLA_MMA_FEATURE_SMEM : 0;
     if (s != NABLA_PROBE_PASS) snprintf(pr->why, sizeof pr->why, "ldmatrix/cp.async path off: %.300s", why_smem);
     else pr->why[0] = '\0';
     if (s != NABLA_PROBE_ERROR) probe_cache_write(ctx, pr);
@@ -207,7 +208,7 @@ int nabla_mma_lazy_rescale(const nabla_context *ctx, int fallback) {
 void nabla_attention_mma_options(const nabla_context *ctx, int id, const nabla_shape *shape,
                                  nabla_dtype dtype, int dense, char *buf, size_t len) {
   /* The emulation always can (it emulates ldmatrix and copies plainly). */
-  int smem = id == NABLA_VARIANT_MMA_EMULATED || ctx->variants.probe[id].smem_ptx;
+  int smem = id == NABLA_VARIANT_MMA_EMULATED || (ctx->variants.probe[id].features & NABLA_MMA_FEATURE_SMEM);
   if (ctx->knobs[NABLA_KNOB_MMA_SMEM] == 0) smem = 0; /* the knob's 0 turns it off */
   char cap[64];
   nabla_mma_maxrreg_options(ctx, id, cap, sizeof cap);
@@ -242,7 +243,9 @@ nabla_status nabla_mma_work_sizes(nabla_context *ctx, const nabla_variant_call *
 static int map_eligible(const nabla_shape *shape) { return shape->head_dim % 16 == 0 && shape->head_dim <= 128; }
 
 /* The map kernel needs ldmatrix and cp.async, which the probe checks apart. */
-static int map_ready(nabla_context *ctx, int id) { return ctx->variants.probe[id].smem_ptx; }
+static int map_ready(nabla_context *ctx, int id) {
+  return (ctx->variants.probe[id].features & NABLA_MMA_FEATURE_SMEM) != 0;
+}
 
 static void map_options(int id, const nabla_shape *shape, char *buf, size_t len) {
   snprintf(buf, len, "-DMMA_IN=1 -DMMA_SMEM_PTX=1 -DMAP_D=%d%s", shape->head_dim,

@@ -86,7 +86,7 @@ static void probe_nvidia_wgmma(nabla_context *ctx, int id, nabla_variant_probe *
   if (ctx->caps.vendor != NABLA_VENDOR_NVIDIA) {
     snprintf(pr->why, sizeof pr->why, "not an NVIDIA device");
   } else if (!nabla_variant_probe_run(ctx, NABLA_VARIANT_NVIDIA_MMA, why, sizeof why) ||
-             !ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].smem_ptx) {
+             !(ctx->variants.probe[NABLA_VARIANT_NVIDIA_MMA].features & NABLA_MMA_FEATURE_SMEM)) {
     snprintf(pr->why, sizeof pr->why, "needs nvidia-mma with cp.async: %.300s", why[0] ? why : "cp.async probe failed");
   } else if (nabla_probe_cache_get(ctx, NABLA_VARIANT_NVIDIA_WGMMA, text, sizeof text) &&
              sscanf(text, "wgmma=%d%n", &ok, &used) == 1 && (ok == 0 || ok == 1)) {
@@ -273,7 +273,7 @@ static nabla_status wgmma_staging(nabla_context *ctx, int variant, const nabla_s
   for (; mode > NABLA_WG_ROWS; mode--) {
     wg_inputs attempt = in ? *in : (wg_inputs){0};
     nabla_status st = NABLA_OK;
-    if (vp->staging_off & (1 << mode)) {
+    if (vp->prepare_off & (1u << mode)) {
       snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s: its build failed before on this context",
                nabla_variant_name(variant), off[mode]);
       continue;
@@ -283,7 +283,7 @@ static nabla_status wgmma_staging(nabla_context *ctx, int variant, const nabla_s
       if (in) *in = attempt;
       break;
     }
-    if (st == NABLA_BUILD) vp->staging_off |= 1 << mode; /* a compiler failure does not pass */
+    if (st == NABLA_BUILD) vp->prepare_off |= 1u << mode; /* a compiler failure does not pass */
     snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s: %s: %.400s", nabla_variant_name(variant),
              off[mode], ctx->error);
     nabla_clear_error(ctx);

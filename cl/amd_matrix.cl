@@ -10,7 +10,7 @@
  *                 v_wmma_f32_16x16x16_f16 / v_wmma_f32_16x16x16_bf16.
  *
  * Fragment layouts, lane l of the wave (the CDNA3 ISA guide's and the RDNA3 ISA guide's; the
- * probe of src/variant.c checks them element by element on the device):
+ * probe of src/variants/amd.c checks them element by element on the device):
  *   MFMA: A[i][k]: i = l % 16, k = 4 (l / 16) + e, e < 4    (AMD_NA = 4 values per lane)
  *         B[k][j]: j = l % 16, k = 4 (l / 16) + e, e < 4
  *         C[i][j]: j = l % 16, i = 4 (l / 16) + r, r < 4    (AMD_NC = 4)

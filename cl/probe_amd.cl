@@ -1,5 +1,5 @@
 /*
- * Probe of the AMD matrix cores (cl/amd_matrix.cl), run once per device by src/variant.c: one
+ * Probe of the AMD matrix cores (cl/amd_matrix.cl), run once per device by src/variants/amd.c: one
  * wave computes D = A B + C on one 16 x 16 x 16 tile, every lane loading its fragments by the
  * layouts the attention kernel assumes and writing each accumulator where that layout says it
  * belongs. The host fills A, B and C with small integers (exact in fp16, bf16 and fp32, distinct

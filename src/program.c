@@ -142,6 +142,7 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
   cl_program prog = NULL;
   cl_int rc = CL_SUCCESS;
   TRY(st, stage_source(ctx, name, &source));
+  if (ctx->program_hook) ctx->program_hook(ctx->program_hook_user, name, options, source);
   size_t slen = strlen(source);
   size_t klen = strlen(ctx->device_desc) + strlen(options) + strlen(name) + 96;
   key = malloc(klen);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diskcache.h"
 #include "internal.h"
 #include "nablacl.h"
 #include "tune.h"
@@ -185,6 +186,13 @@ int main(int argc, char **argv) {
   ctx->caps.is_cpu = 0, ctx->caps.is_gpu = 1;
   ctx->caps.local_mem = 65536, ctx->caps.max_wg = 256, ctx->caps.compute_units = tp->compute_units;
   snprintf(ctx->caps.arch, sizeof ctx->caps.arch, "%s", tp->arch);
+  /* A device key of its own per target: probe verdicts and tuning entries are kept by device
+   * key, and one target's (failed, here) probe must not answer for the next. */
+  char keyed[256];
+  snprintf(keyed, sizeof keyed, "%s|simulated %s", ctx->device_key, tp->arch);
+  snprintf(ctx->device_key, sizeof ctx->device_key, "%016llx%016llx",
+           (unsigned long long)nabla_hash64(keyed, strlen(keyed), 1),
+           (unsigned long long)nabla_hash64(keyed, strlen(keyed), 2));
   ctx->program_hook = record, ctx->program_hook_user = d;
   /* The matrix-core variant of the target: its probe is recorded (and fails on the host device);
    * then it is marked as passed, so the attention calls below build (and record) its kernel the

@@ -117,8 +117,14 @@ def compile_one(args, work, target, libs, entry):
     dis = subprocess.run([tool("llvm-objdump-15"), "-d", "--no-show-raw-insn", obj], capture_output=True,
                          text=True, check=True).stdout
     mats = matrix_counts(dis)
+    # Kernels are the symbols with a kernel descriptor (<name>.kd); at -O0 the remarks also cover
+    # every function left uninlined.
+    syms = subprocess.run([tool("llvm-objdump-15"), "-t", obj], capture_output=True, text=True, check=True).stdout
+    kernels = {m.group(1) for m in re.finditer(r"\s(\S+)\.kd$", syms, re.M)}
     rows = []
     for kernel, res_usage in parse_remarks(res.stderr).items():
+        if kernel not in kernels:
+            continue
         ops = mats.get(kernel, {})
         rows.append(dict(base, kernel=kernel, **res_usage, matrix=sum(ops.values()),
                          matrix_ops=" ".join(f"{k}:{v}" for k, v in sorted(ops.items())), error=""))
@@ -216,6 +222,11 @@ def main():
             sys.exit(f"amd_gate: {' '.join(cmd)} failed")
         with open(os.path.join(out, "manifest.jsonl")) as f:
             entries = [json.loads(line) for line in f]
+        # A recording that misses a stage would pass unseen: the pipeline's stages must all be there.
+        want = {"attention", "select", "map", "pool", "csr"} | ({"attention_amd", "probe_amd"} if target != "gfx1030" else set())
+        missing = want - {e["stage"] for e in entries}
+        if missing:
+            sys.exit(f"amd_gate: {target}: kernel_dump recorded no {', '.join(sorted(missing))} program")
         libs = device_libs(args.work, target)
         with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
             for r in pool.map(lambda e: compile_one(args, args.work, target, libs, e), entries):

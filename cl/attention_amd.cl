@@ -35,6 +35,13 @@
 #error "the matrix-core attention stores fp16 or bf16"
 #endif
 
+/* A scheduling fence after each 16 x 16 tile: without it the compiler issues every tile's
+ * fragment loads first, for latency (gfx90a, D = 128: 165 VGPRs without, 156 with). */
+#ifdef AMD_EMULATE
+#define AMD_TILE_FENCE()
+#else
+#define AMD_TILE_FENCE() __builtin_amdgcn_sched_barrier(0)
+#endif
 #define AMD_WG (4 * AMD_WAVE)
 #define KD (HEAD_DIM / 16)       /* 16-column chunks of the head dim */
 #define V_S (HEAD_DIM + 8)       /* row stride of vs, in 16-bit words */
@@ -59,10 +66,10 @@ static inline amd_frag load_rowfrag(__global const ushort *m, size_t row0, int r
 }
 
 __kernel __attribute__((reqd_work_group_size(AMD_WG, 1, 1)))
-void attention(__global const STORE_T *qs, __global const STORE_T *ks, __global const STORE_T *vg,
+void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global const STORE_T *vg,
                __global STORE_T *o, __global const int *block_start, __global const int *row_ptr,
                __global const int *col_idx, int S, int Nb, float scale_log2) {
-  __global const ushort *q = (__global const ushort *)qs, *k = (__global const ushort *)ks,
+  __global const ushort *q = (__global const ushort *)qg, *k = (__global const ushort *)kg,
                         *v = (__global const ushort *)vg;
   __local ushort vs[64 * V_S];
   __local ushort ps[64 * P_S];
@@ -109,6 +116,7 @@ void attention(__global const STORE_T *qs, __global const STORE_T *ks, __global 
       s[t] = (amd_acc)(0.0f);
       for (int c = 0; c < KD; c++)
         s[t] = amd_mma(qf[c], load_rowfrag(k + base, (size_t)(k0 + 16 * t), kn - 16 * t, 16 * c, lane), s[t] AMD_EMU_PASS);
+      AMD_TILE_FENCE();
     }
     /* 3. Scaled, masked scores and this lane's share of the row maxima. */
     float sv[4][AMD_NC];
@@ -156,6 +164,7 @@ void attention(__global const STORE_T *qs, __global const STORE_T *ks, __global 
         for (int e = 0; e < AMD_NA; e++) b[e] = vs[(16 * t + amd_a_k0(lane) + e) * V_S + 16 * c + col];
         acc[c] = amd_mma(pf, *(__private const amd_frag *)b, acc[c] AMD_EMU_PASS);
       }
+      AMD_TILE_FENCE();
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* vs, ps and red are written again by the next block */
   }

@@ -37,7 +37,8 @@ typedef struct {
  * work-groups of at most 256 work-items on every one of these (CL_DEVICE_MAX_WORK_GROUP_SIZE). */
 static const target_profile profiles[] = {
     {"gfx90a", 104}, /* MI210 / one MI250X die: CDNA2 */
-    {"gfx940", 304}, /* CDNA3 (clang-15 knows gfx940, not the MI300X's gfx942) */
+    {"gfx940", 304}, /* CDNA3 as clang-15 knows it (it lacks the MI300X's gfx942) */
+    {"gfx942", 304}, /* MI300X, for clang-19 (tools/amd_gate.py --llvm 19) */
     {"gfx1030", 72}, /* RDNA2 */
     {"gfx1100", 96}, /* RDNA3 */
 };
@@ -165,7 +166,7 @@ int main(int argc, char **argv) {
   for (size_t i = 0; arch && i < sizeof profiles / sizeof profiles[0]; i++)
     if (strcmp(profiles[i].arch, arch) == 0) tp = &profiles[i];
   if (!tp || !dir) {
-    fprintf(stderr, "usage: kernel_dump --target gfx90a|gfx940|gfx1030|gfx1100 --out DIR [--candidates]\n");
+    fprintf(stderr, "usage: kernel_dump --target gfx90a|gfx940|gfx942|gfx1030|gfx1100 --out DIR [--candidates]\n");
     return 2;
   }
   char path[4096], err[512];

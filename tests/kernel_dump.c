@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "diskcache.h"
 #include "internal.h"
@@ -187,10 +189,11 @@ int main(int argc, char **argv) {
   ctx->caps.is_cpu = 0, ctx->caps.is_gpu = 1;
   ctx->caps.local_mem = 65536, ctx->caps.max_wg = 256, ctx->caps.compute_units = tp->compute_units;
   snprintf(ctx->caps.arch, sizeof ctx->caps.arch, "%s", tp->arch);
-  /* A device key of its own per target: probe verdicts and tuning entries are kept by device
-   * key, and one target's (failed, here) probe must not answer for the next. */
+  /* A device key of its own per target and run: probe verdicts and tuning entries are kept by
+   * device key, and neither a verdict cached before (which would leave the probe unrecorded) nor
+   * a tuning entry (the gate checks the built-in defaults) may answer here. */
   char keyed[256];
-  snprintf(keyed, sizeof keyed, "%s|simulated %s", ctx->device_key, tp->arch);
+  snprintf(keyed, sizeof keyed, "%s|simulated %s|%ld|%ld", ctx->device_key, tp->arch, (long)getpid(), (long)time(NULL));
   snprintf(ctx->device_key, sizeof ctx->device_key, "%016llx%016llx",
            (unsigned long long)nabla_hash64(keyed, strlen(keyed), 1),
            (unsigned long long)nabla_hash64(keyed, strlen(keyed), 2));

@@ -3,8 +3,8 @@
  * cl_intel_subgroup_matrix_multiply_accumulate (cl/dpas.cl: the instruction, real or emulated,
  * and the operand loaders), fp16 or bf16 storage, fp32 softmax and sums.
  *
- * One work-group of 8 sub-groups of DPAS_SG work-items computes one query block (<= 64 rows)
- * of one (b, h); sub-group g owns the query rows 8g .. 8g + 7, one 8-row matrix tile (M = 8).
+ * One work-group of 64 / DPAS_M sub-groups of DPAS_SG work-items computes one query block
+ * (<= 64 rows) of one (b, h); sub-group g owns the query rows DPAS_M g .., one matrix tile.
  * For every kept key block (CSR row of the mask; all blocks when NABLA_DENSE) it walks the keys
  * in chunks of KCH: S = Q Kᵀ on the matrix engine (tiles of DPAS_SG keys, 16 head-dim columns
  * per instruction; a K row is a lane's B operand as it lies in memory), online softmax in fp32
@@ -33,7 +33,7 @@
 #error "HEAD_DIM must be a multiple of 16 up to 128, KCH a multiple of 16 and of DPAS_SG dividing 64"
 #endif
 
-#define NSG 8                    /* sub-groups per work-group, 8 query rows each */
+#define NSG (64 / DPAS_M)        /* sub-groups per work-group, DPAS_M query rows each */
 #define WG (NSG * DPAS_SG)       /* work-items; the host launches this size */
 #define DS (HEAD_DIM / 16)       /* K steps of Q·Kᵀ */
 #define NT (KCH / DPAS_SG)       /* S tiles per chunk */
@@ -41,25 +41,25 @@
 #define NO (HEAD_DIM / DPAS_SG)  /* output tiles */
 #define SG_ID ((int)get_local_id(0) / DPAS_SG) /* 1-D work-groups: sub-groups are consecutive */
 
-/* Sub-group max (op 0) or sum (op 1) of x[i] for each of 8 rows; xch: 8 floats per work-item
- * (DPAS_MODE 2 only). */
-inline void sg_reduce8(float x[8], int op, __local float *xch) {
+/* Sub-group max (op 0) or sum (op 1) of x[i] for each of DPAS_M rows; xch: DPAS_M floats per
+ * work-item (DPAS_MODE 2 only). */
+inline void sg_reduce(float x[DPAS_M], int op, __local float *xch) {
 #if DPAS_MODE == 2
   const int lid = get_local_id(0), first = lid - SG_LANE;
   barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-  for (int i = 0; i < 8; i++) xch[lid * 8 + i] = x[i];
+  for (int i = 0; i < DPAS_M; i++) xch[lid * DPAS_M + i] = x[i];
   barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
-    float r = xch[first * 8 + i];
-    for (int l = 1; l < DPAS_SG; l++) r = op ? r + xch[(first + l) * 8 + i] : fmax(r, xch[(first + l) * 8 + i]);
+  for (int i = 0; i < DPAS_M; i++) {
+    float r = xch[first * DPAS_M + i];
+    for (int l = 1; l < DPAS_SG; l++) r = op ? r + xch[(first + l) * DPAS_M + i] : fmax(r, xch[(first + l) * DPAS_M + i]);
     x[i] = r;
   }
 #else
   (void)xch;
 #pragma unroll
-  for (int i = 0; i < 8; i++) x[i] = op ? sub_group_reduce_add(x[i]) : sub_group_reduce_max(x[i]);
+  for (int i = 0; i < DPAS_M; i++) x[i] = op ? sub_group_reduce_add(x[i]) : sub_group_reduce_max(x[i]);
 #endif
 }
 
@@ -69,15 +69,15 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
                float scale_log2) {
 #if DPAS_MODE == 2
-  __local uint qpub[DS * WG * 8];  /* Q's A registers, published once */
-  __local uint ppub[WG * 8];       /* a P·V step's A registers */
-  __local float xch[WG * 8];       /* reductions */
-  __local uint *qmine = qpub + (get_local_id(0) - SG_LANE) * 8, *pmine = ppub + (get_local_id(0) - SG_LANE) * 8;
+  __local uint qpub[DS * WG * DPAS_M];  /* Q's A registers, published once */
+  __local uint ppub[WG * DPAS_M];       /* a P·V step's A registers */
+  __local float xch[WG * DPAS_M];       /* reductions */
+  __local uint *qmine = qpub + (get_local_id(0) - SG_LANE) * DPAS_M, *pmine = ppub + (get_local_id(0) - SG_LANE) * DPAS_M;
 #else
   __local uint *qmine = 0, *pmine = 0;
   __local float *xch = 0;
 #endif
-  const int lane = SG_LANE, r0 = 8 * SG_ID;
+  const int lane = SG_LANE, r0 = DPAS_M * SG_ID;
   const int qb = get_group_id(1);
   const size_t bh = get_group_id(2);
   const size_t base = bh * (size_t)S * HEAD_DIM;
@@ -89,13 +89,13 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
    * whole kernel where DPAS_Q_REGS (always in the emulation, which publishes them once), else
    * loaded again at every use (the caches serve them), leaving the registers to O. */
 #if DPAS_Q_REGS || DPAS_MODE != 0
-  uint qa[DS][8];
+  uint qa[DS][DPAS_M];
 #pragma unroll
   for (int s = 0; s < DS; s++) {
     dpas_a_rows(qs + 16 * s, HEAD_DIM, qn - r0, qa[s]);
 #if DPAS_MODE == 2
 #pragma unroll
-    for (int i = 0; i < 8; i++) qpub[s * WG * 8 + get_local_id(0) * 8 + i] = qa[s][i];
+    for (int i = 0; i < DPAS_M; i++) qpub[s * WG * DPAS_M + get_local_id(0) * DPAS_M + i] = qa[s][i];
 #endif
   }
 #if DPAS_MODE == 2
@@ -106,9 +106,9 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
 #define Q_OPERAND(s) qa_s
 #endif
 
-  float m[8], l[8], acc[NO][8];
+  float m[DPAS_M], l[DPAS_M], acc[NO][DPAS_M];
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < DPAS_M; i++) {
     m[i] = -INFINITY;
     l[i] = 0.0f;
 #pragma unroll
@@ -129,28 +129,28 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
     const int k0 = block_start[kb], kn = block_start[kb + 1] - k0;
     for (int c0 = 0; c0 < kn; c0 += KCH) { /* a ragged block skips its empty chunks */
       /* S = Q Kᵀ: tile t holds keys c0 + DPAS_SG t + lane. */
-      float sc[NT][8];
+      float sc[NT][DPAS_M];
 #pragma unroll
       for (int t = 0; t < NT; t++) {
         const int key = c0 + DPAS_SG * t + lane;
 #pragma unroll
-        for (int i = 0; i < 8; i++) sc[t][i] = 0.0f;
+        for (int i = 0; i < DPAS_M; i++) sc[t][i] = 0.0f;
 #pragma unroll
         for (int s = 0; s < DS; s++) {
 #if !(DPAS_Q_REGS || DPAS_MODE != 0)
-          uint qa_s[8];
+          uint qa_s[DPAS_M];
           dpas_a_rows(qs + 16 * s, HEAD_DIM, qn - r0, qa_s);
 #endif
           uint b[8];
           dpas_b_col(ks + (size_t)(k0 + key) * HEAD_DIM + 16 * s, key < kn, b);
-          dpas_mad(Q_OPERAND(s), qmine + s * WG * 8, b, sc[t]);
+          dpas_mad(Q_OPERAND(s), qmine + s * WG * DPAS_M, b, sc[t]);
         }
       }
 
       /* Online softmax over the chunk: rows per component, keys per lane and tile. */
-      float mx[8];
+      float mx[DPAS_M];
 #pragma unroll
-      for (int i = 0; i < 8; i++) {
+      for (int i = 0; i < DPAS_M; i++) {
         mx[i] = -INFINITY;
 #pragma unroll
         for (int t = 0; t < NT; t++) {
@@ -159,9 +159,9 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
           mx[i] = fmax(mx[i], x);
         }
       }
-      sg_reduce8(mx, 0, xch);
+      sg_reduce(mx, 0, xch);
 #pragma unroll
-      for (int i = 0; i < 8; i++) {
+      for (int i = 0; i < DPAS_M; i++) {
         const float mnew = fmax(m[i], mx[i]);
         const float alpha = m[i] == -INFINITY ? 0.0f : exp2(m[i] - mnew);
         m[i] = mnew;
@@ -180,7 +180,7 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
       /* O += P V, 16 keys per step (S tiles 2g, 2g + 1 on DPAS_SG 8, tile g on 16). */
 #pragma unroll
       for (int g = 0; g < NG; g++) {
-        uint pa[8];
+        uint pa[DPAS_M];
         dpas_a_probs(sc[(16 / DPAS_SG) * g], sc[(16 / DPAS_SG) * g + (DPAS_SG == 8)], pa);
         dpas_publish(pmine, pa);
         __global const ushort *vrows = vs + (size_t)(k0 + c0 + 16 * g) * HEAD_DIM;
@@ -195,9 +195,9 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
   }
 
   /* Row sums over the lanes; no kept block (sum 0) gives zeros, NaN stays NaN. */
-  sg_reduce8(l, 1, xch);
+  sg_reduce(l, 1, xch);
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < DPAS_M; i++) {
     const int r = r0 + i;
     if (r >= qn) continue;
     const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];

@@ -5,12 +5,12 @@
  * operand layouts. The probe runs these same loaders, so what it checks on a device is what
  * the attention kernel assumes.
  *
- * Operand layouts (the extension's; lane = sub-group local id), row i < 8:
+ * Operand layouts (the extension's; lane = sub-group local id), row i < DPAS_M:
  *   DPAS_SG 8 (Xe-HPG, dg2):  a: int per row, lane j holds A[i][2j] (low 16 bits), A[i][2j+1]
  *   DPAS_SG 16 (Xe-HPC, Xe2): a: short per row, lane j holds A[i][j]
  *   b (both): int8, lane n holds column n: b.sk = B[2k][n] (low half), B[2k+1][n]
- *   acc, result: float8, lane n holds column n, component i row i.
- * Registers are passed as uint arrays (a[8], b[8]; a 16-bit A value in the low half).
+ *   acc, result: float8 (float4 at M = 4), lane n holds column n, component i row i.
+ * Registers are passed as uint arrays (a[DPAS_M], b[8]; a 16-bit A value in the low half).
  *
  * DPAS_MODE: 0 the hardware instruction (Intel GPUs: dg2 with DPAS_SG 8, pvc/Xe2 with 16);
  * 1 emulated with sub-group broadcasts (devices with cl_intel_subgroups and the required
@@ -23,6 +23,14 @@
 #endif
 #ifndef DPAS_MODE
 #define DPAS_MODE 0
+#endif
+#ifndef DPAS_M
+/* Rows of a matrix tile: 8, or 4 on SIMD8 (dg2), whose 128 registers of 8 lanes cannot hold an
+ * 8-row fp32 output tile of HEAD_DIM 128 (128 registers alone); ocloc: spills at 8, not at 4. */
+#define DPAS_M (DPAS_SG == 8 ? 4 : 8)
+#endif
+#if DPAS_M != 8 && DPAS_M != 4
+#error "DPAS_M must be 8 or 4"
 #endif
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
 #error "the matrix engine takes fp16 or bf16 storage"
@@ -65,30 +73,38 @@ inline uint dpas_pack(uint lo, uint hi) { return (lo & 0xffffu) | (hi << 16); }
 /* The extension's builtins, declared here: the 2022 compilers' headers lack them, although
  * their library has them (docs/variants.md). */
 #if DPAS_SG == 8
-#define DPAS_A_VEC int8
-#define DPAS_A(x) ((int)(x))
+#define DPAS_A_T int
+#define DPAS_A_T4 int4
+#define DPAS_A_T8 int8
 #else
-#define DPAS_A_VEC short8
-#define DPAS_A(x) ((short)(x))
+#define DPAS_A_T short
+#define DPAS_A_T4 short4
+#define DPAS_A_T8 short8
 #endif
-float8 __attribute__((overloadable)) intel_sub_group_f16_f16_matrix_mad_k16(DPAS_A_VEC a, int8 b, float8 acc);
-float8 __attribute__((overloadable)) intel_sub_group_bf16_bf16_matrix_mad_k16(DPAS_A_VEC a, int8 b, float8 acc);
+#define DPAS_A(i) ((DPAS_A_T)a[i])
+float8 __attribute__((overloadable)) intel_sub_group_f16_f16_matrix_mad_k16(DPAS_A_T8 a, int8 b, float8 acc);
+float8 __attribute__((overloadable)) intel_sub_group_bf16_bf16_matrix_mad_k16(DPAS_A_T8 a, int8 b, float8 acc);
+float4 __attribute__((overloadable)) intel_sub_group_f16_f16_matrix_mad_k16(DPAS_A_T4 a, int8 b, float4 acc);
+float4 __attribute__((overloadable)) intel_sub_group_bf16_bf16_matrix_mad_k16(DPAS_A_T4 a, int8 b, float4 acc);
 #if NABLA_DTYPE == 1
 #define DPAS_MAD intel_sub_group_f16_f16_matrix_mad_k16
 #else
 #define DPAS_MAD intel_sub_group_bf16_bf16_matrix_mad_k16
 #endif
 
-/* acc += A B, one 8 x 16 x DPAS_SG step (pub: unused, see DPAS_MODE 2). */
-inline void dpas_mad(const uint a[8], __local const uint *pub, const uint b[8], float acc[8]) {
+/* acc += A B, one DPAS_M x 16 x DPAS_SG step (pub: unused, see DPAS_MODE 2). */
+inline void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
   (void)pub;
-  DPAS_A_VEC av = (DPAS_A_VEC)(DPAS_A(a[0]), DPAS_A(a[1]), DPAS_A(a[2]), DPAS_A(a[3]), DPAS_A(a[4]),
-                               DPAS_A(a[5]), DPAS_A(a[6]), DPAS_A(a[7]));
-  int8 bv = as_int8((uint8)(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]));
-  float8 c = (float8)(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]);
-  c = DPAS_MAD(av, bv, c);
-  acc[0] = c.s0, acc[1] = c.s1, acc[2] = c.s2, acc[3] = c.s3;
+  const int8 bv = as_int8((uint8)(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]));
+#if DPAS_M == 8
+  const DPAS_A_T8 av = (DPAS_A_T8)(DPAS_A(0), DPAS_A(1), DPAS_A(2), DPAS_A(3), DPAS_A(4), DPAS_A(5), DPAS_A(6), DPAS_A(7));
+  float8 c = DPAS_MAD(av, bv, (float8)(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]));
   acc[4] = c.s4, acc[5] = c.s5, acc[6] = c.s6, acc[7] = c.s7;
+#else
+  const DPAS_A_T4 av = (DPAS_A_T4)(DPAS_A(0), DPAS_A(1), DPAS_A(2), DPAS_A(3));
+  float4 c = DPAS_MAD(av, bv, (float4)(acc[0], acc[1], acc[2], acc[3]));
+#endif
+  acc[0] = c.s0, acc[1] = c.s1, acc[2] = c.s2, acc[3] = c.s3;
 }
 #else
 /* The A register of row i held by lane `lane`: a broadcast, or (DPAS_MODE 2) the copy the
@@ -96,14 +112,14 @@ inline void dpas_mad(const uint a[8], __local const uint *pub, const uint b[8], 
 #if DPAS_MODE == 1
 #define DPAS_A_AT(a, pub, i, lane) sub_group_broadcast((a)[i], (lane))
 #else
-#define DPAS_A_AT(a, pub, i, lane) (pub)[(lane) * 8 + (i)]
+#define DPAS_A_AT(a, pub, i, lane) (pub)[(lane) * DPAS_M + (i)]
 #endif
 
 /* The emulated instruction: acc[i] (column = this lane) += sum over k < 16 of A[i][k] B[k][lane],
  * in fp32 (the products of 16-bit values are exact). */
-inline void dpas_mad(const uint a[8], __local const uint *pub, const uint b[8], float acc[8]) {
+inline void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < DPAS_M; i++) {
     float t = acc[i];
 #pragma unroll
     for (int kp = 0; kp < 8; kp++) {
@@ -121,13 +137,13 @@ inline void dpas_mad(const uint a[8], __local const uint *pub, const uint b[8], 
 }
 #endif
 
-/* DPAS_MODE 2 only: every lane's 8 A registers into its sub-group's region pub (8 uint per
- * lane), between barriers; must be reached by the whole work-group. Else nothing. */
-inline void dpas_publish(__local uint *pub, const uint a[8]) {
+/* DPAS_MODE 2 only: every lane's DPAS_M A registers into its sub-group's region pub (DPAS_M uint
+ * per lane), between barriers; must be reached by the whole work-group. Else nothing. */
+inline void dpas_publish(__local uint *pub, const uint a[DPAS_M]) {
 #if DPAS_MODE == 2
   barrier(CLK_LOCAL_MEM_FENCE);
 #pragma unroll
-  for (int i = 0; i < 8; i++) pub[SG_LANE * 8 + i] = a[i];
+  for (int i = 0; i < DPAS_M; i++) pub[SG_LANE * DPAS_M + i] = a[i];
   barrier(CLK_LOCAL_MEM_FENCE);
 #else
   (void)pub, (void)a;
@@ -144,12 +160,12 @@ inline uint dpas_row_read(__global const ushort *p) {
 #endif
 }
 
-/* A registers of 8 rows x 16 columns of a row-major 16-bit matrix: row i at rows + i * stride,
- * rows i >= nrows zero. */
-inline void dpas_a_rows(__global const ushort *rows, size_t stride, int nrows, uint a[8]) {
+/* A registers of DPAS_M rows x 16 columns of a row-major 16-bit matrix: row i at
+ * rows + i * stride, rows i >= nrows zero. */
+inline void dpas_a_rows(__global const ushort *rows, size_t stride, int nrows, uint a[DPAS_M]) {
   const int lane = SG_LANE;
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < DPAS_M; i++) {
     __global const ushort *row = rows + i * stride;
 #if DPAS_SG == 8
     a[i] = i < nrows ? dpas_pack(row[2 * lane], row[2 * lane + 1]) : 0u;
@@ -178,9 +194,9 @@ inline void dpas_b_col(__global const ushort *col, int valid, uint b[8]) {
 
 /* A registers of P for a step of 16 keys from fp32 values of the S tile layout: DPAS_SG 8: p0,
  * p1 the tiles of keys 0..7 and 8..15; DPAS_SG 16: p0 the tile (p1 unused). */
-inline void dpas_a_probs(const float p0[8], const float p1[8], uint a[8]) {
+inline void dpas_a_probs(const float p0[DPAS_M], const float p1[DPAS_M], uint a[DPAS_M]) {
 #pragma unroll
-  for (int i = 0; i < 8; i++) {
+  for (int i = 0; i < DPAS_M; i++) {
 #if DPAS_SG == 8
     a[i] = dpas_pack(dpas_16(p0[i]), dpas_16(p1[i]));
 #else

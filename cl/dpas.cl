@@ -163,14 +163,20 @@ inline uint dpas_row_read(__global const ushort *p) {
 /* A registers of DPAS_M rows x 16 columns of a row-major 16-bit matrix: row i at
  * rows + i * stride, rows i >= nrows zero. */
 inline void dpas_a_rows(__global const ushort *rows, size_t stride, int nrows, uint a[DPAS_M]) {
+#if DPAS_MODE == 2
   const int lane = SG_LANE;
+#endif
 #pragma unroll
   for (int i = 0; i < DPAS_M; i++) {
     __global const ushort *row = rows + i * stride;
-#if DPAS_SG == 8
+#if DPAS_MODE == 2 && DPAS_SG == 8
     a[i] = i < nrows ? dpas_pack(row[2 * lane], row[2 * lane + 1]) : 0u;
-#else
+#elif DPAS_MODE == 2
     a[i] = i < nrows ? (uint)row[lane] : 0u;
+#elif DPAS_SG == 8 /* lane j's pair is the row's 32-bit word j: a block read (rows are 4-byte aligned) */
+    a[i] = i < nrows ? intel_sub_group_block_read((__global const uint *)row) : 0u;
+#else
+    a[i] = i < nrows ? dpas_row_read(row) : 0u;
 #endif
   }
 }

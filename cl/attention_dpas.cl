@@ -47,10 +47,10 @@ inline void sg_reduce(float x[DPAS_M], int op, __local float *xch) {
 #if DPAS_MODE == 2
   const int lid = get_local_id(0), first = lid - SG_LANE;
   barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
+DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) xch[lid * DPAS_M + i] = x[i];
   barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
+DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) {
     float r = xch[first * DPAS_M + i];
     for (int l = 1; l < DPAS_SG; l++) r = op ? r + xch[(first + l) * DPAS_M + i] : fmax(r, xch[(first + l) * DPAS_M + i]);
@@ -58,7 +58,7 @@ inline void sg_reduce(float x[DPAS_M], int op, __local float *xch) {
   }
 #else
   (void)xch;
-#pragma unroll
+DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) x[i] = op ? sub_group_reduce_add(x[i]) : sub_group_reduce_max(x[i]);
 #endif
 }
@@ -90,11 +90,11 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
    * loaded again at every use (the caches serve them), leaving the registers to O. */
 #if DPAS_Q_REGS || DPAS_MODE != 0
   uint qa[DS][DPAS_M];
-#pragma unroll
+DPAS_UNROLL
   for (int s = 0; s < DS; s++) {
     dpas_a_rows(qs + 16 * s, HEAD_DIM, qn - r0, qa[s]);
 #if DPAS_MODE == 2
-#pragma unroll
+DPAS_UNROLL
     for (int i = 0; i < DPAS_M; i++) qpub[s * WG * DPAS_M + get_local_id(0) * DPAS_M + i] = qa[s][i];
 #endif
   }
@@ -107,11 +107,11 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
 #endif
 
   float m[DPAS_M], l[DPAS_M], acc[NO][DPAS_M];
-#pragma unroll
+DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) {
     m[i] = -INFINITY;
     l[i] = 0.0f;
-#pragma unroll
+DPAS_UNROLL
     for (int t = 0; t < NO; t++) acc[t][i] = 0.0f;
   }
 
@@ -130,12 +130,12 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
     for (int c0 = 0; c0 < kn; c0 += KCH) { /* a ragged block skips its empty chunks */
       /* S = Q Kᵀ: tile t holds keys c0 + DPAS_SG t + lane. */
       float sc[NT][DPAS_M];
-#pragma unroll
+DPAS_UNROLL
       for (int t = 0; t < NT; t++) {
         const int key = c0 + DPAS_SG * t + lane;
-#pragma unroll
+DPAS_UNROLL
         for (int i = 0; i < DPAS_M; i++) sc[t][i] = 0.0f;
-#pragma unroll
+DPAS_UNROLL
         for (int s = 0; s < DS; s++) {
 #if !(DPAS_Q_REGS || DPAS_MODE != 0)
           uint qa_s[DPAS_M];
@@ -149,10 +149,10 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
 
       /* Online softmax over the chunk: rows per component, keys per lane and tile. */
       float mx[DPAS_M];
-#pragma unroll
+DPAS_UNROLL
       for (int i = 0; i < DPAS_M; i++) {
         mx[i] = -INFINITY;
-#pragma unroll
+DPAS_UNROLL
         for (int t = 0; t < NT; t++) {
           const float x = c0 + DPAS_SG * t + lane < kn ? sc[t][i] * scale_log2 : -INFINITY;
           sc[t][i] = x;
@@ -160,31 +160,31 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
         }
       }
       sg_reduce(mx, 0, xch);
-#pragma unroll
+DPAS_UNROLL
       for (int i = 0; i < DPAS_M; i++) {
         const float mnew = fmax(m[i], mx[i]);
         const float alpha = m[i] == -INFINITY ? 0.0f : exp2(m[i] - mnew);
         m[i] = mnew;
         float sum = 0.0f;
-#pragma unroll
+DPAS_UNROLL
         for (int t = 0; t < NT; t++) {
           const float pv = sc[t][i] == -INFINITY ? 0.0f : exp2(sc[t][i] - mnew);
           sc[t][i] = pv;
           sum += pv;
         }
         l[i] = l[i] * alpha + sum; /* this lane's keys only */
-#pragma unroll
+DPAS_UNROLL
         for (int t = 0; t < NO; t++) acc[t][i] *= alpha;
       }
 
       /* O += P V, 16 keys per step (S tiles 2g, 2g + 1 on DPAS_SG 8, tile g on 16). */
-#pragma unroll
+DPAS_UNROLL
       for (int g = 0; g < NG; g++) {
         uint pa[DPAS_M];
         dpas_a_probs(sc[(16 / DPAS_SG) * g], sc[(16 / DPAS_SG) * g + (DPAS_SG == 8)], pa);
         dpas_publish(pmine, pa);
         __global const ushort *vrows = vs + (size_t)(k0 + c0 + 16 * g) * HEAD_DIM;
-#pragma unroll
+DPAS_UNROLL
         for (int t = 0; t < NO; t++) {
           uint b[8];
           dpas_b_rows(vrows + DPAS_SG * t, HEAD_DIM, kn - c0 - 16 * g, b);
@@ -196,12 +196,12 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
 
   /* Row sums over the lanes; no kept block (sum 0) gives zeros, NaN stays NaN. */
   sg_reduce(l, 1, xch);
-#pragma unroll
+DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) {
     const int r = r0 + i;
     if (r >= qn) continue;
     const float inv = l[i] == 0.0f ? 0.0f : 1.0f / l[i];
-#pragma unroll
+DPAS_UNROLL
     for (int t = 0; t < NO; t++) STORE(o, base + (size_t)(q0 + r) * HEAD_DIM + DPAS_SG * t + lane, acc[t][i] * inv);
   }
 }

@@ -13,6 +13,7 @@
 #include "testutil.h"
 #include "kernels.h"
 #include "nvidia.h"
+#include "intel_dpas.h"
 #include "variant.h"
 
 /* Sets a knob on a context (value NULL: its default); a refusal fails the test. */
@@ -482,6 +483,18 @@ static void test_intel_dpas_matches_reference(void **state) {
     nabla_context *own = tu_context();
     assert_non_null(own);
     KNOB(own, "INTEL_DPAS_SG16", layouts[i]);
+    /* The knob picks the layout; real sub-groups where the device has them (Intel's CPU
+     * runtime), else local memory (PoCL). */
+    const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(own, NABLA_VARIANT_INTEL_DPAS_EMULATED);
+    assert_int_equal(cfg.sg, i ? 16 : 8);
+    assert_int_equal(cfg.m, i ? 8 : 4);
+    assert_int_equal(cfg.large_grf, 0);
+    size_t sizes[8], bytes = 0;
+    int runs = clGetDeviceInfo(nabla_context_device(own), 0x4108 /* CL_DEVICE_SUB_GROUP_SIZES_INTEL */,
+                               sizeof sizes, sizes, &bytes) == CL_SUCCESS;
+    int has = 0;
+    for (size_t k = 0; runs && k < bytes / sizeof sizes[0]; k++) has |= sizes[k] == (size_t)cfg.sg;
+    assert_int_equal(cfg.mode, has ? 1 : 2);
     if (!nabla_variant_supported(own, emu)) fail_msg("%s probe (INTEL_DPAS_SG16=%s): %s", emu, layouts[i],
                                                      nabla_variant_note(own));
     assert_int_equal(nabla_variant_force(own, emu), NABLA_OK);

@@ -53,12 +53,7 @@ void nabla_intel_dpas_options(const nabla_intel_dpas_config *cfg, const nabla_sh
            cfg->large_grf ? " -cl-intel-256-GRF-per-thread" : "");
 }
 
-/* The build of this context's device: the hardware at the device's sub-group size (8 when it
- * runs 8: dg2, with 4-row tiles; else 16, 8-row tiles), with the 256-register mode at 16 (pvc and Xe2 have it; D = 128 spills
- * without it, docs/variants.md); or the emulation at sub-group 16 where the knob INTEL_DPAS_SG16
- * is 1, else 8, on real sub-groups where the device runs that size and has block reads, else
- * in local memory. */
-static nabla_intel_dpas_config dpas_config(nabla_context *ctx, int id) {
+nabla_intel_dpas_config nabla_intel_dpas_config_for(nabla_context *ctx, int id) {
   nabla_intel_dpas_config cfg = {8, 4, 0, 0};
   if (id == NABLA_VARIANT_INTEL_DPAS) {
     cfg.sg = runs_subgroup(ctx->device, 8) ? 8 : 16;
@@ -146,7 +141,7 @@ static void probe_intel_dpas(nabla_context *ctx, int id, nabla_variant_probe *pr
       snprintf(pr->why, sizeof pr->why, "the device lacks %s", needed[i]);
       goto done;
     }
-  const nabla_intel_dpas_config cfg = dpas_config(ctx, id);
+  const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(ctx, id);
   if (!runs_subgroup(ctx->device, (size_t)cfg.sg)) {
     snprintf(pr->why, sizeof pr->why, "the device runs neither sub-groups of 8 nor of 16");
     goto done;
@@ -174,7 +169,7 @@ static void probe_intel_dpas_emulated(nabla_context *ctx, int id, nabla_variant_
   nabla_probe_saved saved;
   char why[384] = "";
   nabla_probe_save(ctx, &saved);
-  const nabla_intel_dpas_config cfg = dpas_config(ctx, id);
+  const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(ctx, id);
   pr->probed = 1;
   pr->supported = probe_both(ctx, &cfg, why, sizeof why) == NABLA_PROBE_PASS;
   snprintf(pr->why, sizeof pr->why, "%s", why);
@@ -198,7 +193,7 @@ static int dpas_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why,
 }
 
 static void dpas_options(nabla_context *ctx, const nabla_variant_call *call, char *buf, size_t len) {
-  const nabla_intel_dpas_config cfg = dpas_config(ctx, call->id);
+  const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(ctx, call->id);
   nabla_intel_dpas_options(&cfg, call->shape, call->dtype, call->dense, buf, len);
 }
 

@@ -199,7 +199,7 @@ int nabla_device_preference(const nabla_device_desc *d) {
   if (d->type & CL_DEVICE_TYPE_GPU) return 0;
   if (d->type & CL_DEVICE_TYPE_ACCELERATOR) return 1;
   if (!(d->type & CL_DEVICE_TYPE_CPU)) return 6;
-  /* CPUs by measured speed of nablacl (docs/api.md): Intel's CPU runtime ran attention 1.6-2.2x
+  /* CPUs by measured speed of nablacl (docs/api.md): Intel's CPU runtime ran attention 1.6-4.3x
    * faster than PoCL on the same cores; any other CPU runtime (e.g. a simulator such as
    * Oclgrind) is unmeasured and comes last. */
   if (equals_ci(d->platform, "Intel(R) OpenCL")) return 2;

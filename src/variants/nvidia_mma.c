@@ -196,7 +196,7 @@ void nabla_mma_maxrreg_options(const nabla_context *ctx, int id, char *cap, size
 /* The lazy-rescale threshold of the tensor-core kernels' online softmax, in log2 units:
  * the knob MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow; 0
  * is the running maxima, where a row's reference follows every increase); unset means
- * `fallback`. The wgmma kernel's default is 12: on the H200 (docs/benchmarks.md) 8
+ * `fallback`. The wgmma kernel's default is 12: on the H200 (docs/notes/2026-12-wgmma-staging.md) 8
  * made it 11 % faster than 0 on Gaussian inputs, and 12 another 4-6 % on the STA mask (10.98 /
  * 10.97 ms against 11.72 / 11.39), with the same error against FlexAttention; on bench's
  * video-like inputs neither lost. The mma kernel keeps 0, the only setting timed for it. */

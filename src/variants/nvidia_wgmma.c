@@ -121,7 +121,7 @@ static void probe_wgmma_emulated(nabla_context *ctx, int id, nabla_variant_probe
 /* Tensor copies by default: they spare the tile images' pack (a pass over K and V, 0.8 ms for
  * the Wan 14B shape on the H200) and its 2 x K's size of device memory, and were 5-8 % faster on
  * the STA mask and level on random 10 % there; both bulk paths are about twice as fast as rows
- * staged by cp.async (docs/benchmarks.md). */
+ * staged by cp.async (docs/notes/2026-12-wgmma-staging.md). */
 int nabla_attention_wgmma_staging(const nabla_context *ctx) {
   const int v = ctx->knobs[NABLA_KNOB_WG_BULK];
   return v >= NABLA_WG_ROWS && v <= NABLA_WG_TENSOR ? v : NABLA_WG_TENSOR;

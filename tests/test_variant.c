@@ -128,6 +128,7 @@ static void test_registry_tables(void **state) {
     int listed = 0;
     for (int c = 0; c < tv->count; c++) listed |= tv->candidates[c] == id;
     assert_int_equal(listed, !nabla_variant_test_aid(id));
+    if (listed && !strstr(tv->help, name)) fail_msg("VARIANT's help \"%s\" lacks %s", tv->help, name);
     offered += listed;
     for (int other = 0; other < id; other++) assert_string_not_equal(nabla_variant_name(other), name);
   }

@@ -6,7 +6,7 @@
 # private-memory bytes per work-item thread, of its final compile) and, for the intel-dpas kernel, the dpas instructions in its disassembly (iga64)
 # against the design. Fails when a build fails or the dpas count differs from the design.
 #   intel_gate.sh INTEL_KERNELS_TOOL OUTDIR
-# Writes OUTDIR/intel-kernels.csv.
+# Writes OUTDIR/intel-kernels.csv (reports/intel-kernels.csv is a committed copy).
 set -euo pipefail
 tool=$1
 out=$2

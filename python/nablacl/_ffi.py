@@ -140,6 +140,26 @@ void nabla_ref_attention_sparse(const nabla_shape *shape, const double *q, const
 void nabla_ref_attention_dense(const nabla_shape *shape, const double *q, const double *k,
                                const double *v, double *out);
 
+/* Interop (external memory); absent from libraries built before it: see has() */
+typedef enum { NABLA_HANDLE_OPAQUE_FD = 1, NABLA_HANDLE_DMA_BUF = 2, NABLA_HANDLE_SYNC_FD = 3 } nabla_handle_type;
+typedef struct {
+  nabla_handle_type type;
+  int fd;
+  uint64_t size;
+  uint64_t offset;
+  uint64_t bytes;
+  cl_device_id device;
+  const uint8_t *device_uuid;
+} nabla_external_memory;
+typedef struct nabla_semaphore nabla_semaphore;
+nabla_status nabla_import_memory(nabla_context *ctx, const nabla_external_memory *memory, cl_mem *out);
+nabla_status nabla_external_begin(nabla_context *ctx, cl_uint num_sems, nabla_semaphore *const *wait_sems,
+                                  cl_uint num_tensors, const cl_mem *tensors, cl_uint num_wait,
+                                  const cl_event *wait, cl_event *done);
+nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensors, const cl_mem *tensors,
+                                cl_uint num_sems, nabla_semaphore *const *signal_sems, cl_uint num_wait,
+                                const cl_event *wait, cl_event *done);
+
 /* OpenCL (the ICD loader) */
 cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size, void *host_ptr, cl_int *errcode_ret);
 cl_mem clCreateBufferWithProperties(cl_context context, const cl_mem_properties *properties,
@@ -202,6 +222,20 @@ def _open_opencl() -> Any:
 
 lib: Any = _open_nablacl()
 cl: Any = _open_opencl()
+
+
+# Functions a library built before the interop API lacks; the package then imports external
+# memory through OpenCL itself (nablacl.torch).
+OPTIONAL = frozenset({"nabla_import_memory", "nabla_external_begin", "nabla_external_end"})
+
+
+def has(name: str) -> bool:
+    """Whether the loaded library exports `name`."""
+    try:
+        getattr(lib, name)
+        return True
+    except AttributeError:
+        return False
 
 
 def string(ptr: Any) -> str:

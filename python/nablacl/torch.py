@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import weakref
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -44,17 +45,22 @@ CL_MEM_DEVICE_HANDLE_LIST_END_KHR = 0
 
 
 class _CudaArray:
-    """__cuda_array_interface__ over raw device memory, for torch.as_tensor (no copy)."""
+    """__cuda_array_interface__ over raw device memory, for torch.as_tensor (no copy). A tensor
+    made from it keeps it, and so `owner`, alive."""
 
-    def __init__(self, ptr: int, shape: Tuple[int, ...], typestr: str) -> None:
+    def __init__(self, ptr: int, shape: Tuple[int, ...], typestr: str, owner: Any = None) -> None:
+        self.owner = owner
+        # No "stream" entry: the memory has no pending work when the view is made.
         self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False),
-                                         "version": 3, "strides": None, "stream": None}
+                                         "version": 3, "strides": None}
 
 
 class _Shared:
-    """One staging tensor: CUDA memory, the same memory as a cl_mem, and a torch view of it."""
+    """One staging tensor: CUDA memory, the same memory as a cl_mem, and a torch view of it.
+    Freed by close() or when the last reference goes (an output handed to the caller holds one)."""
 
     def __init__(self, runner: "_Runner", shape: Tuple[int, ...], dtype: torch.dtype) -> None:
+        self.shape, self.dtype, self.device = shape, dtype, runner.device
         itemsize = torch.empty((), dtype=dtype).element_size()
         nbytes = itemsize
         for s in shape:
@@ -64,13 +70,30 @@ class _Shared:
         self.mem: Any = ffi.NULL
         try:
             self.mem = runner.import_memory(self.alloc)
-            typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.bfloat16: "<i2",
-                       torch.int32: "<i4"}[dtype]
-            t = torch.as_tensor(_CudaArray(self.alloc.ptr, shape, typestr), device=runner.device)
-            self.tensor = t.view(dtype) if dtype == torch.bfloat16 else t
+            self.tensor: Optional[torch.Tensor] = self.view(owner=None)
         except BaseException:
             self.close()
             raise
+
+    def view(self, owner: Any) -> torch.Tensor:
+        """A new tensor over the memory; `owner` is kept alive as long as the tensor is."""
+        typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.bfloat16: "<i2",
+                   torch.int32: "<i4"}[self.dtype]
+        arr = _CudaArray(self.alloc.ptr, self.shape, typestr, owner)
+        t = torch.as_tensor(arr, device=self.device)
+        self._last_view = weakref.ref(arr)
+        return t.view(self.dtype) if self.dtype == torch.bfloat16 else t
+
+    def in_use(self) -> bool:
+        """Whether a tensor handed out by view() is still alive."""
+        ref = getattr(self, "_last_view", None)
+        return ref is not None and ref() is not None and ref().owner is not None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def close(self) -> None:
         self.tensor = None
@@ -89,6 +112,8 @@ class _Runner:
         self.ordinal = device.index if device.index is not None else torch.cuda.current_device()
         self.ctx = self._open_context()
         self.staging: Dict[Tuple[Any, ...], _Shared] = {}
+        # Outputs handed to callers as they are (no copy out): reused once no tensor holds one.
+        self.outputs: Dict[Tuple[Any, ...], List[_Shared]] = {}
         self.interop_api = has("nabla_import_memory") and has("nabla_external_begin")
 
     def _open_context(self) -> Context:
@@ -156,6 +181,21 @@ class _Runner:
             self.staging[key] = s
         return s
 
+    def output(self, shape: Tuple[int, ...], dtype: torch.dtype) -> _Shared:
+        """An output staging tensor no caller holds any more (a new one when all are held)."""
+        key = (shape, dtype)
+        if key not in self.outputs:
+            for old in list(self.outputs):  # another shape: let go of the old pool
+                self.outputs.pop(old)
+            self.outputs[key] = []
+        pool = self.outputs[key]
+        for s in pool:
+            if not s.in_use():
+                return s
+        s = _Shared(self, shape, dtype)
+        pool.append(s)
+        return s
+
     def begin(self, mems: Sequence[Any]) -> None:
         if self.interop_api:
             arr = ffi.new("cl_mem[]", list(mems))
@@ -177,6 +217,12 @@ class _Runner:
         for s in self.staging.values():
             s.close()
         self.staging.clear()
+        # An output a caller still holds is freed with its last tensor (its _Shared lives on).
+        for pool in self.outputs.values():
+            for s in pool:
+                if not s.in_use():
+                    s.close()
+        self.outputs.clear()
         self.ctx.close()
 
 
@@ -269,10 +315,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Optional[
         grid: the latent grid (T, H, W) in tokens (T*H*W == S), a [B, 3] tensor of equal rows
             (Wan's ``grid_sizes``), or None for a plain sequence.
         algo: "nabla-<thr>", "sta-<t>-<h>-<w>", "nabla-<thr>_sta-<t>-<h>-<w>" or "dense".
-        out: a contiguous [B, H, S, D] tensor of q's dtype and device to write; new when None.
+        out: a contiguous [B, H, S, D] tensor of q's dtype and device to copy the result into.
 
     Returns:
-        [B, H, S, D] contiguous, q's dtype, on q's device; ordered on the current stream.
+        [B, H, S, D] contiguous, q's dtype, on q's device, ready on the current stream: ``out``,
+        or else the staging memory the result was written to, which is not reused while any
+        tensor refers to it (so no copy out; keeping many outputs alive keeps their memory).
     """
     names = ["q", "k", "v"]
     shape, dtype, shape4, tdtype, device, _g = _check([q, k, v], names, grid)
@@ -282,7 +330,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Optional[
                 or out.device != device or not out.is_contiguous()):
             raise InvalidArgument("out: expected a contiguous tensor of q's shape, dtype and device")
     r = _runner(device)
-    sq, sk, sv, so = (r.shared(n, shape4, tdtype) for n in ("q", "k", "v", "o"))
+    sq, sk, sv = (r.shared(n, shape4, tdtype) for n in ("q", "k", "v"))
+    so = r.shared("o", shape4, tdtype) if out is not None else r.output(shape4, tdtype)
     stream = torch.cuda.current_stream(device)
     sq.tensor.copy_(q)
     sk.tensor.copy_(k)
@@ -294,9 +343,10 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Optional[
                                     0, ffi.NULL, ffi.NULL), "nabla_attention")
     r.end(mems)
     r.finish()  # the output is in memory before CUDA reads it
-    result = out if out is not None else torch.empty(shape4, dtype=tdtype, device=device)
-    result.copy_(so.tensor)
-    return result
+    if out is None:
+        return so.view(owner=so)  # the staging memory itself: no copy out
+    out.copy_(so.tensor)
+    return out
 
 
 def mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str = "nabla-0.7"

@@ -36,7 +36,7 @@ def test_cpu_tensors_are_refused():
     q, k, v = inputs(device="cpu")
     with pytest.raises(nablacl.InvalidArgument, match="q: a cpu tensor"):
         nt.attention(q, k, v, GRID, "nabla-0.7")
-    with pytest.raises(nablacl.InvalidArgument, match="k: a cpu tensor"):
+    with pytest.raises(nablacl.InvalidArgument, match="a cpu tensor"):
         nt.block_mask(q.cuda() if cuda_ready() else q, k, GRID)
 
 
@@ -92,3 +92,23 @@ def test_mask_matches_the_numpy_path():
     assert np.array_equal(num.cpu().numpy(), m.kv_num_blocks)
     assert np.array_equal(idx.cpu().numpy(), m.kv_indices)
     assert 0.0 < m.density < 1.0
+
+
+@needs_cuda
+def test_outputs_are_not_reused_while_held():
+    import nablacl.torch as nt
+
+    q, k, v = inputs()
+    a = nt.attention(q, k, v, GRID, "nabla-0.5")
+    a_ptr, a_copy = a.data_ptr(), a.clone()
+    b = nt.attention(q, k, 2 * v, GRID, "nabla-0.5")
+    assert b.data_ptr() != a_ptr and torch.equal(a, a_copy)
+    assert float((b.float() - 2 * a.float()).abs().max()) <= 2e-2
+    view = a[:, 1:]
+    del a
+    c = nt.attention(q, k, v, GRID, "nabla-0.5")
+    assert c.data_ptr() not in (a_ptr, b.data_ptr()), "a view still holds the first output"
+    del view, c
+    d = nt.attention(q, k, v, GRID, "nabla-0.5")
+    assert d.data_ptr() == a_ptr, "the first free output is reused"
+    assert torch.equal(d, a_copy)

@@ -403,13 +403,14 @@ def mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str =
 
 
 def block_mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str = "nabla-0.7",
-               *, full_blocks: bool = True, compute_q_blocks: bool = True) -> Any:
+               *, full_blocks: bool = True, compute_q_blocks: bool = False) -> Any:
     """FlexAttention's ``BlockMask`` of the NABLA mask built by nablacl (64-token blocks).
 
     ``full_blocks`` (default, as the NABLA reference does) marks every kept block as a full
     block, so FlexAttention applies no mask_mod inside it; otherwise they are partial blocks.
-    ``compute_q_blocks=False`` skips the transposed (query-side) indices FlexAttention needs only
-    for the backward pass, where this PyTorch has that option.
+    The transposed (query-side) indices FlexAttention needs only for the backward pass are left
+    out (inference; the NABLA reference runs under no_grad) unless ``compute_q_blocks`` (older
+    PyTorch without that option always computes them).
 
     FlexAttention's blocks are 64 consecutive tokens: video grids need H and W multiples of 8.
     """

@@ -42,6 +42,7 @@ CUresult cuInit(unsigned int flags);
 CUresult cuDeviceGet(CUdevice *device, int ordinal);
 CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev);
 CUresult cuCtxGetCurrent(CUcontext *pctx);
+CUresult cuCtxSetCurrent(CUcontext ctx);
 CUresult cuGetErrorName(CUresult error, const char **pstr);
 CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop, int option);
 CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size, const CUmemAllocationProp *prop,
@@ -98,6 +99,22 @@ def device_uuid(ordinal: int) -> bytes:
     uuid = ffi.new("CUuuid *")
     check(drv, drv.cuDeviceGetUuid(uuid, dev[0]), "cuDeviceGetUuid")
     return bytes(ffi.buffer(uuid, 16))
+
+
+class CurrentContext:
+    """Keeps the calling thread's current CUDA context (PyTorch's) across OpenCL calls: a
+    driver that leaves its own context current would otherwise receive PyTorch's later work."""
+
+    def __init__(self) -> None:
+        self._drv = driver()
+        cur = ffi.new("CUcontext *")
+        check(self._drv, self._drv.cuCtxGetCurrent(cur), "cuCtxGetCurrent")
+        self._saved = cur[0]
+        self._probe = ffi.new("CUcontext *")
+
+    def restore(self) -> None:
+        if self._drv.cuCtxGetCurrent(self._probe) == 0 and self._probe[0] != self._saved:
+            check(self._drv, self._drv.cuCtxSetCurrent(self._saved), "cuCtxSetCurrent")
 
 
 class SharedAllocation:

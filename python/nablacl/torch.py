@@ -110,7 +110,11 @@ class _Runner:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.ordinal = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.init()
+        torch.empty(1, device=device)  # PyTorch's context is current on this thread
+        self.cuda_context = _cuda.CurrentContext()
         self.ctx = self._open_context()
+        self.cuda_context.restore()
         self.staging: Dict[Tuple[Any, ...], _Shared] = {}
         # Outputs handed to callers as they are (no copy out): reused once no tensor holds one.
         self.outputs: Dict[Tuple[Any, ...], List[_Shared]] = {}
@@ -210,6 +214,7 @@ class _Runner:
 
     def finish(self) -> None:
         code = cl.clFinish(lib.nabla_context_queue(self.ctx.ptr))
+        self.cuda_context.restore()
         if code != 0:
             raise error_for(-3, f"clFinish failed with CL error {code}")
 

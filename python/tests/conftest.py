@@ -1,4 +1,4 @@
-"""Shared fixtures: one nablacl context per test session on the default device (PoCL in CI),
+"""Shared fixtures: one nablacl context per test module on the default device (PoCL in CI),
 a fresh random generator per test, and inputs rounded to the storage type."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
     ml_dtypes = None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ctx():
     if not nablacl.devices():
         pytest.skip("no OpenCL device")

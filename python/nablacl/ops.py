@@ -214,14 +214,17 @@ class _Staged:
         self.buffers.append(buf)
         return buf
 
-    def input(self, kind: str, a: Any, name: str, shape: Any, dtype: int, raster: bool) -> T.Buffer:
+    def input(self, kind: str, a: Any, name: str, shape: Any, dtype: int, raster: bool,
+              wait: Tuple[int, Any]) -> T.Buffer:
+        """The tensor as the library reads it; a raster-order one is reordered first, after
+        `wait` (the pending events of pyopencl arrays)."""
         src = self.add(T.borrow(self.ctx, a, name) if kind == "pyopencl"
                        else T.upload(self.ctx, a, name))
         if not raster:
             return src
         tile = self.add(T.Buffer.new(self.ctx, src.nbytes, name + " (tile order)"))
-        self.ctx.check(lib.nabla_reorder(self.ctx.ptr, shape, dtype, 0, src.mem, tile.mem, 0,
-                                         ffi.NULL, ffi.NULL), f"nabla_reorder ({name})")
+        self.ctx.check(lib.nabla_reorder(self.ctx.ptr, shape, dtype, 0, src.mem, tile.mem, wait[0],
+                                         wait[1], ffi.NULL), f"nabla_reorder ({name})")
         return tile
 
     def close(self) -> None:
@@ -265,9 +268,9 @@ def attention(q: Any, k: Any, v: Any, algo: str = "nabla-0.7", grid: T.Grid = No
     staged = _Staged(ctx)
     try:
         nw, wl, _keep = T.wait_list(arrays)
-        bq = staged.input(kind, q, "q", shape, dtype, raster)
-        bk = staged.input(kind, k, "k", shape, dtype, raster)
-        bv = staged.input(kind, v, "v", shape, dtype, raster)
+        bq = staged.input(kind, q, "q", shape, dtype, raster, (nw, wl))
+        bk = staged.input(kind, k, "k", shape, dtype, raster, (nw, wl))
+        bv = staged.input(kind, v, "v", shape, dtype, raster, (nw, wl))
         bo_final = staged.add(T.borrow(ctx, result, "out") if kind == "pyopencl"
                               else T.Buffer.new(ctx, q.nbytes, "out"))
         bo = staged.add(T.Buffer.new(ctx, q.nbytes, "out (tile order)")) if raster else bo_final
@@ -311,8 +314,8 @@ def mask(q: Any, k: Any, algo: str = "nabla-0.7", grid: T.Grid = None, order: st
     staged = _Staged(ctx)
     try:
         nw, wl, _keep = T.wait_list([q, k])
-        bq = staged.input(kind, q, "q", shape, dtype, raster)
-        bk = staged.input(kind, k, "k", shape, dtype, raster)
+        bq = staged.input(kind, q, "q", shape, dtype, raster, (nw, wl))
+        bk = staged.input(kind, k, "k", shape, dtype, raster, (nw, wl))
         out = ffi.new("nabla_mask **")
         ctx.check(lib.nabla_mask_build(ctx.ptr, algo_s, shape, dtype, bq.mem, bk.mem, out, nw, wl,
                                        ffi.NULL), "nabla_mask_build")
@@ -335,7 +338,7 @@ def reorder(x: Any, grid: Tuple[int, int, int], inverse: bool = False, *, out: A
     staged = _Staged(ctx)
     try:
         nw, wl, _keep = T.wait_list(arrays)
-        src = staged.input(kind, x, "x", shape, dtype, False)
+        src = staged.input(kind, x, "x", shape, dtype, False, (nw, wl))
         dst = staged.add(T.borrow(ctx, result, "out") if kind == "pyopencl"
                          else T.Buffer.new(ctx, x.nbytes, "out"))
         done = ffi.new("cl_event *")

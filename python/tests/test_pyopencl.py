@@ -90,3 +90,20 @@ def test_views_and_mixed_kinds_are_refused(queue, nctx, rng):
     big = cla.to_device(queue, np.concatenate([host[0], host[0]], axis=1))
     with pytest.raises(nablacl.InvalidArgument, match="offset"):
         nablacl.attention(big[:, 1:], k, v, "nabla-0.7", grid=GRID, context=nctx)
+
+
+def test_another_queue_waits_for_the_arrays_events(queue, rng):
+    """A context on a second queue of the same OpenCL context orders its work after the
+    arrays' pending events (here the kernel that makes v2), raster reorders included."""
+    q2 = cl.CommandQueue(queue.context)
+    other = nablacl.Context.from_cl(queue.context, queue.device, q2)
+    host = video_inputs(rng, SHAPE, GRID, "f32")
+    raster = [ref.reorder(t, GRID, inverse=True).astype(np.float32) for t in host]
+    q, k, v = (cla.to_device(queue, t) for t in raster)
+    v2 = v * 2.0
+    assert v2.events
+    out = nablacl.attention(q, k, v2, "nabla-0.7", grid=GRID, order="raster", context=other)
+    expect = nablacl.attention(raster[0], raster[1], 2.0 * raster[2], "nabla-0.7", grid=GRID,
+                               order="raster", context=other)
+    assert np.allclose(out.get(), expect, rtol=1e-5, atol=1e-6)
+    other.close()

@@ -325,6 +325,121 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
                                        cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
                                        const cl_event *wait, cl_event *done);
 
+/* ---- Interop: external memory and semaphores -------------------------------------------- */
+/*
+ * Zero-copy tensors from a renderer or an engine (Vulkan, CUDA, ...): a buffer the other API
+ * exported as a file descriptor becomes a `cl_mem` that the rest of this API takes like any
+ * other tensor, and semaphores the other API exported order its work against ours on the
+ * device, without host round trips (docs/embedding.md). Needs OpenCL 3.0 with
+ * cl_khr_external_memory plus cl_khr_external_memory_opaque_fd or _dma_buf (memory), and
+ * cl_khr_semaphore + cl_khr_external_semaphore plus _opaque_fd or _sync_fd (semaphores);
+ * where one is absent the call returns NABLA_UNSUPPORTED and the last-error text names it.
+ *
+ * File descriptors: on NABLA_OK the descriptor passed in is consumed; the caller must not use
+ * or close it (the OpenCL extensions transfer its ownership to the implementation on a
+ * successful import, as Vulkan does). On any failure it is untouched and stays the caller's to
+ * close. The payload stays alive while the returned object (or a tensor cut from it) lives,
+ * whatever the exporting API does with its own handle.
+ *
+ * Ordering, per call sequence on the context's queue:
+ *   nabla_external_begin  (wait on the other API's semaphores, acquire the imported tensors)
+ *   any nablacl calls on those tensors (mask build, attention, one-shot, reorder)
+ *   nabla_external_end    (release the tensors, signal semaphores for the other API, flush)
+ * All of it is enqueued; nothing blocks the host. Arguments are checked before anything is
+ * enqueued.
+ */
+
+/** Kinds of external handle (memory: OPAQUE_FD, DMA_BUF; semaphores: OPAQUE_FD, SYNC_FD). */
+typedef enum {
+  NABLA_HANDLE_OPAQUE_FD = 1, /* Vulkan VK_EXTERNAL_*_HANDLE_TYPE_OPAQUE_FD_BIT, CUDA
+                                 CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR */
+  NABLA_HANDLE_DMA_BUF = 2,   /* a Linux dma_buf (memory only) */
+  NABLA_HANDLE_SYNC_FD = 3    /* a Linux sync file (semaphores only; copy transference) */
+} nabla_handle_type;
+
+#define NABLA_HANDLE_BIT(type) (1u << (unsigned)(type))
+
+/** What the context's device can import. */
+typedef struct {
+  unsigned memory;      /* NABLA_HANDLE_BIT(t) for each memory handle type t it imports */
+  unsigned semaphore;   /* NABLA_HANDLE_BIT(t) for each binary-semaphore handle type */
+  int has_uuid;         /* 1 when the device reports its UUID (cl_khr_device_uuid) */
+  uint8_t uuid[16];     /* equals Vulkan's VkPhysicalDeviceIDProperties::deviceUUID and
+                           CUDA's cuDeviceGetUuid for the same GPU */
+  char missing[256];    /* space-separated extensions absent for the full set; "" if none */
+} nabla_interop_caps;
+
+/** Fills `caps` for the context's device. Never NABLA_UNSUPPORTED: absent features are 0. */
+NABLA_API nabla_status nabla_interop_caps_query(nabla_context *ctx, nabla_interop_caps *caps);
+
+/** An external allocation, or the tensor within it. */
+typedef struct {
+  nabla_handle_type type;    /* NABLA_HANDLE_OPAQUE_FD or NABLA_HANDLE_DMA_BUF */
+  int fd;                    /* consumed on success (see above) */
+  uint64_t size;             /* bytes of the whole exported allocation, as the exporter made it */
+  uint64_t offset;           /* where the tensor starts in it: a multiple of the device's base
+                                address alignment (CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8) */
+  uint64_t bytes;            /* the tensor's bytes; 0 means size - offset */
+  cl_device_id device;       /* the device the allocation lives on (CL_MEM_DEVICE_HANDLE_LIST
+                                of the import); NULL: the context's device. Another device is
+                                NABLA_INVALID_ARGUMENT */
+  const uint8_t *device_uuid;/* 16 bytes, or NULL: when given, the context's device must report
+                                this UUID (a GPU of another vendor or slot is refused) */
+} nabla_external_memory;
+
+/**
+ * Makes a read-write `cl_mem` of `bytes` bytes from an external allocation; the caller releases
+ * it with clReleaseMemObject (the payload is freed when both sides have let go). With an offset,
+ * or fewer bytes than the allocation, it is a sub-buffer of the imported whole. Errors, before
+ * anything is imported: NABLA_INVALID_ARGUMENT for a NULL, a handle type that is no memory
+ * handle, a descriptor that is not open, a size of 0 or a region past the allocation's end (a
+ * dma_buf's real size is checked too), a misaligned offset, a foreign device or UUID;
+ * NABLA_UNSUPPORTED naming the missing extension; a size the driver refuses is NABLA_OPENCL.
+ * `*out` is NULL after any failure.
+ */
+NABLA_API nabla_status nabla_import_memory(nabla_context *ctx, const nabla_external_memory *memory,
+                                           cl_mem *out);
+
+/** A binary semaphore imported from another API. */
+typedef struct nabla_semaphore nabla_semaphore;
+
+/**
+ * Imports a binary semaphore exported as `fd` (NABLA_HANDLE_OPAQUE_FD: reference transference,
+ * waits and signals are shared with the exporter's semaphore; NABLA_HANDLE_SYNC_FD: a copy of
+ * one signal). `*out` is the caller's (nabla_semaphore_release), usable with this context only.
+ * NABLA_INVALID_ARGUMENT for a memory handle type or a descriptor that is not open;
+ * NABLA_UNSUPPORTED naming the missing extension.
+ */
+NABLA_API nabla_status nabla_import_semaphore(nabla_context *ctx, nabla_handle_type type, int fd,
+                                              nabla_semaphore **out);
+
+/** Releases a semaphore (NULL allowed) once the commands that use it are done with it. */
+NABLA_API void nabla_semaphore_release(nabla_semaphore *semaphore);
+
+/**
+ * Enqueues, after the wait list: a wait on each semaphore in `wait_sems` (each must have a
+ * signal submitted by the other API, as binary semaphores require), then the acquisition of
+ * each imported tensor in `tensors` (a sub-buffer acquires its allocation). Either count may be
+ * 0, not both. `done` completes with the last command. Errors before anything is enqueued:
+ * NABLA_INVALID_ARGUMENT for a NULL, a semaphore or a tensor of another context;
+ * NABLA_UNSUPPORTED naming the missing extension. Whether a tensor was imported at all is the
+ * driver's to judge (OpenCL does not report it portably): pass only nabla_import_memory's.
+ */
+NABLA_API nabla_status nabla_external_begin(nabla_context *ctx, cl_uint num_sems,
+                                            nabla_semaphore *const *wait_sems, cl_uint num_tensors,
+                                            const cl_mem *tensors, cl_uint num_wait,
+                                            const cl_event *wait, cl_event *done);
+
+/**
+ * Enqueues, after the wait list: the release of each tensor back to the other API, then a
+ * signal of each semaphore in `signal_sems`, and flushes the queue so that the other API's
+ * waits can be satisfied. Checks as nabla_external_begin.
+ */
+NABLA_API nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensors,
+                                          const cl_mem *tensors, cl_uint num_sems,
+                                          nabla_semaphore *const *signal_sems, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *done);
+
 /* ---- Kernel configuration ------------------------------------------------------------- */
 
 /**

@@ -180,6 +180,8 @@ nabla_status nabla_device_caps_query(nabla_context *ctx);
 nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
                                  char *err, size_t err_len);
 nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *out, size_t len);
+/* 1 if the device lists `ext` among its extensions. */
+int nabla_device_has_extension(cl_device_id dev, const char *ext);
 
 /* program.c: builds (or loads) stage `name` with `options`; the program stays owned by ctx. */
 nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char *options,

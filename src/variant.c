@@ -534,7 +534,7 @@ static void maxrreg_options(int id, const nabla_params *params, char *cap, size_
 /* The lazy-rescale threshold of the tensor-core kernels' online softmax, in log2 units:
  * NABLACL_MMA_LAZY_RESCALE, 0..15 (probabilities reach 2^tau, and fp16 P must not overflow; 0
  * is the running maxima, where a row's reference follows every increase); unset or anything
- * else means `fallback`. The wgmma kernel's default is 12: on the H200 (docs/benchmarks.md) 8
+ * else means `fallback`. The wgmma kernel's default is 12: on the H200 (docs/notes/2026-12-wgmma-staging.md) 8
  * made it 11 % faster than 0 on Gaussian inputs, and 12 another 4-6 % on the STA mask (10.98 /
  * 10.97 ms against 11.72 / 11.39), with the same error against FlexAttention; on bench's
  * video-like inputs neither lost. The mma kernel keeps 0, the only setting timed for it. */
@@ -543,7 +543,7 @@ static int lazy_rescale(int fallback) { return env_knob("NABLACL_MMA_LAZY_RESCAL
 /* Tensor copies by default: they spare the tile images' pack (a pass over K and V, 0.8 ms for
  * the Wan 14B shape on the H200) and its 2 x K's size of device memory, and were 5-8 % faster on
  * the STA mask and level on random 10 % there; both bulk paths are about twice as fast as rows
- * staged by cp.async (docs/benchmarks.md). */
+ * staged by cp.async (docs/notes/2026-12-wgmma-staging.md). */
 int nabla_attention_wgmma_staging(void) {
   return env_knob("NABLACL_WG_BULK", NABLA_WG_ROWS, NABLA_WG_TENSOR, NABLA_WG_TENSOR);
 }

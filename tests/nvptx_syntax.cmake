@@ -1,6 +1,6 @@
 # Compiles the NVIDIA-only paths of the tensor-core kernels (inline PTX, never built by PoCL,
 # whose tests run them emulated) with clang's OpenCL front end for the NVPTX target, syntax and
-# semantics only, so that an OpenCL C error in them fails CI instead of a GPU session.
+# semantics only, so that an OpenCL C error in them fails CI instead of a run on a GPU.
 #   cmake -DCLANG=<clang> -DCL_DIR=<cl/> -DWORK=<scratch dir> -P nvptx_syntax.cmake
 # Each configuration: "<stage>|<prelude files>|<options>", as src/program.c assembles them.
 set(configs

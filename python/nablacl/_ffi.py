@@ -22,7 +22,6 @@ typedef uint32_t cl_uint;
 typedef uint64_t cl_ulong;
 typedef cl_ulong cl_bitfield;
 typedef cl_bitfield cl_mem_flags;
-typedef cl_ulong cl_mem_properties;
 typedef cl_uint cl_mem_info;
 typedef cl_uint cl_device_info;
 typedef cl_uint cl_buffer_create_type;
@@ -140,8 +139,16 @@ void nabla_ref_attention_sparse(const nabla_shape *shape, const double *q, const
 void nabla_ref_attention_dense(const nabla_shape *shape, const double *q, const double *k,
                                const double *v, double *out);
 
-/* Interop (external memory); absent from libraries built before it: see has() */
+/* Interop: external memory */
 typedef enum { NABLA_HANDLE_OPAQUE_FD = 1, NABLA_HANDLE_DMA_BUF = 2, NABLA_HANDLE_SYNC_FD = 3 } nabla_handle_type;
+typedef struct {
+  unsigned memory;
+  unsigned semaphore;
+  int has_uuid;
+  uint8_t uuid[16];
+  char missing[256];
+} nabla_interop_caps;
+nabla_status nabla_interop_caps_query(nabla_context *ctx, nabla_interop_caps *caps);
 typedef struct {
   nabla_handle_type type;
   int fd;
@@ -162,8 +169,6 @@ nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensors, const c
 
 /* OpenCL (the ICD loader) */
 cl_mem clCreateBuffer(cl_context context, cl_mem_flags flags, size_t size, void *host_ptr, cl_int *errcode_ret);
-cl_mem clCreateBufferWithProperties(cl_context context, const cl_mem_properties *properties,
-                                    cl_mem_flags flags, size_t size, void *host_ptr, cl_int *errcode_ret);
 cl_int clRetainMemObject(cl_mem memobj);
 cl_int clReleaseMemObject(cl_mem memobj);
 cl_int clGetMemObjectInfo(cl_mem memobj, cl_mem_info param_name, size_t param_value_size,
@@ -190,8 +195,6 @@ CL_SUCCESS = 0
 CL_MEM_READ_WRITE = 1 << 0
 CL_MEM_SIZE = 0x1102
 CL_MEM_CONTEXT = 0x1106
-CL_DEVICE_EXTENSIONS = 0x1030
-CL_DEVICE_UUID_KHR = 0x106A
 
 
 def _open_nablacl() -> Any:
@@ -222,20 +225,6 @@ def _open_opencl() -> Any:
 
 lib: Any = _open_nablacl()
 cl: Any = _open_opencl()
-
-
-# Functions a library built before the interop API lacks; the package then imports external
-# memory through OpenCL itself (nablacl.torch).
-OPTIONAL = frozenset({"nabla_import_memory", "nabla_external_begin", "nabla_external_end"})
-
-
-def has(name: str) -> bool:
-    """Whether the loaded library exports `name`."""
-    try:
-        getattr(lib, name)
-        return True
-    except AttributeError:
-        return False
 
 
 def string(ptr: Any) -> str:

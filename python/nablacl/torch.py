@@ -2,11 +2,11 @@
 
 NVIDIA's OpenCL cannot read PyTorch's allocations directly, so every call goes through staging
 tensors in memory that both see: allocated with the CUDA driver's virtual-memory API, exported
-as a file descriptor and imported into OpenCL (cl_khr_external_memory_opaque_fd). Per call:
+as a file descriptor and imported into OpenCL (``nabla_import_memory``). Per call:
 device-to-device copies into the staging tensors on the current CUDA stream, a wait for that
-stream, the nablacl work on the OpenCL queue, a wait for it, and the copy out on the stream. The
-staging tensors are kept per (device, shape, dtype) across calls (:func:`release_staging` frees
-them).
+stream, the nablacl work on the OpenCL queue (between acquiring and releasing the imported
+tensors), and a wait for it. The staging tensors are kept per (device, shape, dtype) across
+calls (:func:`release_staging` frees them); the output is handed over without a copy.
 
 Two entry points for a NABLA video DiT such as the Wan 2.1 NABLA reference:
 
@@ -30,7 +30,7 @@ import torch
 
 from . import _cuda
 from . import _tensors as T
-from ._ffi import CL_DEVICE_UUID_KHR, CL_MEM_READ_WRITE, cl, ffi, has, lib
+from ._ffi import cl, ffi, lib, string
 from .context import Context, devices
 from .errors import InvalidArgument, NablaError, OpenCLError, Unsupported, error_for
 
@@ -39,9 +39,7 @@ _DTYPES = {torch.float32: (T.F32, "<f4"), torch.float16: (T.F16, "<f2"),
 
 GridLike = Union[Tuple[int, int, int], Sequence[int], torch.Tensor]
 
-CL_EXTERNAL_MEMORY_HANDLE_OPAQUE_FD_KHR = 0x2060
-CL_MEM_DEVICE_HANDLE_LIST_KHR = 0x2051
-CL_MEM_DEVICE_HANDLE_LIST_END_KHR = 0
+OPAQUE_FD = 1  # NABLA_HANDLE_OPAQUE_FD: CUDA's CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR
 
 
 class _CudaArray:
@@ -113,66 +111,48 @@ class _Runner:
         torch.cuda.init()
         torch.empty(1, device=device)  # PyTorch's context is current on this thread
         self.cuda_context = _cuda.CurrentContext()
+        self.uuid = _cuda.device_uuid(self.ordinal)
+        self._uuid_buf = ffi.new("uint8_t[16]", list(self.uuid))
         self.ctx = self._open_context()
         self.cuda_context.restore()
         self.staging: Dict[Tuple[Any, ...], _Shared] = {}
         # Outputs handed to callers as they are (no copy out): reused once no tensor holds one.
         self.outputs: Dict[Tuple[Any, ...], List[_Shared]] = {}
-        self.interop_api = has("nabla_import_memory") and has("nabla_external_begin")
 
     def _open_context(self) -> Context:
-        uuid = _cuda.device_uuid(self.ordinal)
+        """A context on the NVIDIA OpenCL device with this CUDA device's UUID (or the only one,
+        where the driver does not report UUIDs) that imports opaque file descriptors."""
         nvidia = [d for d in devices() if d.type == "GPU" and "NVIDIA" in (d.platform + d.vendor).upper()]
         if not nvidia:
             raise Unsupported("no NVIDIA OpenCL device: is NVIDIA's OpenCL ICD registered "
                               "(an .icd file naming libnvidia-opencl.so.1 in OCL_ICD_VENDORS)?")
-        unknown: List[Context] = []
+        why = []
         for d in nvidia:
             ctx = Context(d.index)
-            got = _device_uuid(ctx)
-            if got == uuid:
-                for c in unknown:
-                    c.close()
+            caps = ffi.new("nabla_interop_caps *")
+            ctx.check(lib.nabla_interop_caps_query(ctx.ptr, caps), "nabla_interop_caps_query")
+            same = bytes(ffi.buffer(caps.uuid)) == self.uuid if caps.has_uuid else len(nvidia) == 1
+            if same and caps.memory & (1 << OPAQUE_FD):
                 return ctx
-            if got is None:
-                unknown.append(ctx)
-            else:
-                ctx.close()
-        if len(nvidia) == 1 and len(unknown) == 1:
-            return unknown[0]  # one NVIDIA GPU that does not report its UUID: it is this one
-        for c in unknown:
-            c.close()
-        raise Unsupported(f"no OpenCL device is CUDA device {self.ordinal} (UUID {uuid.hex()})")
+            if same:
+                why.append(f"device {d.index} ({d.name}) cannot import CUDA memory: missing "
+                           f"{string(caps.missing) or 'cl_khr_external_memory_opaque_fd'}")
+            ctx.close()
+        raise Unsupported("; ".join(why) or
+                          f"no OpenCL device is CUDA device {self.ordinal} (UUID {self.uuid.hex()})")
 
     def import_memory(self, alloc: _cuda.SharedAllocation) -> Any:
+        """The allocation as a cl_mem (nabla_import_memory consumes the descriptor)."""
         fd = alloc.export_fd()
         out = ffi.new("cl_mem *")
-        if has("nabla_import_memory"):
-            m = ffi.new("nabla_external_memory *")
-            m.type, m.fd, m.size, m.offset, m.bytes = 1, fd, alloc.size, 0, 0
-            st = lib.nabla_import_memory(self.ctx.ptr, m, out)
-            if st != 0:
-                _cuda.close_fd(fd)  # a failed import leaves the descriptor the caller's
-                self.ctx.check(st, "nabla_import_memory")
-            return out[0]
-        # A library without the interop API: the same import through OpenCL directly.
-        code = ffi.new("cl_int *")
-        dev = lib.nabla_context_device(self.ctx.ptr)
-        props = ffi.new("cl_mem_properties[]", [
-            CL_EXTERNAL_MEMORY_HANDLE_OPAQUE_FD_KHR, fd,
-            CL_MEM_DEVICE_HANDLE_LIST_KHR, int(ffi.cast("uintptr_t", dev)),
-            CL_MEM_DEVICE_HANDLE_LIST_END_KHR, 0])
-        try:
-            mem = cl.clCreateBufferWithProperties(lib.nabla_context_cl_context(self.ctx.ptr), props,
-                                                  CL_MEM_READ_WRITE, alloc.size, ffi.NULL, code)
-        except AttributeError:
-            _cuda.close_fd(fd)
-            raise Unsupported("the OpenCL ICD loader lacks clCreateBufferWithProperties (OpenCL 3.0)") from None
-        if code[0] != 0 or mem == ffi.NULL:
-            _cuda.close_fd(fd)
-            raise OpenCLError(f"importing CUDA memory into OpenCL (clCreateBufferWithProperties, "
-                              f"opaque fd) failed with CL error {code[0]}")
-        return mem  # the implementation owns the descriptor now
+        m = ffi.new("nabla_external_memory *")
+        m.type, m.fd, m.size, m.offset, m.bytes = OPAQUE_FD, fd, alloc.size, 0, 0
+        m.device_uuid = self._uuid_buf
+        st = lib.nabla_import_memory(self.ctx.ptr, m, out)
+        if st != 0:
+            _cuda.close_fd(fd)  # a failed import leaves the descriptor ours
+            self.ctx.check(st, "nabla_import_memory")
+        return out[0]
 
     def shared(self, role: str, shape: Tuple[int, ...], dtype: torch.dtype) -> _Shared:
         key = (role, shape, dtype)
@@ -201,16 +181,16 @@ class _Runner:
         return s
 
     def begin(self, mems: Sequence[Any]) -> None:
-        if self.interop_api:
-            arr = ffi.new("cl_mem[]", list(mems))
-            self.ctx.check(lib.nabla_external_begin(self.ctx.ptr, 0, ffi.NULL, len(mems), arr, 0,
-                                                    ffi.NULL, ffi.NULL), "nabla_external_begin")
+        """Acquires the imported tensors for OpenCL (enqueued)."""
+        arr = ffi.new("cl_mem[]", list(mems))
+        self.ctx.check(lib.nabla_external_begin(self.ctx.ptr, 0, ffi.NULL, len(mems), arr, 0,
+                                                ffi.NULL, ffi.NULL), "nabla_external_begin")
 
     def end(self, mems: Sequence[Any]) -> None:
-        if self.interop_api:
-            arr = ffi.new("cl_mem[]", list(mems))
-            self.ctx.check(lib.nabla_external_end(self.ctx.ptr, len(mems), arr, 0, ffi.NULL, 0,
-                                                  ffi.NULL, ffi.NULL), "nabla_external_end")
+        """Releases them back to CUDA (enqueued; finish() waits)."""
+        arr = ffi.new("cl_mem[]", list(mems))
+        self.ctx.check(lib.nabla_external_end(self.ctx.ptr, len(mems), arr, 0, ffi.NULL, 0,
+                                              ffi.NULL, ffi.NULL), "nabla_external_end")
 
     def finish(self) -> None:
         code = cl.clFinish(lib.nabla_context_queue(self.ctx.ptr))
@@ -229,13 +209,6 @@ class _Runner:
                     s.close()
         self.outputs.clear()
         self.ctx.close()
-
-
-def _device_uuid(ctx: Context) -> Optional[bytes]:
-    buf = ffi.new("unsigned char[16]")
-    if cl.clGetDeviceInfo(lib.nabla_context_device(ctx.ptr), CL_DEVICE_UUID_KHR, 16, buf, ffi.NULL) != 0:
-        return None
-    return bytes(ffi.buffer(buf, 16))
 
 
 _local = threading.local()

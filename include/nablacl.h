@@ -29,9 +29,9 @@
  *
  * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform
  * name), NABLACL_CACHE_DIR (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a
- * directory; development), NABLACL_VARIANT (force an attention variant), and the tensor-core
- * kernels' overrides NABLACL_WG_BULK, NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW,
- * NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (README.md, docs/variants.md).
+ * directory; development), and the knobs NABLACL_VARIANT, NABLACL_WG_BULK,
+ * NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW, NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (see
+ * nabla_knob_set), read when a context is created.
  */
 #ifndef NABLACL_H
 #define NABLACL_H
@@ -47,6 +47,12 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ==== The stable core ======================================================================
+ * Version, status, devices, contexts, shapes and algorithms, reordering, masks, attention and
+ * host conversions: what an application needs. Names ending in an underscore (and NABLA_API) are
+ * this header's own machinery, not API.
+ * ========================================================================================== */
 
 /* ---- Version ---------------------------------------------------------------------------- */
 
@@ -440,6 +446,20 @@ NABLA_API nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensor
                                           nabla_semaphore *const *signal_sems, cl_uint num_wait,
                                           const cl_event *wait, cl_event *done);
 
+/* ---- Host conversions ------------------------------------------------------------------- */
+
+/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
+NABLA_API uint16_t nabla_f32_to_f16(float x);
+NABLA_API float nabla_f16_to_f32(uint16_t h);
+NABLA_API uint16_t nabla_f32_to_bf16(float x);
+NABLA_API float nabla_bf16_to_f32(uint16_t b);
+
+/* ==== Advanced ==============================================================================
+ * Kernel configuration, tuning and the on-disk caches, profiling, kernel variants, knobs and the
+ * float64 reference: for measuring, tuning and testing the library itself. Stable too, but an
+ * application that only attends needs none of it.
+ * ========================================================================================== */
+
 /* ---- Kernel configuration ------------------------------------------------------------- */
 
 /**
@@ -451,21 +471,6 @@ NABLA_API nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensor
 NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
-
-/* ---- Profiling -------------------------------------------------------------------------- */
-
-/**
- * Turns per-stage profiling on or off for this context (off by default). While on, every
- * kernel the library enqueues is recorded. Turning it on needs a queue with
- * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
- */
-NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
-
-/**
- * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
- * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
- */
-NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
 
 /* ---- Tuning and caches ------------------------------------------------------------------ */
 /*
@@ -603,44 +608,39 @@ NABLA_API nabla_status nabla_cache_list(const char *dir, nabla_cache_visit visit
  */
 NABLA_API nabla_status nabla_cache_clear(const char *dir);
 
+/* ---- Profiling -------------------------------------------------------------------------- */
+
+/**
+ * Turns per-stage profiling on or off for this context (off by default). While on, every
+ * kernel the library enqueues is recorded. Turning it on needs a queue with
+ * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
+ */
+NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
+
+/**
+ * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
+ * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
+ */
+NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
+
 /* ---- Variants --------------------------------------------------------------------------- */
 /*
  * A stage can have several implementations ("variants"); the library picks one per device and
- * problem, and the portable one is always there as the fallback. Variants of attention:
- *   "portable"             OpenCL C, every device and dtype.
- *   "nvidia-mma"           tensor cores through inline PTX mma.sync, on NVIDIA GPUs whose
- *                          capability probe passes; f16/bf16 storage, head_dim a multiple of 16
- *                          up to 128 (fp32 accumulation and softmax).
- *   "nvidia-mma-emulated"  the nvidia-mma kernel with its PTX emulated in local memory: any
- *                          device, slow; used only when forced (tests the kernel on CPUs).
- *   "cpu-rows"             OpenCL C shaped for CPUs: one work-item per query row, no local
- *                          memory or barriers; every device and dtype; automatic on CPUs.
- *   "nvidia-wgmma"         Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, reached
- *                          by rewriting the compiler's PTX), on NVIDIA sm_90 GPUs whose probe
- *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
- *                          run, before nvidia-mma. Stages K and V blocks with tensor copies,
- *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
- *                          at run time; the device's primary CUDA context is retained only
- *                          around the one call per head dim, and the map template is kept in
- *                          the disk cache, so later processes do not touch CUDA unless
- *                          NABLACL_CACHE_DIR=off). Where that
- *                          cannot be had, or with
- *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
- *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4
- *                          GB for B=1, H=40, S=67,200, D=128, until nabla_context_trim); failing
- *                          that, or with NABLACL_WG_BULK=0, it stages rows (slower).
- *                          nabla_variant_note says which fallback was taken and why.
- *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
- *                          only when forced.
- * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
- * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
- * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows|nvidia-wgmma|
- * nvidia-wgmma-emulated); the tuned VARIANT parameter; else the fastest eligible variant. A requested variant that cannot run falls
- * back to portable, and nabla_variant_note says why. The reduced map of nabla_mask_build follows
- * the same request (not the tuned VARIANT): on tensor cores (mma.sync) with nvidia-mma,
- * nvidia-wgmma or automatic where the nvidia-mma probe passed, emulated with either emulated
- * variant, else fp32 FMA. See docs/variants.md.
+ * problem, and "portable" (OpenCL C, every device and dtype) is always there as the fallback.
+ * nabla_variant_names lists them all; docs/variants.md says what each needs and does (the
+ * tensor-core kernels for NVIDIA, "cpu-rows" for CPUs, emulated twins that run a vendor kernel's
+ * logic on any device when forced, as a test aid). A variant that needs a device feature runs a
+ * probe: it compiles and runs a tiny kernel once per device (the first time it is needed; this
+ * blocks), and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
+ * NABLACL_VARIANT; the tuned VARIANT parameter; else the fastest eligible variant. A requested
+ * variant that cannot run falls back to portable, and nabla_variant_note says why. The reduced
+ * map of nabla_mask_build follows the same request (not the tuned VARIANT): on tensor cores where
+ * the requested (or automatic) variant has a map kernel that can run, else fp32 FMA.
  */
+
+/** Every variant name, "auto" first, comma-separated (a static string): what
+ * nabla_variant_force and NABLACL_VARIANT accept. */
+NABLA_API const char *nabla_variant_names(void);
 
 /** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,
  * nabla_variant_note says why. Never fails; unknown names and NULL give 0. */
@@ -672,13 +672,28 @@ NABLA_API const char *nabla_variant_note(const nabla_context *ctx);
 /** Variant used by the last attention launch on this context ("" before the first). */
 NABLA_API const char *nabla_variant_last(const nabla_context *ctx);
 
-/* ---- Host conversions ------------------------------------------------------------------- */
+/* ---- Knobs ------------------------------------------------------------------------------ */
+/*
+ * Developer settings of the kernels, held by the context: VARIANT, MMA_LAZY_RESCALE, WG_BULK,
+ * MMA_QPW, MMA_SMEM, MMA_MAXRREG (nabla_knob_describe says what each does and takes; README.md
+ * and docs/variants.md too). nabla_context_create reads each from the environment variable
+ * NABLACL_<name> once; a value out of range, or an unknown variant name, fails the creation
+ * (NABLA_INVALID_ARGUMENT, the message lists the valid values). Knobs change build options, so
+ * a context's programs are built anew for other values.
+ */
 
-/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
-NABLA_API uint16_t nabla_f32_to_f16(float x);
-NABLA_API float nabla_f16_to_f32(uint16_t h);
-NABLA_API uint16_t nabla_f32_to_bf16(float x);
-NABLA_API float nabla_bf16_to_f32(uint16_t b);
+/** Sets a knob on this context; name with or without "NABLACL_"; value NULL or "" restores its
+ * default. NABLA_INVALID_ARGUMENT (the message lists the valid names or values) for an unknown
+ * knob or a value out of range. */
+NABLA_API nabla_status nabla_knob_set(nabla_context *ctx, const char *name, const char *value);
+
+/** The knob's value on this context as text ("" when not set: the kernels' own default).
+ * NABLA_INVALID_ARGUMENT for an unknown knob, NABLA_BUFFER_TOO_SMALL when it does not fit. */
+NABLA_API nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char *buf, size_t len);
+
+/** One line about knob `index` (0, 1, ...): name, variable, range, default, the variants that
+ * read it and what it does, tab-separated. NABLA_NOT_FOUND past the last knob. */
+NABLA_API nabla_status nabla_knob_describe(int index, char *buf, size_t len);
 
 /* ---- Float64 reference ------------------------------------------------------------------ */
 /*

@@ -15,9 +15,10 @@ set(configs
   "probe_mma|common|-DPROBE_SMEM=1"
   "probe_mma|common|-DPROBE_SMEM=0")
 file(MAKE_DIRECTORY ${WORK})
-# clang's builtin header leaves out vload_half8 on a private pointer for this target; the
-# kernels use it on fp16 storage (NVIDIA's compiler has it, as OpenCL 1.2 says).
+# clang's builtin header leaves out vload_half and vload_half8 on a private pointer for this
+# target; the kernels use them on fp16 storage (NVIDIA's compiler has them, as OpenCL 1.2 says).
 file(WRITE ${WORK}/shim.h
+  "float __attribute__((overloadable)) vload_half(size_t offset, const __private half *p);\n"
   "float8 __attribute__((overloadable)) vload_half8(size_t offset, const __private half *p);\n")
 set(failed 0)
 foreach(config IN LISTS configs)

@@ -13,7 +13,8 @@ NumPy arrays are copied to the device and back; pyopencl arrays are used in plac
 from __future__ import annotations
 
 from ._ffi import ffi as _ffi_mod, lib as _lib
-from .context import Context, DeviceInfo, default_context, devices, set_default_context
+from .context import (Context, DeviceInfo, default_context, devices, knobs, set_default_context,
+                      variant_names)
 from .errors import (BufferTooSmall, BuildError, FileError, InvalidArgument, NablaError, NoDevice,
                      NotFound, OpenCLError, OutOfMemory, Unsupported)
 from .ops import Mask, attention, mask, reorder
@@ -22,8 +23,8 @@ from .picture import mask_image
 __version__ = _ffi_mod.string(_lib.nabla_version_string()).decode()
 
 __all__ = [
-    "Context", "DeviceInfo", "Mask", "attention", "default_context", "devices", "mask",
-    "mask_image", "reorder", "set_default_context", "NablaError", "InvalidArgument", "OutOfMemory",
+    "Context", "DeviceInfo", "Mask", "attention", "default_context", "devices", "knobs", "mask",
+    "mask_image", "reorder", "set_default_context", "variant_names", "NablaError", "InvalidArgument", "OutOfMemory",
     "OpenCLError", "BuildError", "Unsupported", "NoDevice", "BufferTooSmall", "FileError",
     "NotFound", "__version__",
 ]

@@ -126,6 +126,11 @@ nabla_status nabla_mask_picture(const nabla_shape *shape, const uint8_t *bitmap,
                                 int cell, uint8_t *rgb, size_t cap, int *width, int *height,
                                 char *err, size_t err_len);
 
+const char *nabla_variant_names(void);
+nabla_status nabla_knob_set(nabla_context *ctx, const char *name, const char *value);
+nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char *buf, size_t len);
+nabla_status nabla_knob_describe(int index, char *buf, size_t len);
+
 uint16_t nabla_f32_to_bf16(float x);
 float nabla_bf16_to_f32(uint16_t b);
 

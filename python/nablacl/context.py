@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, List, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from ._ffi import ffi, lib, string
 from .errors import InvalidArgument, NablaError, error_for
@@ -54,6 +54,23 @@ def devices() -> List[DeviceInfo]:
     return out
 
 
+def variant_names() -> List[str]:
+    """Every attention variant name ("auto" first), as variant= and NABLACL_VARIANT take them."""
+    return [n.strip() for n in string(lib.nabla_variant_names()).split(",")]
+
+
+def knobs() -> Dict[str, str]:
+    """The kernels' knobs: name -> one line on what it takes and does."""
+    out = {}
+    buf = ffi.new("char[]", 1024)
+    i = 0
+    while lib.nabla_knob_describe(i, buf, 1024) == 0:
+        line = string(buf)
+        out[line.split("\t", 1)[0]] = line
+        i += 1
+    return out
+
+
 def _check_plain(status: int, what: str) -> None:
     if status != 0:
         raise error_for(status, f"{what}: {string(lib.nabla_status_str(status))}")
@@ -76,7 +93,8 @@ class Context:
 
     ``Context()`` picks the device like the C library (``NABLACL_DEVICE``, else the first GPU,
     else the first CPU); ``Context("pocl")`` or ``Context(0)`` select by name substring or index.
-    ``variant`` forces an attention kernel variant ("portable", "cpu-rows", ...; None: automatic)
+    ``variant`` forces an attention kernel variant ("portable", "cpu-rows", ...; None: automatic),
+    ``knobs`` sets the kernels' developer knobs (``{"WG_BULK": 1}``; :func:`knobs` lists them)
     and ``profile`` turns on per-stage profiling (:meth:`profile_report`).
 
     Use :meth:`from_cl` / :meth:`from_pyopencl` to run on your own OpenCL context and queue, so
@@ -85,7 +103,7 @@ class Context:
     """
 
     def __init__(self, device: Union[str, int, None] = None, *, variant: Optional[str] = None,
-                 profile: bool = False) -> None:
+                 knobs: Optional[Mapping[str, Any]] = None, profile: bool = False) -> None:
         self._ptr: Any = ffi.NULL
         self._owner_thread = threading.get_ident()
         self._keep: List[Any] = []  # borrowed pyopencl objects, kept alive with the context
@@ -96,11 +114,11 @@ class Context:
         if st != 0:
             raise error_for(st, string(err))
         self._ptr = out[0]
-        self._configure(variant, profile)
+        self._configure(variant, knobs, profile)
 
     @classmethod
     def from_cl(cls, cl_context: Any, device: Any, queue: Any, *, variant: Optional[str] = None,
-                profile: bool = False) -> "Context":
+                knobs: Optional[Mapping[str, Any]] = None, profile: bool = False) -> "Context":
         """A context on the caller's OpenCL objects (pyopencl objects or integer handles),
         which are retained until :meth:`close`. The queue must be in-order."""
         self = cls.__new__(cls)
@@ -114,7 +132,7 @@ class Context:
         if st != 0:
             raise error_for(st, string(err))
         self._ptr = out[0]
-        self._configure(variant, profile)
+        self._configure(variant, knobs, profile)
         return self
 
     @classmethod
@@ -123,11 +141,18 @@ class Context:
         of that context go in and out without copies."""
         return cls.from_cl(queue.context, queue.device, queue, **options)
 
-    def _configure(self, variant: Optional[str], profile: bool) -> None:
-        if variant is not None:
-            self.force_variant(variant)
-        if profile:
-            self.check(lib.nabla_profile_enable(self._ptr, 1), "nabla_profile_enable")
+    def _configure(self, variant: Optional[str], knobs: Optional[Mapping[str, Any]],
+                   profile: bool) -> None:
+        try:
+            for name, value in (knobs or {}).items():
+                self.set_knob(name, value)
+            if variant is not None:
+                self.force_variant(variant)
+            if profile:
+                self.check(lib.nabla_profile_enable(self._ptr, 1), "nabla_profile_enable")
+        except BaseException:
+            self.close()
+            raise
 
     # ---- lifetime --------------------------------------------------------------------------
 
@@ -223,6 +248,17 @@ class Context:
         name = ffi.NULL if variant is None else variant.encode()
         self.check(lib.nabla_variant_force(self.ptr, name), "nabla_variant_force")
 
+    def set_knob(self, name: str, value: Any) -> None:
+        """Sets a kernel knob ("WG_BULK", "MMA_QPW", ...; None restores its default)."""
+        v = ffi.NULL if value is None else str(value).encode()
+        self.check(lib.nabla_knob_set(self.ptr, name.encode(), v), f"knob {name}")
+
+    def knob(self, name: str) -> str:
+        """A knob's value on this context ("" when unset: the kernels' default)."""
+        buf = ffi.new("char[]", 256)
+        self.check(lib.nabla_knob_get(self.ptr, name.encode(), buf, 256), f"knob {name}")
+        return string(buf)
+
     @property
     def last_variant(self) -> str:
         """The attention variant of the last launch ("" before the first)."""
@@ -280,4 +316,5 @@ def set_default_context(ctx: Optional[Context]) -> None:
     _local.ctx = ctx
 
 
-__all__ = ["Context", "DeviceInfo", "devices", "default_context", "set_default_context", "NablaError"]
+__all__ = ["Context", "DeviceInfo", "devices", "default_context", "knobs", "set_default_context",
+           "variant_names", "NablaError"]

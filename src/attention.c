@@ -61,16 +61,6 @@ done:
   return st;
 }
 
-nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                          const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
-                          cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
-  nabla_status st = check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait);
-  if (st != NABLA_OK) return st;
-  nabla_params params;
-  nabla_params_lookup(ctx, "attention", dtype, shape->head_dim, nabla_shape_class(shape), &params);
-  return nabla_attend_params(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
-}
-
 /* Builds the kernel of a variant (through its operations table, variants/variant.h) and enqueues
  * it. Fails before enqueueing the attention kernel or not at all (the variant's preparation may
  * have enqueued staging that writes only the workspace). */
@@ -122,12 +112,13 @@ static void fall_back(nabla_context *ctx, int variant, nabla_status st) {
   nabla_clear_error(ctx);
 }
 
-nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
-                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
-                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
-                                 cl_event *done_event) {
+/* nabla_attend_params after its checks passed: the choice of variant, its launch, and the
+ * fallback to portable. */
+static nabla_status attend_checked(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                   const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                   const nabla_params *params, cl_uint num_wait, const cl_event *wait,
+                                   cl_event *done_event) {
   nabla_status st = NABLA_OK;
-  TRY(st, check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait));
   nabla_variant_state *vs = &ctx->variants;
   int variant = nabla_attention_variant_choose(ctx, shape, dtype, params, vs->note, sizeof vs->note);
   if (variant != NABLA_VARIANT_PORTABLE) {
@@ -145,6 +136,25 @@ nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, n
   snprintf(vs->last, sizeof vs->last, "%s", nabla_variant_name(NABLA_VARIANT_PORTABLE));
 done:
   return st;
+}
+
+nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                          const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                          cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_status st = check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait);
+  if (st != NABLA_OK) return st;
+  nabla_params params;
+  nabla_params_lookup(ctx, "attention", dtype, shape->head_dim, nabla_shape_class(shape), &params);
+  return attend_checked(ctx, shape, dtype, mask, q, k, v, o, &params, num_wait, wait, done_event);
+}
+
+nabla_status nabla_attend_params(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
+                                 const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,
+                                 const nabla_params *params, cl_uint num_wait, const cl_event *wait,
+                                 cl_event *done_event) {
+  nabla_status st = check_attend(ctx, shape, dtype, mask, q, k, v, o, num_wait, wait);
+  if (st != NABLA_OK) return st;
+  return attend_checked(ctx, shape, dtype, mask, q, k, v, o, params, num_wait, wait, done_event);
 }
 
 nabla_status nabla_attention_variant(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,

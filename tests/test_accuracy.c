@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "registry.h"
 #include "testutil.h"
 
 enum { D = 64, S = 128, NB = 2 };
@@ -68,11 +69,9 @@ static void check_variant(nabla_context *ctx, const char *variant, nabla_dtype d
 static void test_dominant_key(void **state) {
   nabla_context *ctx = *state;
   if (!ctx) skip();
-  static const char *const variants[] = {"portable", "cpu-rows", "nvidia-mma-emulated", "nvidia-wgmma-emulated",
-                                         "nvidia-mma", "nvidia-wgmma"};
-  for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
-    check_variant(ctx, variants[i], NABLA_BF16);
-    check_variant(ctx, variants[i], NABLA_F16);
+  for (int id = 0; id < NABLA_VARIANT_COUNT; id++) { /* every variant of the registry */
+    check_variant(ctx, nabla_variant_name(id), NABLA_BF16);
+    check_variant(ctx, nabla_variant_name(id), NABLA_F16);
   }
 }
 

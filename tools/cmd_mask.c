@@ -33,7 +33,7 @@ static const cli_option options[] = {
   {"--png-batch", "N", "batch drawn by --png (default 0)"},
   {"--png-head", "N", "head drawn by --png (default 0)"},
   {"--png-cell", "PX", "pixels per block in --png, 1..64 (default: max(1, min(8, 512 / blocks)))"},
-  {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
+  {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--repeat", "N", "timed builds after an untimed one; mask_ms is their median (default 5)"},
   {"--check", NULL, "compare with the float64 reference mask; exit 1 and write nothing if a row differs"},
   {"--json", NULL, "print one JSON object"},

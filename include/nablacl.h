@@ -310,6 +310,22 @@ NABLA_API nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask
                                             int32_t *kv_num_blocks, size_t num_cap,
                                             int32_t *kv_indices, size_t idx_cap);
 
+/**
+ * Draws the block mask of one (batch, head) of a host bitmap [B, H, Nb, Nb] (non-zero = kept)
+ * as RGB pixels (3 bytes each, rows top to bottom): block (i, j) is a `cell` x `cell` square at
+ * column j, row i, dark blue (31,78,161) when kept, white when not; then a white gap of
+ * max(4, 2*cell) pixels; then per block row a bar of max(32, Nb*cell/4) pixels whose orange
+ * (230,120,30) part is the row's kept count in proportion to Nb (rounded, at least one pixel
+ * when the row keeps any), on grey (225,225,225). `cell` 0 picks max(1, min(8, 512 / Nb)).
+ * `*width` and `*height` receive the size; `rgb` NULL asks for the size alone, otherwise it needs
+ * width * height * 3 bytes (`cap`), else NABLA_BUFFER_TOO_SMALL. Host only: no context; bad
+ * arguments return NABLA_INVALID_ARGUMENT with the reason in err (may be NULL).
+ */
+NABLA_API nabla_status nabla_mask_picture(const nabla_shape *shape, const uint8_t *bitmap,
+                                          int batch, int head, int cell, uint8_t *rgb,
+                                          size_t cap, int *width, int *height, char *err,
+                                          size_t err_len);
+
 /* ---- Attention -------------------------------------------------------------------------- */
 
 /**

@@ -22,6 +22,10 @@
 
 #include "npy.h"
 
+#ifdef NABLACL_HAVE_PNG
+#include <png.h>
+#endif
+
 #define B_ 1
 #define H_ 2
 #define T_ 2
@@ -703,6 +707,84 @@ static void test_amd_emulated_check(void **state) {
   }
 }
 
+#ifdef NABLACL_HAVE_PNG
+/* Decodes an 8-bit RGB PNG; the caller frees *rgb. */
+static void read_png(const char *path, uint8_t **rgb, int *w, int *h) {
+  png_image img;
+  memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&img, path)) fail_msg("%s: %s", path, img.message);
+  img.format = PNG_FORMAT_RGB;
+  *w = (int)img.width;
+  *h = (int)img.height;
+  *rgb = malloc(PNG_IMAGE_SIZE(img));
+  assert_non_null(*rgb);
+  if (!png_image_finish_read(&img, NULL, *rgb, 0, NULL)) fail_msg("%s: %s", path, img.message);
+}
+#endif
+
+/* --png: the picture of the chosen head decodes to the library's pixels of the --mask-out
+ * bitmap; bad picture options fail before any output. */
+static void test_mask_png(void **state) {
+  fixture *fx = *state;
+  run_paths p;
+  default_paths(fx, &p, "bf16");
+  char png[1400];
+  out_path(fx, "mask.png", png, sizeof png);
+  const char *grid = "2,16,16", *algo = "nabla-0.5";
+#ifndef NABLACL_HAVE_PNG
+  need_binary(fx);
+  const char *without[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", grid, "--dtype",
+                           "bf16", "--png", png, NULL};
+  expect_failure(fx, 2, "built without libpng", without);
+#else
+  need_binary(fx);
+  const char *bad_head[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", grid, "--dtype",
+                            "bf16", "--png", png, "--png-head", "2", NULL};
+  expect_failure(fx, 2, "--png-head", bad_head);
+  const char *bad_cell[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", grid, "--dtype",
+                            "bf16", "--png", png, "--png-cell", "0", NULL};
+  expect_failure(fx, 2, "--png-cell", bad_cell);
+  const char *no_png[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", grid, "--dtype",
+                          "bf16", "--png-head", "1", NULL};
+  expect_failure(fx, 2, "need --png", no_png);
+  need_device(fx);
+  empty_out_dir(fx);
+  const char *good[] = {"mask", "--q", p.q, "--k", p.k, "--algo", algo, "--grid", grid, "--dtype", "bf16",
+                        "--mask-out", p.m, "--png", png, "--png-head", "1", "--png-cell", "3", NULL};
+  result r = run_tool(fx, good);
+  if (r.status != 0) fail_msg("mask --png: exit %d: %s", r.status, r.err);
+  result_free(&r);
+  size_t mshape[4] = {B_, H_, NB_, NB_};
+  npy_array m;
+  expect_npy(p.m, NPY_U8, 4, mshape, &m);
+  uint8_t *pix = NULL;
+  int w = 0, h = 0;
+  read_png(png, &pix, &w, &h);
+  /* Geometry: 8 blocks of 3 px, a 6 px gap, a 32 px bar. */
+  assert_int_equal(h, NB_ * 3);
+  assert_int_equal(w, NB_ * 3 + 6 + 32);
+  const nabla_shape shape = {B_, H_, S_, D_, T_, HT_, WT_};
+  size_t bytes = (size_t)w * h * 3;
+  uint8_t *want = malloc(bytes);
+  assert_non_null(want);
+  int w2 = 0, h2 = 0;
+  assert_int_equal(nabla_mask_picture(&shape, m.data, 0, 1, 3, want, bytes, &w2, &h2, NULL, 0), NABLA_OK);
+  assert_memory_equal(pix, want, bytes);
+  /* Independently of the library: a kept block is blue, a dropped one white. */
+  const uint8_t *bits = (const uint8_t *)m.data + (size_t)NB_ * NB_;  /* head 1 */
+  for (int i = 0; i < NB_; i++)
+    for (int j = 0; j < NB_; j++) {
+      const uint8_t *px = pix + ((size_t)(i * 3 + 1) * w + (size_t)(j * 3 + 1)) * 3;
+      assert_int_equal(px[0], bits[i * NB_ + j] ? 31 : 255);
+    }
+  free(want);
+  free(pix);
+  npy_free(&m);
+  assert_int_equal(count_entries(fx->out), 2);
+#endif
+}
+
 /* A plain sequence in fp16, dense, human output. */
 static void test_plain_sequence_f16(void **state) {
   fixture *fx = *state;
@@ -801,6 +883,7 @@ int main(void) {
     cmocka_unit_test(test_check_non_finite),
     cmocka_unit_test(test_raster_bf16_matches_tile),
     cmocka_unit_test(test_mask_command),
+    cmocka_unit_test(test_mask_png),
     cmocka_unit_test(test_plain_sequence_f16),
     cmocka_unit_test(test_amd_emulated_check),
     cmocka_unit_test(test_demo_small),

@@ -474,6 +474,20 @@ int cli_outputs_add(cli_outputs *set, const char *opt, const char *path, npy_dty
   return 0;
 }
 
+int cli_outputs_adopt(cli_outputs *set, const char *opt, const char *path, char *temp) {
+  char *target = set->count < CLI_MAX_OUTPUTS ? strdup(path) : NULL;
+  if (!target) {
+    cli_error("%s %s: %s", opt, path, set->count < CLI_MAX_OUTPUTS ? "out of memory" : "too many output files");
+    unlink(temp);
+    free(temp);
+    return CLI_EXIT_RUNTIME;
+  }
+  set->target[set->count] = target;
+  set->temp[set->count] = temp;
+  set->count++;
+  return 0;
+}
+
 int cli_outputs_commit(cli_outputs *set) {
   for (int i = 0; i < set->count; i++) {
     if (rename(set->temp[i], set->target[i]) == 0) {

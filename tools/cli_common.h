@@ -175,6 +175,9 @@ int cli_check_output_path(const char *opt, const char *path);
 /** Writes an array to a temp file next to `path`; 0 or CLI_EXIT_RUNTIME (printed). */
 int cli_outputs_add(cli_outputs *set, const char *opt, const char *path, npy_dtype dtype,
                     int ndim, const size_t *shape, const void *data);
+/** Takes over a temp file already written next to `path` (the set frees `temp`, also on
+ * failure, which removes it). 0 or CLI_EXIT_RUNTIME (printed). */
+int cli_outputs_adopt(cli_outputs *set, const char *opt, const char *path, char *temp);
 /** Renames every temp onto its target; on failure removes them all. 0 or CLI_EXIT_RUNTIME. */
 int cli_outputs_commit(cli_outputs *set);
 /** Removes uncommitted temps and frees the set (safe after commit, and on a zeroed set). */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "png_out.h"
 #include "synth.h"
 
 static const char usage[] =
@@ -30,11 +31,12 @@ static const cli_option options[] = {
   {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--seed", "N", "generator seed (default 1)"},
   {"--ref-heads", "N", "heads checked against float64 (default: as many as take ~2 s; 0 = none)"},
+  {"--png", "FILE", "also draw the mask of batch 0, head 0 (as `nablacl mask --png`)"},
   {"--json", NULL, "print one JSON object"},
 };
 enum {
   OPT_GRID, OPT_HEADS, OPT_DIM, OPT_BATCH, OPT_DTYPE, OPT_ALGO, OPT_DEVICE, OPT_SEED,
-  OPT_REF_HEADS, OPT_JSON, OPT_COUNT
+  OPT_REF_HEADS, OPT_PNG, OPT_JSON, OPT_COUNT
 };
 
 #define DEMO_REF_BUDGET 2.5e9      /* float64 flops spent on the reference by default */
@@ -94,6 +96,11 @@ static int parse_args(int argc, char **argv, demo_args *a) {
   a->algo_text = a->v[OPT_ALGO] ? a->v[OPT_ALGO] : "nabla-0.7";
   rc = parse_numbers(a, grid);
   if (!rc) rc = cli_parse_algo("--algo", a->algo_text, &a->algo);
+  if (!rc && a->v[OPT_PNG] && !png_available()) {
+    cli_error("--png: this nablacl was built without libpng (install libpng-dev and rebuild)");
+    rc = CLI_EXIT_USAGE;
+  }
+  if (!rc && a->v[OPT_PNG]) rc = cli_check_output_path("--png", a->v[OPT_PNG]);
   if (rc) return rc;
   a->shape.grid_t = grid[0];
   a->shape.grid_h = grid[1];
@@ -478,6 +485,20 @@ static int report(nabla_context *ctx, const demo_args *a, const demo_results *r)
   return rc;
 }
 
+/* --png: the device mask of batch 0, head 0, renamed into place once written. */
+static int write_picture(const demo_args *a, const demo_results *r) {
+  char err[512], *temp = NULL;
+  if (mask_png_temp(a->v[OPT_PNG], &a->shape, r->bitmap, 0, 0, 0, &temp, err, sizeof err) != 0) {
+    cli_error("--png %s: %s", a->v[OPT_PNG], err);
+    return CLI_EXIT_RUNTIME;
+  }
+  cli_outputs set = {0};
+  int rc = cli_outputs_adopt(&set, "--png", a->v[OPT_PNG], temp);
+  if (!rc) rc = cli_outputs_commit(&set);
+  cli_outputs_discard(&set);
+  return rc;
+}
+
 int cmd_demo(int argc, char **argv) {
   demo_args a;
   demo_data d = {0};
@@ -496,6 +517,7 @@ int cmd_demo(int argc, char **argv) {
   if (!rc) rc = run_reference(&a, &d, &r);
   if (!rc) phase(NULL);
   if (!rc) rc = report(ctx, &a, &r);
+  if (!rc && a.v[OPT_PNG]) rc = write_picture(&a, &r);
   nabla_context_destroy(ctx);
   free_data(&d);
   free(r.sparse);

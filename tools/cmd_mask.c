@@ -6,12 +6,14 @@
  * Flow: read and validate the inputs (usage errors before the device is touched) -> context
  * -> upload (raster -> tile) -> one untimed build (program builds, workspace) -> --repeat
  * timed builds -> read the mask back -> optional float64 check -> write every output under a
- * temporary name and rename them all only when everything succeeded.
+ * temporary name and rename them all only when everything succeeded. --png draws one
+ * (batch, head) with nabla_mask_picture.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli_inputs.h"
+#include "png_out.h"
 
 static const char usage[] =
     "nablacl mask --q Q.npy --k K.npy --algo STR [options]\n\n"
@@ -27,6 +29,10 @@ static const cli_option options[] = {
   {"--dtype", "f32|f16|bf16", "input type; bf16 requires '<u2' arrays (default: from file)"},
   {"--mask-out", "M.npy", "write the block mask, '|u1' [B,H,Nb,Nb]"},
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
+  {"--png", "FILE", "draw the block mask of one batch/head, with each row's kept count beside it"},
+  {"--png-batch", "N", "batch drawn by --png (default 0)"},
+  {"--png-head", "N", "head drawn by --png (default 0)"},
+  {"--png-cell", "PX", "pixels per block in --png, 1..64 (default: max(1, min(8, 512 / blocks)))"},
   {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--repeat", "N", "timed builds after an untimed one; mask_ms is their median (default 5)"},
   {"--check", NULL, "compare with the float64 reference mask; exit 1 and write nothing if a row differs"},
@@ -34,7 +40,7 @@ static const cli_option options[] = {
 };
 enum {
   OPT_Q, OPT_K, OPT_ALGO, OPT_GRID, OPT_ORDER, OPT_DTYPE, OPT_MASK_OUT, OPT_CSR_OUT,
-  OPT_DEVICE, OPT_REPEAT, OPT_CHECK, OPT_JSON, OPT_COUNT
+  OPT_PNG, OPT_PNG_BATCH, OPT_PNG_HEAD, OPT_PNG_CELL, OPT_DEVICE, OPT_REPEAT, OPT_CHECK, OPT_JSON, OPT_COUNT
 };
 
 typedef struct {
@@ -42,6 +48,7 @@ typedef struct {
   nabla_algo algo;
   int grid[3];
   int raster, repeat;
+  int png_batch, png_head, png_cell;
   nabla_dtype dtype;
   char *csr_num_path, *csr_idx_path;
 } mask_args;
@@ -74,6 +81,18 @@ static int parse_args(int argc, char **argv, mask_args *a) {
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
   if (!rc && a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
   if (!rc && a->v[OPT_CSR_OUT]) rc = cli_csr_paths(a->v[OPT_CSR_OUT], &a->csr_num_path, &a->csr_idx_path);
+  if (!rc && a->v[OPT_PNG] && !png_available()) {
+    cli_error("--png: this nablacl was built without libpng (install libpng-dev and rebuild)");
+    rc = CLI_EXIT_USAGE;
+  }
+  if (!rc && !a->v[OPT_PNG] && (a->v[OPT_PNG_BATCH] || a->v[OPT_PNG_HEAD] || a->v[OPT_PNG_CELL])) {
+    cli_error("--png-batch, --png-head and --png-cell need --png");
+    rc = CLI_EXIT_USAGE;
+  }
+  if (!rc && a->v[OPT_PNG]) rc = cli_check_output_path("--png", a->v[OPT_PNG]);
+  if (!rc && a->v[OPT_PNG_BATCH]) rc = cli_parse_int("--png-batch", a->v[OPT_PNG_BATCH], 0, 1 << 30, &a->png_batch);
+  if (!rc && a->v[OPT_PNG_HEAD]) rc = cli_parse_int("--png-head", a->v[OPT_PNG_HEAD], 0, 1 << 30, &a->png_head);
+  if (!rc && a->v[OPT_PNG_CELL]) rc = cli_parse_int("--png-cell", a->v[OPT_PNG_CELL], 1, 64, &a->png_cell);
   return rc;
 }
 
@@ -139,7 +158,7 @@ static int build_masks(nabla_context *ctx, const mask_args *a, const cli_inputs 
   }
   if (!rc) r->mask_ms = cli_median(times, a->repeat);
   if (!rc)
-    rc = cli_mask_read(ctx, &in->shape, mask, a->v[OPT_MASK_OUT] || a->v[OPT_CHECK],
+    rc = cli_mask_read(ctx, &in->shape, mask, a->v[OPT_MASK_OUT] || a->v[OPT_CHECK] || a->v[OPT_PNG],
                        a->v[OPT_CSR_OUT] != NULL, &r->mask);
   if (!rc) rc = row_stats(ctx, &in->shape, mask, r);
   nabla_mask_release(mask);
@@ -216,6 +235,18 @@ static void report_human(const mask_args *a, const cli_inputs *in, const mask_re
   if (r->checked) cli_print_mask_compare("check        ", &r->masks, r->masks.rows_bad == 0);
 }
 
+/* The --png picture of the chosen (batch, head), written under a temporary name. */
+static int add_picture(cli_outputs *set, const mask_args *a, const cli_inputs *in,
+                       const mask_results *r) {
+  char err[512], *temp = NULL;
+  if (mask_png_temp(a->v[OPT_PNG], &in->shape, r->mask.bitmap, a->png_batch, a->png_head,
+                    a->png_cell, &temp, err, sizeof err) != 0) {
+    cli_error("--png %s: %s", a->v[OPT_PNG], err);
+    return CLI_EXIT_RUNTIME;
+  }
+  return cli_outputs_adopt(set, "--png", a->v[OPT_PNG], temp);
+}
+
 static int finish(nabla_context *ctx, const mask_args *a, const cli_inputs *in,
                   const mask_results *r) {
   char device[256];
@@ -225,6 +256,7 @@ static int finish(nabla_context *ctx, const mask_args *a, const cli_inputs *in,
   int rc = bad ? CLI_EXIT_RUNTIME
                : cli_mask_outputs_add(&set, &in->shape, a->v[OPT_MASK_OUT], a->csr_num_path,
                                       a->csr_idx_path, &r->mask);
+  if (!rc && a->v[OPT_PNG]) rc = add_picture(&set, a, in, r);
   if (!rc) rc = cli_outputs_commit(&set);
   cli_outputs_discard(&set);
   if (bad || !rc) {
@@ -249,6 +281,11 @@ int cmd_mask(int argc, char **argv) {
     const cli_input_spec spec = {a.v[OPT_Q], a.v[OPT_K], NULL, a.v[OPT_GRID],
                                  {a.grid[0], a.grid[1], a.grid[2]}, a.v[OPT_DTYPE], a.dtype};
     rc = cli_inputs_load(&spec, &in);
+  }
+  if (!rc && a.v[OPT_PNG] && (a.png_batch >= in.shape.batch || a.png_head >= in.shape.heads)) {
+    cli_error("--png-batch %d / --png-head %d: the inputs have %d batch(es) and %d head(s)",
+              a.png_batch, a.png_head, in.shape.batch, in.shape.heads);
+    rc = CLI_EXIT_USAGE;
   }
   if (!rc) rc = cli_context(a.v[OPT_DEVICE], &ctx);
   if (!rc) rc = build_masks(ctx, &a, &in, &r);

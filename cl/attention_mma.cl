@@ -56,7 +56,7 @@
 /* ---- staging ------------------------------------------------------------------------- */
 
 /* Copies rows [0, kn) of a 64-row block (src = its first row) into dst, zero-filling the rest. */
-inline void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, int lid) {
+static inline void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, int lid) {
   for (int i = 0; i < (BLOCK_CHUNKS + NTHREADS - 1) / NTHREADS; i++) {
     int c = lid + i * NTHREADS;
     if (BLOCK_CHUNKS % NTHREADS != 0 && c >= BLOCK_CHUNKS) break;

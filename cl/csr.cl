@@ -17,7 +17,7 @@
 #define CSR_ROWS (CSR_WG / CSR_TPR)
 
 /* Kept blocks in this work-item's chunk of the row. */
-inline int chunk_count(__global const uchar *row, int j0, int j1) {
+static inline int chunk_count(__global const uchar *row, int j0, int j1) {
   int c = 0;
   for (int j = j0; j < j1; j++) c += row[j];
   return c;

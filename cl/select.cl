@@ -57,7 +57,7 @@ typedef struct {
  * part is written again only after the next call's first barrier. busy (or NULL): the rows'
  * flags, written before the call; returns whether any is set (1 without flags), the same
  * answer for every work-item of the group. */
-inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *busy, float16 *sums) {
+static inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *busy, float16 *sums) {
   barrier(CLK_LOCAL_MEM_FENCE);
   int any = 1;
   if (busy) {
@@ -78,7 +78,7 @@ inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *b
 }
 
 /* Writes work-item lt's 16 values into its hist column. */
-inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
+static inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
   float w[16];
   vstore16(v, 0, w);
 #pragma unroll
@@ -87,7 +87,7 @@ inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
 
 /* Component-wise maximum of v over the SEL_TPR work-items of row r. `two` is written once
  * per launch, so one barrier suffices. */
-inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
+static inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
   sc->two[r][lt] = v;
   barrier(CLK_LOCAL_MEM_FENCE);
   float2 m = (float2)(-INFINITY);

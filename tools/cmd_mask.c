@@ -74,7 +74,11 @@ static int parse_args(int argc, char **argv, mask_args *a) {
   if (!rc && a->v[OPT_REPEAT]) rc = cli_parse_int("--repeat", a->v[OPT_REPEAT], 1, 1000, &a->repeat);
   if (!rc && a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
   if (!rc && a->v[OPT_CSR_OUT]) rc = cli_csr_paths(a->v[OPT_CSR_OUT], &a->csr_num_path, &a->csr_idx_path);
-  return rc;
+  if (rc) return rc;
+  const cli_named_file outputs[] = {{"--mask-out", a->v[OPT_MASK_OUT]}, {"--csr-out", a->csr_num_path},
+                                    {"--csr-out", a->csr_idx_path}};
+  const cli_named_file inputs[] = {{"--q", a->v[OPT_Q]}, {"--k", a->v[OPT_K]}};
+  return cli_check_distinct(outputs, 3, inputs, 2);
 }
 
 /* ---- device ----------------------------------------------------------------------------- */

@@ -137,6 +137,7 @@ struct nabla_context {
   char device_key[33];            /* 32 hex digits */
   char device_desc[1600];          /* platform | device | driver | versions (hashed into the key) */
   char cache_root[NABLA_PATH_LEN];/* "" when the disk cache is off */
+  char cache_note[NABLA_PATH_LEN + 160]; /* why it is off although a root was set ("" if not) */
   char kernel_dir[NABLA_PATH_LEN];/* "" unless NABLACL_KERNEL_DIR */
   nabla_program_slot programs[NABLA_MAX_PROGRAMS];
   int program_count;

@@ -2,7 +2,7 @@
  * kernel_modules — builds and runs every kernel module the library makes on this device with
  * the library's own build options, plus -cl-opt-disable, and optionally writes each module out.
  *
- *   kernel_modules [--optimize] [--dump DIR]
+ *   kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]]
  *
  * clCreateProgramWithSource and clBuildProgram are wrapped (-Wl,--wrap): each program the
  * library builds is recorded (source text and options) and built with " -cl-opt-disable"
@@ -16,6 +16,9 @@
  * --dump DIR writes DIR/NN-<stage>.cl (the exact source) and DIR/NN-<stage>.opts (the options,
  * one line, without -cl-opt-disable) for each distinct module, so other compilers (clang for
  * AMD at -O0, ocloc) can build the same modules: docs/testing.md.
+ *
+ * --only runs just one variant (and dtype) on a smaller problem (one head of two blocks), e.g.
+ * for an interpreter such as oclgrind; the check that every stage was built is then skipped.
  *
  * Exit status: 0 all built and correct, 1 a failure (printed), 2 bad usage, 77 no device.
  */
@@ -132,8 +135,8 @@ static int fail(nabla_context *ctx, const char *what, nabla_status st) {
 }
 
 /* Mask build + sparse + dense attention of one dtype with the context's forced variant. */
-static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant) {
-  const nabla_shape s = {1, 2, 256, 64, 1, 16, 16};
+static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int small) {
+  const nabla_shape s = small ? (nabla_shape){1, 1, 128, 64, 1, 8, 16} : (nabla_shape){1, 2, 256, 64, 1, 16, 16};
   const size_t n = (size_t)s.batch * s.heads * s.seq * s.head_dim;
   const int nb = nabla_shape_blocks(&s);
   const size_t rows = (size_t)s.batch * s.heads * nb;
@@ -237,12 +240,13 @@ static int dump(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-  const char *dump_dir = NULL;
+  const char *dump_dir = NULL, *only = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--optimize")) opt_disable = 0;
     else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
+    else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "usage: kernel_modules [--optimize] [--dump DIR]\n");
+      fprintf(stderr, "usage: kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]]\n");
       return 2;
     }
   }
@@ -257,12 +261,21 @@ int main(int argc, char **argv) {
   static const char *const variants[] = {"portable", "cpu-rows", "nvidia-mma-emulated", "nvidia-wgmma-emulated"};
   static const nabla_dtype dtypes[] = {NABLA_F32, NABLA_F16, NABLA_BF16};
   int bad = 0;
+  char only_variant[64] = "";
+  const char *only_dtype = NULL;
+  if (only) {
+    snprintf(only_variant, sizeof only_variant, "%s", only);
+    char *comma = strchr(only_variant, ',');
+    if (comma) *comma = '\0', only_dtype = comma + 1;
+  }
   for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+    if (only && strcmp(only_variant, variants[v]) != 0) continue;
     nabla_variant_force(ctx, variants[v]);
     for (size_t d = 0; d < sizeof dtypes / sizeof *dtypes; d++) {
       /* The tensor-core variants take f16/bf16 only. */
       if (strstr(variants[v], "mma") && dtypes[d] == NABLA_F32) continue;
-      bad |= run_case(ctx, dtypes[d], variants[v]);
+      if (only_dtype && strcmp(only_dtype, nabla_dtype_name(dtypes[d])) != 0) continue;
+      bad |= run_case(ctx, dtypes[d], variants[v], only != NULL);
     }
   }
   /* The real tensor-core probes: they build only where inline PTX does. */
@@ -271,7 +284,7 @@ int main(int argc, char **argv) {
   char platform[256] = "";
   clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_VENDOR, sizeof platform, platform, NULL);
   const int nvidia = strstr(platform, "NVIDIA") != NULL;
-  for (size_t i = 0; i < nabla_kernel_source_count; i++) {
+  for (size_t i = 0; i < nabla_kernel_source_count && !only; i++) {
     const nabla_kernel_source *src = &nabla_kernel_sources[i];
     if (!is_stage(src)) continue;
     if (!nvidia && (!strcmp(src->name, "probe_mma") || !strcmp(src->name, "probe_wgmma")))

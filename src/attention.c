@@ -75,9 +75,9 @@ nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dt
 
 /* Builds (or finds) the program of an attention variant for the problem; staging: the wgmma
  * kernel's (NABLA_WG_*), ignored by the others. */
-static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape, int staging,
-                                    nabla_dtype dtype, int dense, const nabla_params *params,
-                                    cl_program *prog) {
+static nabla_status variant_build(nabla_context *ctx, int variant, const nabla_shape *shape, int staging,
+                                  nabla_dtype dtype, int dense, const nabla_params *params,
+                                  cl_program *prog) {
   char options[320];
   if (nabla_variant_is_wgmma(variant)) {
     nabla_attention_wgmma_options(variant, shape, dtype, dense, staging, params, options, sizeof options);
@@ -92,6 +92,21 @@ static nabla_status variant_program(nabla_context *ctx, int variant, const nabla
   if (variant == NABLA_VARIANT_CPU_ROWS) return nabla_program_get(ctx, "attention_rows", options, prog);
   nabla_params_options(params, options, sizeof options);
   return nabla_program_get(ctx, "attention", options, prog);
+}
+
+/* variant_build, and a kernel whose local memory does not fit the device makes the variant
+ * ineligible for the problem (NABLA_UNSUPPORTED, with the figures), before anything is enqueued. */
+static nabla_status variant_program(nabla_context *ctx, int variant, const nabla_shape *shape, int staging,
+                                    nabla_dtype dtype, int dense, const nabla_params *params,
+                                    cl_program *prog) {
+  nabla_status st = NABLA_OK;
+  cl_kernel kernel = NULL;
+  TRY(st, variant_build(ctx, variant, shape, staging, dtype, dense, params, prog));
+  TRY(st, nabla_kernel_create(ctx, *prog, "attention", &kernel));
+  TRY(st, nabla_kernel_local_fits(ctx, kernel, nabla_variant_name(variant)));
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
 }
 
 /* The context's tile-image workspace for k and v: one 64-row tile of head_dim x 128 bytes per
@@ -317,8 +332,12 @@ static void fall_back(nabla_context *ctx, int variant, nabla_status st) {
   char why[384];
   snprintf(why, sizeof why, "%.370s", ctx->error);
   if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
-  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s failed%s, using portable: %.400s",
-           nabla_variant_name(variant), st == NABLA_BUILD ? "" : " on this call", why);
+  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s %s, using portable: %.400s",
+           nabla_variant_name(variant),
+           st == NABLA_BUILD         ? "failed"
+           : st == NABLA_UNSUPPORTED ? "is not eligible for this problem"
+                                     : "failed on this call",
+           why);
   nabla_clear_error(ctx);
 }
 

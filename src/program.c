@@ -136,8 +136,7 @@ static uint64_t binary_hash(const void *bin, size_t len, const char *key) {
   return nabla_hash64(bin, len, nabla_hash64(key, strlen(key), 0x6e61626c6162696eull /* "nablabin" */));
 }
 
-/* The binary inside a cached payload, or NULL when the frame does not verify. */
-static const unsigned char *unframe(const void *payload, size_t len, const char *key, size_t *bin_len) {
+const unsigned char *nabla_program_unframe(const void *payload, size_t len, const char *key, size_t *bin_len) {
   const unsigned char *p = payload;
   if (len < BIN_HEADER || memcmp(p, BIN_MAGIC, 8) != 0) return NULL;
   const uint64_t n = load_u64(p + 8);
@@ -202,7 +201,7 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
            (unsigned long long)nabla_hash64(source, slen, 12));
   if (ctx->cache_root[0] && nabla_diskcache_get(ctx->cache_root, "programs", key, &bin, &bin_len) == NABLA_OK) {
     size_t inner_len = 0;
-    const unsigned char *inner = unframe(bin, bin_len, key, &inner_len);
+    const unsigned char *inner = nabla_program_unframe(bin, bin_len, key, &inner_len);
     if (inner && try_binary(ctx, inner, inner_len, options, &prog) == NABLA_OK) {
       *out = prog;
       goto done;
@@ -302,6 +301,17 @@ nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const c
     strcpy(slot->kernel_name[slot->kernel_count], kernel);
     slot->kernel[slot->kernel_count++] = *out;
   }
+  return NABLA_OK;
+}
+
+nabla_status nabla_kernel_local_fits(nabla_context *ctx, cl_kernel kernel, const char *what) {
+  cl_ulong local = 0;
+  cl_int rc = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+  if (rc != CL_SUCCESS)
+    return nabla_fail(ctx, NABLA_OPENCL, "CL_KERNEL_LOCAL_MEM_SIZE of %s: %s", what, nabla_cl_error_name(rc));
+  if (local > ctx->caps.local_mem)
+    return nabla_fail(ctx, NABLA_UNSUPPORTED, "%s needs %llu bytes of local memory, the device has %llu", what,
+                      (unsigned long long)local, (unsigned long long)ctx->caps.local_mem);
   return NABLA_OK;
 }
 

@@ -430,6 +430,31 @@ static void test_output_through_link(void **state) {
   assert_int_equal(count_entries(dir), 2);
 }
 
+/* A cache directory others can write is not used; the tool says so once, as a warning, and
+ * the run succeeds. */
+static void test_cache_refused_warns_once(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  run_paths p;
+  default_paths(fx, &p, "f32");
+  char shared[1400];
+  snprintf(shared, sizeof shared, "%s/shared-cache", fx->dir);
+  mkdir(shared, 0777);
+  assert_int_equal(chmod(shared, 0777), 0);
+  tu_env saved = tu_env_save("NABLACL_CACHE_DIR");
+  setenv("NABLACL_CACHE_DIR", shared, 1);
+  result r = run_tool(fx, (const char *const[]){"run", "--q", p.q, "--k", p.k, "--v", p.v, "--algo", "nabla-0.7",
+                                                "--out", p.o, NULL});
+  tu_env_restore(&saved);
+  if (r.status != 0) fail_msg("exit %d: %s", r.status, r.err);
+  const char *w = strstr(r.err, "nablacl: warning: disk cache off: cache directory");
+  if (!w || !strstr(w, "writable by others") || strstr(w + 20, "disk cache off") || strchr(r.err, '\n') != r.err + strlen(r.err) - 1)
+    fail_msg("stderr '%s' (want one warning line)", r.err);
+  assert_int_equal(count_entries(shared), 0); /* nothing written there */
+  result_free(&r);
+  empty_out_dir(fx);
+}
+
 /* ---- tests: device ---------------------------------------------------------------------- */
 
 static void test_devices_json(void **state) {
@@ -828,6 +853,7 @@ int main(void) {
     cmocka_unit_test(test_bad_arguments),
     cmocka_unit_test(test_hostile_files),
     cmocka_unit_test(test_output_through_link),
+    cmocka_unit_test(test_cache_refused_warns_once),
     cmocka_unit_test(test_devices_json),
     cmocka_unit_test(test_device_selectors),
     cmocka_unit_test(test_good_run),

@@ -83,7 +83,7 @@ NABLA_INLINE ushort nabla_to_bf16(float v) {
   return (ushort)(u >> 16);
 }
 
-/* Sliding-tile window (DESIGN §2): query block i sees key block j iff their (t, h, w) block
+/* Sliding-tile window (docs/algorithm.md §5): query block i sees key block j iff their (t, h, w) block
  * coordinates in the T x Hb x Wb block grid differ by at most (rt, rh, rw). nabla_sta_near
  * takes the coordinate differences (the selection walks the coordinates itself);
  * nabla_sta_keep the block indices (the STA kernel). */

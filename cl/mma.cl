@@ -341,8 +341,9 @@ NABLA_INLINE void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int 
  * scores of key columns 8j + 2t, 8j + 2t + 1 for row ra (s[4j], s[4j+1]) and row rb (s[4j+2],
  * s[4j+3]), j < 8. Columns at or beyond kvalid are masked. The running maxima ma, mb are in the
  * scaled domain (raw scores enter exp2 through one fma); la, lb are per-lane partial sums (the 4
- * lanes of a row add up in mma_store_o). Leaves the probabilities in s and rescales the O
- * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb).
+ * lanes of a row add up in mma_store_o). Leaves the probabilities in s, rounded as the P.V
+ * product takes them (round_pair), and rescales the O accumulators (acc[4j..4j+3] for columns
+ * 8j..8j+7: rows ra, ra, rb, rb).
  * The O rescale is skipped while no row of the warp moves its reference maximum. With
  * MMA_LAZY_RESCALE = tau > 0 (log2 units) the references are lazy: one moves only when a block's
  * maximum exceeds it by more than tau, so probabilities are at most 2^tau (fp32 sums; tau <= 15
@@ -352,6 +353,25 @@ NABLA_INLINE void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int 
 #ifndef MMA_LAZY_RESCALE
 #define MMA_LAZY_RESCALE 0
 #endif
+
+/* p0, p1 as the P.V product sees them: rounded to the storage type by pack2 (the pair it
+ * packs) and widened back. The row sums add these values, so O and l weigh every key alike and
+ * a row's weights sum to one: a key that dominates a row returns its value, whatever the
+ * reference maximum (with fp32 sums of unrounded P, a dominant weight off by up to 2^-8 in bf16
+ * moves the output as much, whenever the lazy reference leaves that weight at a value bf16
+ * cannot hold; 1.0, which the running maxima give it, it can). */
+NABLA_INLINE void round_pair(float *p0, float *p1) {
+  const uint w = pack2(*p0, *p1);
+#if NABLA_DTYPE == 1
+  const ushort h[2] = {(ushort)w, (ushort)(w >> 16)};
+  *p0 = vload_half(0, (const __private half *)h);
+  *p1 = vload_half(1, (const __private half *)h);
+#else
+  *p0 = as_float(w << 16);
+  *p1 = as_float(w & 0xffff0000u);
+#endif
+}
+
 NABLA_INLINE void mma_online_softmax(float *s, float *acc, int kvalid, int t, float scale_log2, float *ma,
                                float *mb, float *la, float *lb EMU_ARGS) {
   if (kvalid < 64) { /* ragged (or, emulated, not this warp's) block: mask the tail */
@@ -392,6 +412,8 @@ NABLA_INLINE void mma_online_softmax(float *s, float *acc, int kvalid, int t, fl
     s[4 * j + 1] = exp2_ftz(fma(s[4 * j + 1], scale_log2, -na));
     s[4 * j + 2] = exp2_ftz(fma(s[4 * j + 2], scale_log2, -nb));
     s[4 * j + 3] = exp2_ftz(fma(s[4 * j + 3], scale_log2, -nb));
+    round_pair(&s[4 * j], &s[4 * j + 1]);
+    round_pair(&s[4 * j + 2], &s[4 * j + 3]);
     sa += s[4 * j] + s[4 * j + 1];
     sb += s[4 * j + 2] + s[4 * j + 3];
   }

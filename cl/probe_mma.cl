@@ -1,6 +1,6 @@
 /*
- * Capability probes of the "nvidia-mma" attention variant (src/variant.c runs them once per
- * device and keeps the verdict in the disk cache). One work-group of one warp (32 lanes).
+ * Capability probes of the "nvidia-mma" attention variant (src/variants/nvidia_mma.c runs them
+ * once per device and keeps the verdict in the disk cache). One work-group of one warp (32 lanes).
  *
  * PROBE_SMEM=0, kernel probe_mma: the instructions the variant cannot do without.
  *   mma.sync m16n8k16 (f16 and bf16 inputs, fp32 accumulators) on A [16][16] and B [16][8]

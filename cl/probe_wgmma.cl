@@ -1,6 +1,6 @@
 /*
- * Capability probe of the "nvidia-wgmma" attention variant (src/variant.c runs it once per
- * device and dtype and keeps the verdict in the disk cache). One work-group: one warpgroup of
+ * Capability probe of the "nvidia-wgmma" attention variant (src/variants/nvidia_wgmma.c runs it
+ * once per device and dtype and keeps the verdict in the disk cache). One work-group: one warpgroup of
  * 128 work-items. It runs exactly the operations of cl/attention_wgmma.cl, with the same
  * helpers of cl/wgmma.cl:
  *   b [64][128] (16-bit, rows = keys) is staged into a swizzled tile with only its first 61

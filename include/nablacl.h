@@ -29,9 +29,9 @@
  *
  * Environment: NABLACL_DEVICE (index, or case-insensitive substring of the device or platform
  * name), NABLACL_CACHE_DIR (directory, or "off"), NABLACL_KERNEL_DIR (load .cl sources from a
- * directory; development), NABLACL_VARIANT (force an attention variant), and the tensor-core
- * kernels' overrides NABLACL_WG_BULK, NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW,
- * NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (README.md, docs/variants.md).
+ * directory; development), and the knobs NABLACL_VARIANT, NABLACL_WG_BULK,
+ * NABLACL_MMA_LAZY_RESCALE, NABLACL_MMA_QPW, NABLACL_MMA_SMEM, NABLACL_MMA_MAXRREG (see
+ * nabla_knob_set), read when a context is created.
  */
 #ifndef NABLACL_H
 #define NABLACL_H
@@ -47,6 +47,12 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* ==== The stable core ======================================================================
+ * Version, status, devices, contexts, shapes and algorithms, reordering, masks, attention and
+ * host conversions: what an application needs. Names ending in an underscore (and NABLA_API) are
+ * this header's own machinery, not API.
+ * ========================================================================================== */
 
 /* ---- Version ---------------------------------------------------------------------------- */
 
@@ -317,6 +323,135 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
                                        cl_mem k, cl_mem v, cl_mem o, cl_uint num_wait,
                                        const cl_event *wait, cl_event *done);
 
+/* ---- Interop: external memory and semaphores -------------------------------------------- */
+/*
+ * Zero-copy tensors from a renderer or an engine (Vulkan, CUDA, ...): a buffer the other API
+ * exported as a file descriptor becomes a `cl_mem` that the rest of this API takes like any
+ * other tensor, and semaphores the other API exported order its work against ours on the
+ * device, without host round trips (docs/embedding.md). Needs OpenCL 3.0 with
+ * cl_khr_external_memory plus cl_khr_external_memory_opaque_fd or _dma_buf (memory), and
+ * cl_khr_semaphore + cl_khr_external_semaphore plus _opaque_fd or _sync_fd (semaphores);
+ * where one is absent the call returns NABLA_UNSUPPORTED and the last-error text names it.
+ *
+ * File descriptors: on NABLA_OK the descriptor passed in is consumed; the caller must not use
+ * or close it (the OpenCL extensions transfer its ownership to the implementation on a
+ * successful import, as Vulkan does). On any failure it is untouched and stays the caller's to
+ * close. The payload stays alive while the returned object (or a tensor cut from it) lives,
+ * whatever the exporting API does with its own handle.
+ *
+ * Ordering, per call sequence on the context's queue:
+ *   nabla_external_begin  (wait on the other API's semaphores, acquire the imported tensors)
+ *   any nablacl calls on those tensors (mask build, attention, one-shot, reorder)
+ *   nabla_external_end    (release the tensors, signal semaphores for the other API, flush)
+ * All of it is enqueued; nothing blocks the host. Arguments are checked before anything is
+ * enqueued.
+ */
+
+/** Kinds of external handle (memory: OPAQUE_FD, DMA_BUF; semaphores: OPAQUE_FD, SYNC_FD). */
+typedef enum {
+  NABLA_HANDLE_OPAQUE_FD = 1, /* Vulkan VK_EXTERNAL_*_HANDLE_TYPE_OPAQUE_FD_BIT, CUDA
+                                 CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR */
+  NABLA_HANDLE_DMA_BUF = 2,   /* a Linux dma_buf (memory only) */
+  NABLA_HANDLE_SYNC_FD = 3    /* a Linux sync file (semaphores only; copy transference) */
+} nabla_handle_type;
+
+#define NABLA_HANDLE_BIT(type) (1u << (unsigned)(type))
+
+/** What the context's device can import. */
+typedef struct {
+  unsigned memory;      /* NABLA_HANDLE_BIT(t) for each memory handle type t it imports */
+  unsigned semaphore;   /* NABLA_HANDLE_BIT(t) for each binary-semaphore handle type */
+  int has_uuid;         /* 1 when the device reports its UUID (cl_khr_device_uuid) */
+  uint8_t uuid[16];     /* equals Vulkan's VkPhysicalDeviceIDProperties::deviceUUID and
+                           CUDA's cuDeviceGetUuid for the same GPU */
+  char missing[256];    /* space-separated extensions absent for the full set; "" if none */
+} nabla_interop_caps;
+
+/** Fills `caps` for the context's device. Never NABLA_UNSUPPORTED: absent features are 0. */
+NABLA_API nabla_status nabla_interop_caps_query(nabla_context *ctx, nabla_interop_caps *caps);
+
+/** An external allocation, or the tensor within it. */
+typedef struct {
+  nabla_handle_type type;    /* NABLA_HANDLE_OPAQUE_FD or NABLA_HANDLE_DMA_BUF */
+  int fd;                    /* consumed on success (see above) */
+  uint64_t size;             /* bytes of the whole exported allocation, as the exporter made it */
+  uint64_t offset;           /* where the tensor starts in it: a multiple of the device's base
+                                address alignment (CL_DEVICE_MEM_BASE_ADDR_ALIGN / 8) */
+  uint64_t bytes;            /* the tensor's bytes; 0 means size - offset */
+  cl_device_id device;       /* the device the allocation lives on (CL_MEM_DEVICE_HANDLE_LIST
+                                of the import); NULL: the context's device. Another device is
+                                NABLA_INVALID_ARGUMENT */
+  const uint8_t *device_uuid;/* 16 bytes, or NULL: when given, the context's device must report
+                                this UUID (a GPU of another vendor or slot is refused) */
+} nabla_external_memory;
+
+/**
+ * Makes a read-write `cl_mem` of `bytes` bytes from an external allocation; the caller releases
+ * it with clReleaseMemObject (the payload is freed when both sides have let go). With an offset,
+ * or fewer bytes than the allocation, it is a sub-buffer of the imported whole. Errors, before
+ * anything is imported: NABLA_INVALID_ARGUMENT for a NULL, a handle type that is no memory
+ * handle, a descriptor that is not open, a size of 0 or a region past the allocation's end (a
+ * dma_buf's real size is checked too), a misaligned offset, a foreign device or UUID;
+ * NABLA_UNSUPPORTED naming the missing extension; a size the driver refuses is NABLA_OPENCL.
+ * `*out` is NULL after any failure.
+ */
+NABLA_API nabla_status nabla_import_memory(nabla_context *ctx, const nabla_external_memory *memory,
+                                           cl_mem *out);
+
+/** A binary semaphore imported from another API. */
+typedef struct nabla_semaphore nabla_semaphore;
+
+/**
+ * Imports a binary semaphore exported as `fd` (NABLA_HANDLE_OPAQUE_FD: reference transference,
+ * waits and signals are shared with the exporter's semaphore; NABLA_HANDLE_SYNC_FD: a copy of
+ * one signal). `*out` is the caller's (nabla_semaphore_release), usable with this context only.
+ * NABLA_INVALID_ARGUMENT for a memory handle type or a descriptor that is not open;
+ * NABLA_UNSUPPORTED naming the missing extension.
+ */
+NABLA_API nabla_status nabla_import_semaphore(nabla_context *ctx, nabla_handle_type type, int fd,
+                                              nabla_semaphore **out);
+
+/** Releases a semaphore (NULL allowed) once the commands that use it are done with it. */
+NABLA_API void nabla_semaphore_release(nabla_semaphore *semaphore);
+
+/**
+ * Enqueues, after the wait list: a wait on each semaphore in `wait_sems` (each must have a
+ * signal submitted by the other API, as binary semaphores require), then the acquisition of
+ * each imported tensor in `tensors` (a sub-buffer acquires its allocation). Either count may be
+ * 0, not both. `done` completes with the last command. Errors before anything is enqueued:
+ * NABLA_INVALID_ARGUMENT for a NULL, a semaphore or a tensor of another context;
+ * NABLA_UNSUPPORTED naming the missing extension. Whether a tensor was imported at all is the
+ * driver's to judge (OpenCL does not report it portably): pass only nabla_import_memory's.
+ */
+NABLA_API nabla_status nabla_external_begin(nabla_context *ctx, cl_uint num_sems,
+                                            nabla_semaphore *const *wait_sems, cl_uint num_tensors,
+                                            const cl_mem *tensors, cl_uint num_wait,
+                                            const cl_event *wait, cl_event *done);
+
+/**
+ * Enqueues, after the wait list: the release of each tensor back to the other API, then a
+ * signal of each semaphore in `signal_sems`, and flushes the queue so that the other API's
+ * waits can be satisfied. Checks as nabla_external_begin.
+ */
+NABLA_API nabla_status nabla_external_end(nabla_context *ctx, cl_uint num_tensors,
+                                          const cl_mem *tensors, cl_uint num_sems,
+                                          nabla_semaphore *const *signal_sems, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *done);
+
+/* ---- Host conversions ------------------------------------------------------------------- */
+
+/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
+NABLA_API uint16_t nabla_f32_to_f16(float x);
+NABLA_API float nabla_f16_to_f32(uint16_t h);
+NABLA_API uint16_t nabla_f32_to_bf16(float x);
+NABLA_API float nabla_bf16_to_f32(uint16_t b);
+
+/* ==== Advanced ==============================================================================
+ * Kernel configuration, tuning and the on-disk caches, profiling, kernel variants, knobs and the
+ * float64 reference: for measuring, tuning and testing the library itself. Stable too, but an
+ * application that only attends needs none of it.
+ * ========================================================================================== */
+
 /* ---- Kernel configuration ------------------------------------------------------------- */
 
 /**
@@ -328,21 +463,6 @@ NABLA_API nabla_status nabla_attention(nabla_context *ctx, const nabla_algo *alg
 NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
-
-/* ---- Profiling -------------------------------------------------------------------------- */
-
-/**
- * Turns per-stage profiling on or off for this context (off by default). While on, every
- * kernel the library enqueues is recorded. Turning it on needs a queue with
- * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
- */
-NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
-
-/**
- * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
- * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
- */
-NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
 
 /* ---- Tuning and caches ------------------------------------------------------------------ */
 /*
@@ -480,44 +600,39 @@ NABLA_API nabla_status nabla_cache_list(const char *dir, nabla_cache_visit visit
  */
 NABLA_API nabla_status nabla_cache_clear(const char *dir);
 
+/* ---- Profiling -------------------------------------------------------------------------- */
+
+/**
+ * Turns per-stage profiling on or off for this context (off by default). While on, every
+ * kernel the library enqueues is recorded. Turning it on needs a queue with
+ * CL_QUEUE_PROFILING_ENABLE (nabla_context_create's has it): NABLA_UNSUPPORTED otherwise.
+ */
+NABLA_API nabla_status nabla_profile_enable(nabla_context *ctx, int on);
+
+/**
+ * Waits for the recorded kernels, writes "stage ms" lines (summed per stage, in first-enqueue
+ * order, e.g. "pool 0.412\nmap 0.950\n...") to buf and forgets them.
+ */
+NABLA_API nabla_status nabla_profile_report(nabla_context *ctx, char *buf, size_t len);
+
 /* ---- Variants --------------------------------------------------------------------------- */
 /*
  * A stage can have several implementations ("variants"); the library picks one per device and
- * problem, and the portable one is always there as the fallback. Variants of attention:
- *   "portable"             OpenCL C, every device and dtype.
- *   "nvidia-mma"           tensor cores through inline PTX mma.sync, on NVIDIA GPUs whose
- *                          capability probe passes; f16/bf16 storage, head_dim a multiple of 16
- *                          up to 128 (fp32 accumulation and softmax).
- *   "nvidia-mma-emulated"  the nvidia-mma kernel with its PTX emulated in local memory: any
- *                          device, slow; used only when forced (tests the kernel on CPUs).
- *   "cpu-rows"             OpenCL C shaped for CPUs: one work-item per query row, no local
- *                          memory or barriers; every device and dtype; automatic on CPUs.
- *   "nvidia-wgmma"         Hopper's warpgroup tensor-core instructions (wgmma, sm_90a, reached
- *                          by rewriting the compiler's PTX), on NVIDIA sm_90 GPUs whose probe
- *                          passes; f16/bf16 storage, head_dim 64 or 128. Automatic where it can
- *                          run, before nvidia-mma. Stages K and V blocks with tensor copies,
- *                          through tensor maps encoded by the CUDA driver (libcuda.so.1, opened
- *                          at run time; the device's primary CUDA context is retained only
- *                          around the one call per head dim, and the map template is kept in
- *                          the disk cache, so later processes do not touch CUDA unless
- *                          NABLACL_CACHE_DIR=off). Where that
- *                          cannot be had, or with
- *                          NABLACL_WG_BULK=1, it packs K and V into tile images for bulk copies
- *                          (workspace of 2 x B*H*Nb*64*head_dim*2 bytes kept by the context, 1.4
- *                          GB for B=1, H=40, S=67,200, D=128, until nabla_context_trim); failing
- *                          that, or with NABLACL_WG_BULK=0, it stages rows (slower).
- *                          nabla_variant_note says which fallback was taken and why.
- *   "nvidia-wgmma-emulated" the nvidia-wgmma kernel with wgmma emulated: any device, slow; used
- *                          only when forced.
- * A probe compiles and runs a tiny kernel once per device (the first time it is needed; this
- * blocks) and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
- * NABLACL_VARIANT (auto|portable|nvidia-mma|nvidia-mma-emulated|cpu-rows|nvidia-wgmma|
- * nvidia-wgmma-emulated); the tuned VARIANT parameter; else the fastest eligible variant. A requested variant that cannot run falls
- * back to portable, and nabla_variant_note says why. The reduced map of nabla_mask_build follows
- * the same request (not the tuned VARIANT): on tensor cores (mma.sync) with nvidia-mma,
- * nvidia-wgmma or automatic where the nvidia-mma probe passed, emulated with either emulated
- * variant, else fp32 FMA. See docs/variants.md.
+ * problem, and "portable" (OpenCL C, every device and dtype) is always there as the fallback.
+ * nabla_variant_names lists them all; docs/variants.md says what each needs and does (the
+ * tensor-core kernels for NVIDIA, "cpu-rows" for CPUs, emulated twins that run a vendor kernel's
+ * logic on any device when forced, as a test aid). A variant that needs a device feature runs a
+ * probe: it compiles and runs a tiny kernel once per device (the first time it is needed; this
+ * blocks), and its verdict is kept in the disk cache. Choice, first match: nabla_variant_force;
+ * NABLACL_VARIANT; the tuned VARIANT parameter; else the fastest eligible variant. A requested
+ * variant that cannot run falls back to portable, and nabla_variant_note says why. The reduced
+ * map of nabla_mask_build follows the same request (not the tuned VARIANT): on tensor cores where
+ * the requested (or automatic) variant has a map kernel that can run, else fp32 FMA.
  */
+
+/** Every variant name, "auto" first, comma-separated (a static string): what
+ * nabla_variant_force and NABLACL_VARIANT accept. */
+NABLA_API const char *nabla_variant_names(void);
 
 /** 1 if the device can run `variant` (runs its probe when not yet known), else 0; on 0,
  * nabla_variant_note says why. Never fails; unknown names and NULL give 0. */
@@ -549,13 +664,28 @@ NABLA_API const char *nabla_variant_note(const nabla_context *ctx);
 /** Variant used by the last attention launch on this context ("" before the first). */
 NABLA_API const char *nabla_variant_last(const nabla_context *ctx);
 
-/* ---- Host conversions ------------------------------------------------------------------- */
+/* ---- Knobs ------------------------------------------------------------------------------ */
+/*
+ * Developer settings of the kernels, held by the context: VARIANT, MMA_LAZY_RESCALE, WG_BULK,
+ * MMA_QPW, MMA_SMEM, MMA_MAXRREG (nabla_knob_describe says what each does and takes; README.md
+ * and docs/variants.md too). nabla_context_create reads each from the environment variable
+ * NABLACL_<name> once; a value out of range, or an unknown variant name, fails the creation
+ * (NABLA_INVALID_ARGUMENT, the message lists the valid values). Knobs change build options, so
+ * a context's programs are built anew for other values.
+ */
 
-/** fp32 -> fp16 / bf16 bits (round to nearest even) and back; for host-side I/O. */
-NABLA_API uint16_t nabla_f32_to_f16(float x);
-NABLA_API float nabla_f16_to_f32(uint16_t h);
-NABLA_API uint16_t nabla_f32_to_bf16(float x);
-NABLA_API float nabla_bf16_to_f32(uint16_t b);
+/** Sets a knob on this context; name with or without "NABLACL_"; value NULL or "" restores its
+ * default. NABLA_INVALID_ARGUMENT (the message lists the valid names or values) for an unknown
+ * knob or a value out of range. */
+NABLA_API nabla_status nabla_knob_set(nabla_context *ctx, const char *name, const char *value);
+
+/** The knob's value on this context as text ("" when not set: the kernels' own default).
+ * NABLA_INVALID_ARGUMENT for an unknown knob, NABLA_BUFFER_TOO_SMALL when it does not fit. */
+NABLA_API nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char *buf, size_t len);
+
+/** One line about knob `index` (0, 1, ...): name, variable, range, default, the variants that
+ * read it and what it does, tab-separated. NABLA_NOT_FOUND past the last knob. */
+NABLA_API nabla_status nabla_knob_describe(int index, char *buf, size_t len);
 
 /* ---- Float64 reference ------------------------------------------------------------------ */
 /*

@@ -6,7 +6,8 @@
 
 #include "diskcache.h"
 #include "internal.h"
-#include "tensormap.h"
+#include "knobs.h"
+#include "variant.h"
 #include "tune.h"
 
 static void set_err(char *err, size_t err_len, const char *fmt, ...)
@@ -33,6 +34,8 @@ static nabla_status finish_context(nabla_context *ctx, char *err, size_t err_len
     snprintf(ctx->cache_note, sizeof ctx->cache_note, "disk cache off: %s", why);
     ctx->cache_root[0] = '\0';
   }
+  st = nabla_knobs_from_env(ctx, err, err_len);
+  if (st != NABLA_OK) return st;
   const char *kdir = getenv("NABLACL_KERNEL_DIR");
   struct stat sb;
   if (kdir && *kdir) { /* a typo must not silently run the embedded kernels instead */
@@ -146,7 +149,7 @@ void nabla_context_destroy(nabla_context *ctx) {
   if (ctx->queue) clFinish(ctx->queue);
   nabla_profile_release(ctx);
   nabla_workspace_release(ctx);
-  nabla_cuda_driver_release(ctx);
+  nabla_variants_release(ctx);
   nabla_programs_release(ctx);
   nabla_tuning_free(ctx->tuning);
   if (ctx->queue) clReleaseCommandQueue(ctx->queue);

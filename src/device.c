@@ -27,7 +27,7 @@ nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *ou
   return NABLA_OK;
 }
 
-static int has_extension(cl_device_id dev, const char *ext) {
+int nabla_device_has_extension(cl_device_id dev, const char *ext) {
   size_t len = 0;
   if (clGetDeviceInfo(dev, CL_DEVICE_EXTENSIONS, 0, NULL, &len) != CL_SUCCESS) return 0;
   char *all = malloc(len + 2);
@@ -68,9 +68,10 @@ static void fill_info(cl_platform_id plat, cl_device_id dev, int index, nabla_de
   info->compute_units = cu;
   info->global_mem = gm;
   info->local_mem = lm;
-  info->fp16 = has_extension(dev, "cl_khr_fp16");
-  info->fp64 = has_extension(dev, "cl_khr_fp64");
-  info->subgroups = has_extension(dev, "cl_khr_subgroups") || has_extension(dev, "cl_intel_subgroups");
+  info->fp16 = nabla_device_has_extension(dev, "cl_khr_fp16");
+  info->fp64 = nabla_device_has_extension(dev, "cl_khr_fp64");
+  info->subgroups = nabla_device_has_extension(dev, "cl_khr_subgroups") ||
+                    nabla_device_has_extension(dev, "cl_intel_subgroups");
 }
 
 /* Visits every device of every platform in enumeration order. */
@@ -140,9 +141,10 @@ nabla_status nabla_device_caps_query(nabla_context *ctx) {
   c->max_alloc = ma;
   c->compute_units = cu;
   c->max_wg = wg;
-  c->fp16 = has_extension(dev, "cl_khr_fp16");
-  c->fp64 = has_extension(dev, "cl_khr_fp64");
-  c->subgroups = has_extension(dev, "cl_khr_subgroups") || has_extension(dev, "cl_intel_subgroups");
+  c->fp16 = nabla_device_has_extension(dev, "cl_khr_fp16");
+  c->fp64 = nabla_device_has_extension(dev, "cl_khr_fp64");
+  c->subgroups = nabla_device_has_extension(dev, "cl_khr_subgroups") ||
+                 nabla_device_has_extension(dev, "cl_intel_subgroups");
 
   char plat_name[256] = "", plat_ver[256] = "", name[256], vendor[256], driver[256], version[256];
   cl_platform_id plat = NULL;

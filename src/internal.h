@@ -56,19 +56,21 @@ typedef struct {
 
 enum { NABLA_VENDOR_OTHER = 0, NABLA_VENDOR_NVIDIA, NABLA_VENDOR_AMD, NABLA_VENDOR_INTEL, NABLA_VENDOR_POCL };
 
-/* Kernel variants (variant.c): the verdict of a variant's capability probe on this device. */
+/* Kernel variants (variants/): the verdict of a variant's capability probe on this device. */
 typedef struct {
   int probed;       /* the probe ran, or its cached verdict was read */
   int supported;
-  int smem_ptx;     /* nvidia-mma: ldmatrix/cp.async also passed */
+  unsigned features; /* what else the probe found, bits its variant defines (nvidia-mma:
+                       NABLA_MMA_FEATURE_SMEM) */
   unsigned broken;  /* NABLA_STAGE_* bits: that stage's kernel of the variant did not build on
                        this context, so the stage does not use the variant again */
-  int staging_off;  /* wgmma: bit m set when staging m (NABLA_WG_*) did not build: not tried again */
+  unsigned prepare_off; /* bit m: the variant's preparation mode m did not build here, so it
+                       is not tried again (nvidia-wgmma: its NABLA_WG_* staging) */
   char why[384];    /* why it is unsupported */
   char broken_why[2][384]; /* why it broke, per stage (attention, map) */
 } nabla_variant_probe;
 
-#define NABLA_VARIANT_SLOTS 6
+#define NABLA_VARIANT_SLOTS 16 /* at least NABLA_VARIANT_COUNT (variants/registry.h) */
 
 typedef struct {
   nabla_variant_probe probe[NABLA_VARIANT_SLOTS];
@@ -76,6 +78,19 @@ typedef struct {
   char last[32];    /* variant of the last attention launch */
   char note[512];   /* why the last choice is not the requested or preferred variant ("" if it is) */
 } nabla_variant_state;
+
+/* Knobs (knobs.c): developer settings a context holds, read from the environment at its
+ * creation; NABLA_KNOB_UNSET lets the reader pick its default. */
+typedef enum {
+  NABLA_KNOB_VARIANT = 0,        /* a variant id, or NABLA_VARIANT_AUTO (-1) */
+  NABLA_KNOB_MMA_LAZY_RESCALE,
+  NABLA_KNOB_WG_BULK,
+  NABLA_KNOB_MMA_QPW,
+  NABLA_KNOB_MMA_SMEM,
+  NABLA_KNOB_MMA_MAXRREG,
+  NABLA_KNOB_COUNT
+} nabla_knob_id;
+#define NABLA_KNOB_UNSET INT_MIN
 
 #define NABLA_SLOT_KERNELS 4 /* kernel objects kept per program */
 
@@ -142,10 +157,11 @@ struct nabla_context {
   nabla_program_slot programs[NABLA_MAX_PROGRAMS];
   int program_count;
   struct nabla_tuning *tuning;    /* lazily loaded tuned parameters (tune.c) */
-  nabla_variant_state variants;   /* kernel variant probes and choice (variant.c) */
+  nabla_variant_state variants;   /* kernel variant probes and choice (variants/) */
+  int knobs[NABLA_KNOB_COUNT];    /* developer settings (knobs.c) */
   nabla_profile profile;
   nabla_workspace workspace;      /* scratch buffers reused across calls (workspace.c) */
-  nabla_cuda_driver cuda;         /* for tensor maps (tensormap.c) */
+  nabla_cuda_driver cuda;         /* for tensor maps (variants/tensormap.c) */
   char error[NABLA_ERR_LEN];
 };
 
@@ -181,6 +197,8 @@ nabla_status nabla_device_caps_query(nabla_context *ctx);
 nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
                                  char *err, size_t err_len);
 nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *out, size_t len);
+/* 1 if the device lists `ext` among its extensions. */
+int nabla_device_has_extension(cl_device_id dev, const char *ext);
 
 /* program.c: builds (or loads) stage `name` with `options`; the program stays owned by ctx. */
 nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char *options,
@@ -227,8 +245,8 @@ struct nabla_mask {
   cl_context cl_ctx;
 };
 
-/* mask.c, for tests: pools q and k and computes the reduced map (the variant src/variant.h's
- * nabla_map_variant_choose picks), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
+/* mask.c, for tests: pools q and k and computes the reduced map (the variant
+ * nabla_map_variant_choose picks, variants/variant.h), read back into logits ([B H][Nb][Nb], scaled by 1/sqrt(D)). */
 nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                                     cl_mem q, cl_mem k, float *logits);
 /* The block layout of a shape on the device (int32, nb + 1 token offsets), retained for the

@@ -99,7 +99,7 @@ typedef struct {
   cl_int ld, group_rows;
 } selection;
 
-/* The reduced-map kernel for this shape (src/variant.h says which) and whether it needs the
+/* The reduced-map kernel for this shape (variants/variant.h says which) and whether it needs the
  * split pooling. The tensor-core kernel is built here, before anything is enqueued: if its
  * build fails, the variant is marked broken for the map on the context (the attention stage keeps
  * it) and the portable kernel is used. */
@@ -109,11 +109,11 @@ static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kern
   int variant = nabla_map_variant_choose(ctx, s);
   *split = 0;
   if (variant != NABLA_VARIANT_PORTABLE) {
+    const nabla_variant_map_ops *map = &nabla_variant_ops_of(variant)->map;
     char options[160];
-    snprintf(options, sizeof options, "-DMMA_IN=1 -DMMA_SMEM_PTX=1 -DMAP_D=%d%s", s->head_dim,
-             variant == NABLA_VARIANT_MMA_EMULATED ? " -DNABLA_NO_PTX" : "");
-    st = nabla_program_get(ctx, "map_mma", options, &prog);
-    if (st == NABLA_OK) st = nabla_kernel_create(ctx, prog, "reduced_map_mma", out);
+    map->options(variant, s, options, sizeof options);
+    st = nabla_program_get(ctx, map->program, options, &prog);
+    if (st == NABLA_OK) st = nabla_kernel_create(ctx, prog, map->kernel, out);
     if (st == NABLA_OK) {
       /* Local memory that does not fit makes the variant ineligible for the map (not an
        * error: the portable kernel serves, and the note says why). */
@@ -125,7 +125,7 @@ static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kern
       clReleaseKernel(*out);
       *out = NULL;
     }
-    if (variant == NABLA_VARIANT_MMA_EMULATED && st != NABLA_UNSUPPORTED) return st; /* a test aid: no fallback */
+    if (nabla_variant_test_aid(variant) && st != NABLA_UNSUPPORTED) return st; /* a test aid: no fallback */
     st = NABLA_OK;
     char why[384];
     snprintf(why, sizeof why, "map: %.360s", ctx->error);

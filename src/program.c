@@ -1,13 +1,13 @@
 /*
- * Kernel registry and program cache.
+ * Kernel sources and program cache.
  *
- * A program is the common prelude (cl/common.cl; the tensor-core stages also cl/mma.cl) followed
- * by one stage file (cl/<name>.cl), built with the given options. Programs live in the context
+ * A program is the common prelude (cl/common.cl, then the files a variant lists for its stages,
+ * e.g. cl/mma.cl) followed by one stage file (cl/<name>.cl), built with the given options. Programs live in the context
  * for its lifetime (in-memory slots keyed by name + options) and their binaries in the disk
  * cache under namespace "programs", keyed by the device description, the options and a hash of
  * the exact source bytes, so any change of source, options, driver or device is a miss. A binary that fails to load or build
- * is treated as a miss and rebuilt from source. The wgmma stages are built twice on NVIDIA: from
- * source, then from their PTX rewritten for sm_90a (ptxpatch.h); the cache keeps the second.
+ * is treated as a miss and rebuilt from source. A variant's stage may have an after-build step
+ * (nvidia-wgmma's rebuild from its PTX rewritten for sm_90a); the cache keeps what it gives.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@
 #include "diskcache.h"
 #include "internal.h"
 #include "kernels.h"
-#include "ptxpatch.h"
+#include "variant.h"
 
 const char *nabla_dtype_define(nabla_dtype dtype) {
   switch (dtype) {
@@ -55,22 +55,16 @@ static char *read_override(const char *dir, const char *name) {
   return text;
 }
 
-/* Whether a stage uses Hopper's wgmma (cl/wgmma.cl), built through the sm_90a rewrite. */
-static int wgmma_stage(const char *name) {
-  return strcmp(name, "attention_wgmma") == 0 || strcmp(name, "probe_wgmma") == 0;
-}
-
-/* Source of a stage: prelude (cl/common.cl; cl/mma.cl for the tensor-core stages, then
- * cl/wgmma.cl for the wgmma ones) + stage text, malloc'd. */
+/* Source of a stage: prelude (cl/common.cl, then the files the variant owning the stage lists,
+ * see variants/variant.h) + stage text, malloc'd. */
 static nabla_status stage_source(nabla_context *ctx, const char *name, char **out) {
-  const char *parts[4];
+  const nabla_kernel_source_desc *desc = nabla_kernel_source_find(name);
+  const char *parts[5];
   int nparts = 0;
   parts[nparts++] = "common";
-  if (strcmp(name, "attention_mma") == 0 || strcmp(name, "map_mma") == 0 || wgmma_stage(name))
-    parts[nparts++] = "mma";
-  if (wgmma_stage(name)) parts[nparts++] = "wgmma";
+  for (int i = 0; desc && i < 3 && desc->prelude[i]; i++) parts[nparts++] = desc->prelude[i];
   parts[nparts++] = name;
-  char *texts[4] = {NULL, NULL, NULL, NULL};
+  char *texts[5] = {NULL, NULL, NULL, NULL, NULL};
   nabla_status st = NABLA_OK;
   size_t total = 0;
   for (int i = 0; i < nparts; i++) {
@@ -97,7 +91,7 @@ static nabla_status stage_source(nabla_context *ctx, const char *name, char **ou
   size_t off = 0;
   for (int i = 0; i < nparts; i++) off += (size_t)snprintf(*out + off, total + 1 - off, "%s\n", texts[i]);
 done:
-  for (int i = 0; i < 4; i++) free(texts[i]);
+  for (int i = 0; i < 5; i++) free(texts[i]);
   return st;
 }
 
@@ -222,13 +216,12 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
     clReleaseProgram(prog);
     goto done;
   }
-  if (wgmma_stage(name) && ctx->caps.vendor == NABLA_VENDOR_NVIDIA && !strstr(options, "NABLA_NO_PTX")) {
-    /* The marked sm_90a instructions are comments so far: rebuild from the rewritten PTX. */
-    cl_program patched = NULL;
-    st = nabla_program_sm90a(ctx, prog, name, options, &patched);
-    clReleaseProgram(prog);
+  const nabla_kernel_source_desc *desc = nabla_kernel_source_find(name);
+  if (desc && desc->after_build) { /* e.g. nvidia-wgmma's rebuild from rewritten PTX */
+    cl_program final = NULL;
+    st = desc->after_build(ctx, prog, name, options, &final); /* takes prog */
     if (st != NABLA_OK) goto done;
-    prog = patched;
+    prog = final;
   }
   store_binary(ctx, prog, key);
   *out = prog;

@@ -1,5 +1,5 @@
 /*
- * Plain-C float64 reference of every stage (DESIGN §1–§2): the oracle of the tests and of
+ * Plain-C float64 reference of every stage (docs/algorithm.md): the oracle of the tests and of
  * `nablacl run --check`. Written for clarity, not speed; the only allocations are in
  * nabla_ref_mask (which returns a status) and an optional sort buffer in nabla_ref_select (with
  * an allocation-free fallback), so the void functions cannot fail. Functions given an invalid
@@ -126,7 +126,7 @@ void nabla_ref_map_softmax(const nabla_shape *s, const double *q_pooled, const d
  *   (a) |above_j - thr| <= eps or |above_j + p_j - thr| <= eps (the header's definition);
  *   (b) ties >= 2 and the tied group straddles thr when ranked one by one, i.e.
  *       above_j <= thr + eps and above_j + (ties-1) p_j >= thr - eps: an implementation that
- *       breaks ties by rank (a sort) keeps only part of the group, which DESIGN §1 allows;
+ *       breaks ties by rank (a sort) keeps only part of the group, which docs/algorithm.md §3–4 allows;
  *   (c) or the smallest kept probability is within a relative eps of the largest dropped one:
  *       a near-tie across the cut, whose order rounding can swap.
  * thr >= 1 keeps every block of every row exactly (above_j <= 1 - p_j <= 1) and flags nothing.

@@ -1,4 +1,4 @@
-/* Shapes and storage types: validation, block counts and the tile-order block layout (DESIGN §2). */
+/* Shapes and storage types: validation, block counts and the tile-order block layout (docs/algorithm.md §0). */
 #include <stdint.h>
 #include <stdio.h>
 

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "diskcache.h"
-#include "variant.h"
+#include "registry.h"
 
 /* ---- attention (cl/attention.cl) ------------------------------------------------------ */
 
@@ -45,12 +45,6 @@ static int attention_fits(nabla_context *ctx, int head_dim, const nabla_params *
     return 0;
   }
   return 1;
-}
-
-/* VARIANT candidates: automatic and the plain-OpenCL kernels run everywhere; nvidia-mma and
- * nvidia-wgmma only where their probes passed. */
-static int variant_allowed(nabla_context *ctx, int value) {
-  return value < 0 || nabla_variant_usable(ctx, value, NABLA_STAGE_ATTENTION, NULL, 0);
 }
 
 /* The options attention.c builds the portable kernel with. */
@@ -115,13 +109,16 @@ static const nabla_kernel_space kernel_spaces[] = {
     {"attention",
      {{"TILE_D", 16, 3, {8, 16, 32}, NULL, "head-dim columns of Q and K per staged item of Q·Kᵀ (double-buffered)"},
       {"TILE_V", 16, 3, {8, 16, 32}, NULL, "keys of V (and columns of P) per staged item of P·V (double-buffered)"},
-      {"VARIANT", NABLA_VARIANT_AUTO, 5, {NABLA_VARIANT_AUTO, NABLA_VARIANT_PORTABLE, NABLA_VARIANT_NVIDIA_MMA, NABLA_VARIANT_CPU_ROWS, NABLA_VARIANT_NVIDIA_WGMMA},
-       variant_allowed, "attention kernel: -1 automatic, 0 portable, 1 nvidia-mma, 3 cpu-rows, 4 nvidia-wgmma (TILE_D/TILE_V shape the portable one)"}},
+      /* automatic, then every variant but the test aids (variants/registry.h), each only where
+       * its probe passed */
+      {"VARIANT", NABLA_VARIANT_AUTO, NABLA_VARIANT_CANDIDATE_COUNT, {NABLA_VARIANT_CANDIDATES},
+       nabla_variant_tunable_allowed,
+       "attention kernel: " NABLA_VARIANT_CANDIDATE_HELP " (TILE_D/TILE_V shape the portable one)"}},
      attention_fits,
      attention_build,
      "TILE_D a multiple of 8, TILE_V a multiple of 4, 64 % TILE_V == 0; with TD = min(TILE_D, HEAD_DIM): "
      "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes <= CL_DEVICE_LOCAL_MEM_SIZE; "
-     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128; VARIANT=1 (4) only where the nvidia-mma (nvidia-wgmma) probe passed"},
+     "work-groups of 128: CL_KERNEL_WORK_GROUP_SIZE >= 128; a VARIANT only where its probe passed"},
     {"select",
      {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"}},
      select_fits,

@@ -21,7 +21,7 @@
 #include "internal.h"
 
 #define NABLA_MAX_PARAMS 6
-#define NABLA_MAX_CANDIDATES 8
+#define NABLA_MAX_CANDIDATES 12
 #define NABLA_TUNING_SCHEMA 2        /* "schema" of a tuning entry's JSON; bump on any change
                                       * (2: attention gained VARIANT) */
 #define NABLA_TUNING_NS "tuning"

@@ -34,7 +34,7 @@
 #include "diskcache.h"
 #include "internal.h"
 #include "tune.h"
-#include "variant.h"
+#include "registry.h"
 
 #define MAX_CONFIGS 512
 #define MAX_REPS_CAP 1000

@@ -1,6 +1,6 @@
 # Compiles the NVIDIA-only paths of the tensor-core kernels (inline PTX, never built by PoCL,
 # whose tests run them emulated) with clang's OpenCL front end for the NVPTX target, syntax and
-# semantics only, so that an OpenCL C error in them fails CI instead of a GPU session.
+# semantics only, so that an OpenCL C error in them fails CI instead of a run on a GPU.
 #   cmake -DCLANG=<clang> -DCL_DIR=<cl/> -DWORK=<scratch dir> -P nvptx_syntax.cmake
 # Each configuration: "<stage>|<prelude files>|<options>", as src/program.c assembles them.
 set(configs
@@ -15,9 +15,10 @@ set(configs
   "probe_mma|common|-DPROBE_SMEM=1"
   "probe_mma|common|-DPROBE_SMEM=0")
 file(MAKE_DIRECTORY ${WORK})
-# clang's builtin header leaves out vload_half8 on a private pointer for this target; the
-# kernels use it on fp16 storage (NVIDIA's compiler has it, as OpenCL 1.2 says).
+# clang's builtin header leaves out vload_half and vload_half8 on a private pointer for this
+# target; the kernels use them on fp16 storage (NVIDIA's compiler has them, as OpenCL 1.2 says).
 file(WRITE ${WORK}/shim.h
+  "float __attribute__((overloadable)) vload_half(size_t offset, const __private half *p);\n"
   "float8 __attribute__((overloadable)) vload_half8(size_t offset, const __private half *p);\n")
 set(failed 0)
 foreach(config IN LISTS configs)

@@ -1,5 +1,5 @@
 /*
- * Bad input is refused before anything is enqueued or written (DESIGN §5).
+ * Bad input is refused before anything is enqueued or written (docs/api.md, Attention).
  *
  * Every failing call gets: an output buffer pre-filled with a sentinel (checked unchanged after
  * clFinish), a wait list holding one user event (the gate) that is still pending, a `done`

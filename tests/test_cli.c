@@ -10,6 +10,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../tools/npy.c"
+#include "npy.h"
 
 #define B_ 1
 #define H_ 2
@@ -497,6 +498,19 @@ static void test_device_selectors(void **state) {
   result_free(&r);
 }
 
+/* A knob out of range or a misspelt variant in the environment is a bad invocation: exit 2, one
+ * line naming the variable and the valid values. */
+static void test_bad_knobs(void **state) {
+  fixture *fx = *state;
+  need_device(fx);
+  setenv("NABLACL_VARIANT", "wgma", 1);
+  expect_failure(fx, 2, "NABLACL_VARIANT=wgma: no variant; valid: auto, portable", (const char *const[]){"demo", NULL});
+  unsetenv("NABLACL_VARIANT");
+  setenv("NABLACL_MMA_QPW", "3", 1);
+  expect_failure(fx, 2, "NABLACL_MMA_QPW=3: not a whole number in 1..2", (const char *const[]){"bench", NULL});
+  unsetenv("NABLACL_MMA_QPW");
+}
+
 static void expect_npy(const char *path, npy_dtype dtype, int ndim, const size_t *shape,
                        npy_array *out) {
   char err[256] = "";
@@ -856,6 +870,7 @@ int main(void) {
     cmocka_unit_test(test_cache_refused_warns_once),
     cmocka_unit_test(test_devices_json),
     cmocka_unit_test(test_device_selectors),
+    cmocka_unit_test(test_bad_knobs),
     cmocka_unit_test(test_good_run),
     cmocka_unit_test(test_mask_in),
     cmocka_unit_test(test_check_non_finite),

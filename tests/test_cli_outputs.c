@@ -1,10 +1,10 @@
 /*
- * Tests of the CLI's output files (tools/cli_outputs.c and tools/npy.c, compiled in): targets
+ * Tests of the CLI's output files (tools/cli_outputs.c compiled in, the .npy library linked): targets
  * that are not regular files are refused, symbolic links are followed, the same file named
  * twice is refused, and a commit that fails half-way puts the user's previous files back.
  */
 #include "../tools/cli_outputs.c"
-#include "../tools/npy.c"
+#include "npy.h"
 
 #include <dirent.h>
 #include <stdarg.h>

@@ -18,35 +18,15 @@
 #define PATH_CAP 4096
 #define HEADER 32
 
-/* Every test gets a fresh directory; `root` inside it does not exist until a put creates it. */
-typedef struct {
-  char dir[PATH_CAP];
-  char root[PATH_CAP];
-} fixture;
+/* Every test gets a fresh directory (tu_dir); `root` inside it does not exist until a put
+ * creates it. */
+typedef tu_dir fixture;
 
 /* ---- filesystem helpers ------------------------------------------------------------------ */
 
 /* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
 #define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  if (!f) return -1;
-  if (tu_temp_dir(f->dir, sizeof f->dir, "diskcache") != 0) {
-    free(f);
-    return -1;
-  }
-  pathf(f->root, "%s/root", f->dir);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  tu_remove_tree(f->dir);
-  free(f);
-  return 0;
-}
 
 static void ns_dir(const fixture *f, const char *ns, char *out) {
   pathf(out, "%s/v%d/%s", f->root, NABLA_DISKCACHE_SCHEMA, ns);
@@ -889,18 +869,18 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hash64),
       cmocka_unit_test(test_root_env),
-      cmocka_unit_test_setup_teardown(test_miss_on_empty, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_truncated_file, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_foreign_file, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_key_mismatch, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_hostile_namespaces, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_hostile_keys, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unwritable, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_foreach_and_clear, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_miss_on_empty, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_round_trip, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_overwrite, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_file, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_file, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_foreign_file, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_key_mismatch, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_hostile_namespaces, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_hostile_keys, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_unwritable, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_foreach_and_clear, tu_dir_setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_writers, tu_dir_setup, tu_dir_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

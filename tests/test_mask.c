@@ -130,7 +130,7 @@ static void test_head_dims_plain_sequence(void **state) {
 
 static void test_sta_densities_exact(void **state) {
   CTX_OR_SKIP(state);
-  /* DESIGN.md §2: block grid 21x5x10 and 21x3x6. */
+  /* docs/algorithm.md §5: block grid 21x5x10 and 21x3x6. */
   struct { int t, h, w; const char *algo; double percent; } cases[] = {
       {21, 40, 80, "sta-11-3-3", 6.64}, {21, 40, 80, "sta-11-5-5", 15.24}, {21, 40, 80, "sta-3-3-3", 2.01},
       {21, 24, 48, "sta-11-3-3", 15.76}, {21, 24, 48, "sta-11-5-5", 30.39}, {21, 24, 48, "sta-3-3-3", 4.78},

@@ -1,4 +1,4 @@
-/* Tests of the CLI's .npy reader/writer (tools/npy.c, compiled into this test directly). */
+/* Tests of the CLI's .npy reader/writer (tools/npy.c, the nabla_npy library). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,32 +13,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* The reader's allocations are watched: a header's claim must be checked against the file
- * before anything of its size is requested. */
+#include "npy.h"
+
+/* The reader's allocations are watched (-Wl,--wrap=malloc,--wrap=realloc for this test): a
+ * header's claim must be checked against the file before anything of its size is requested. */
 static size_t largest_request;
-static void *watched_malloc(size_t n) {
+void *__real_malloc(size_t n);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n) {
   if (n > largest_request) largest_request = n;
-  return malloc(n);
+  return __real_malloc(n);
 }
-static void *watched_realloc(void *p, size_t n) {
+void *__wrap_realloc(void *p, size_t n) {
   if (n > largest_request) largest_request = n;
-  return realloc(p, n);
+  return __real_realloc(p, n);
 }
-#define malloc watched_malloc
-#define realloc watched_realloc
-#include "../tools/npy.c"
-#undef malloc
-#undef realloc
 #include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static char *make_temp_dir(void) {
-  char *path = malloc(4096);
-  assert_non_null(path);
-  assert_int_equal(tu_temp_dir(path, 4096, "npy-test"), 0);
-  return path;
-}
 
 static int count_entries(const char *dir) {
   DIR *d = opendir(dir);
@@ -51,16 +45,9 @@ static int count_entries(const char *dir) {
   return n;
 }
 
-static int setup(void **state) {
-  *state = make_temp_dir();
-  return 0;
-}
+/* The test's private directory (tu_dir). */
+static const char *test_dir(void **state) { return ((tu_dir *)*state)->dir; }
 
-static int teardown(void **state) {
-  tu_remove_tree(*state);
-  free(*state);
-  return 0;
-}
 
 static char *join_path(const char *dir, const char *name) {
   char *p = malloc(strlen(dir) + strlen(name) + 2);
@@ -101,7 +88,7 @@ static void expect_read_error(const char *path, const char *needle) { expect_rea
 static void test_round_trip_every_dtype(void **state) {
   const npy_dtype dtypes[] = {NPY_F32, NPY_F16, NPY_U16, NPY_U8, NPY_I32};
   const size_t shape[4] = {2, 3, 5, 7};
-  char *path = join_path(*state, "x.npy");
+  char *path = join_path(test_dir(state), "x.npy");
   for (size_t t = 0; t < sizeof dtypes / sizeof dtypes[0]; t++)
     for (int ndim = 0; ndim <= 4; ndim++) {
       size_t count = 1, size = npy_dtype_size(dtypes[t]);
@@ -121,12 +108,12 @@ static void test_round_trip_every_dtype(void **state) {
       npy_free(&a);
       free(data);
     }
-  assert_int_equal(count_entries(*state), 1);   /* no temp files left behind */
+  assert_int_equal(count_entries(test_dir(state)), 1);   /* no temp files left behind */
   free(path);
 }
 
 static void test_header_is_padded_to_64(void **state) {
-  char *path = join_path(*state, "pad.npy");
+  char *path = join_path(test_dir(state), "pad.npy");
   const size_t shape[1] = {3};
   const float data[3] = {1.0f, 2.0f, 3.0f};
   assert_int_equal(npy_write(path, NPY_F32, 1, shape, data, NULL, 0), 0);
@@ -146,7 +133,7 @@ static void test_header_is_padded_to_64(void **state) {
 }
 
 static void test_reads_version_2_and_3(void **state) {
-  char *path = join_path(*state, "v2.npy");
+  char *path = join_path(test_dir(state), "v2.npy");
   const uint16_t data[6] = {1, 2, 3, 4, 5, 6};
   for (int major = 2; major <= 3; major++) {
     write_raw(path, major, "{\"descr\": \"<u2\", \"fortran_order\": False, \"shape\": (2, 3)}",
@@ -184,7 +171,7 @@ static void test_accepts_header_variants(void **state) {
 }
 
 static void test_rejects_bad_files(void **state) {
-  char *path = join_path(*state, "bad.npy");
+  char *path = join_path(test_dir(state), "bad.npy");
   const float data[4] = {0};
   FILE *f = fopen(path, "wb");
   fputs("PK\x03\x04 this is a zip, not an npy", f);
@@ -211,7 +198,7 @@ static void test_rejects_bad_files(void **state) {
   fclose(f);
   expect_read_error(path, "truncated");
   free(path);
-  char *missing = join_path(*state, "does-not-exist.npy");
+  char *missing = join_path(test_dir(state), "does-not-exist.npy");
   expect_read_error(missing, "cannot open");
   free(missing);
 }
@@ -220,15 +207,15 @@ static void test_failed_write_leaves_nothing(void **state) {
   const size_t shape[2] = {2, 2};
   const int32_t data[4] = {1, 2, 3, 4};
   char err[256] = "";
-  char *nodir = join_path(*state, "no-such-dir/out.npy");
+  char *nodir = join_path(test_dir(state), "no-such-dir/out.npy");
   assert_int_equal(npy_write(nodir, NPY_I32, 2, shape, data, err, sizeof err), -1);
   assert_true(strlen(err) > 0);
-  char *sub = join_path(*state, "sub");
+  char *sub = join_path(test_dir(state), "sub");
   assert_int_equal(mkdir(sub, 0777), 0);
-  int before = count_entries(*state);
+  int before = count_entries(test_dir(state));
   /* The target is a directory: the temp file is written, the rename fails, the temp goes. */
   assert_int_equal(npy_write(sub, NPY_I32, 2, shape, data, err, sizeof err), -1);
-  assert_int_equal(count_entries(*state), before);
+  assert_int_equal(count_entries(test_dir(state)), before);
   assert_int_equal(count_entries(sub), 0);
   free(nodir);
   free(sub);
@@ -237,7 +224,7 @@ static void test_failed_write_leaves_nothing(void **state) {
 static void test_write_temp_then_rename(void **state) {
   const size_t shape[1] = {4};
   const uint8_t data[4] = {1, 0, 1, 1}, other[4] = {9, 9, 9, 9};
-  char *path = join_path(*state, "m.npy");
+  char *path = join_path(test_dir(state), "m.npy");
   assert_int_equal(npy_write(path, NPY_U8, 1, shape, other, NULL, 0), 0);
   char *temp = NULL;
   assert_int_equal(npy_write_temp(path, NPY_U8, 1, shape, data, &temp, NULL, 0), 0);
@@ -250,27 +237,34 @@ static void test_write_temp_then_rename(void **state) {
   assert_int_equal(npy_read(path, &a, NULL, 0), 0);
   assert_memory_equal(a.data, data, 4);
   npy_free(&a);
-  assert_int_equal(count_entries(*state), 1);
+  assert_int_equal(count_entries(test_dir(state)), 1);
   free(temp);
   free(path);
 }
 
 static void test_header_of_max_dims(void **state) {
-  /* Eight dimensions still fit a 1.0 header (2.0 is only for enormous ones). */
-  size_t shape[NPY_MAX_DIMS], len = 0;
+  /* Eight dimensions still fit a 1.0 header (2.0 is only for enormous ones), padded so that the
+   * data starts on a 64-byte boundary. */
+  size_t shape[NPY_MAX_DIMS];
+  float one = 1.0f;
   for (int i = 0; i < NPY_MAX_DIMS; i++) shape[i] = 1;
-  char *h = format_header(NPY_F32, NPY_MAX_DIMS, shape, &len);
-  assert_non_null(h);
+  char *path = join_path(test_dir(state), "dims.npy");
+  char err[256] = "";
+  assert_int_equal(npy_write(path, NPY_F32, NPY_MAX_DIMS, shape, &one, err, sizeof err), 0);
+  unsigned char h[10];
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fread(h, 1, sizeof h, f), sizeof h);
+  fclose(f);
   assert_int_equal(h[6], 1);
-  assert_int_equal(len % 64, 0);
-  free(h);
-  (void)state;
+  assert_int_equal((10 + (h[8] | h[9] << 8)) % 64, 0);
+  free(path);
 }
 
 /* A 136-byte file claiming 10^12 elements, and one claiming 3 GiB: refused as truncated (not
  * "out of memory", and not an allocator abort under ASan) with nothing of that size requested. */
 static void test_claims_checked_before_allocating(void **state) {
-  char *path = join_path(*state, "claim.npy");
+  char *path = join_path(test_dir(state), "claim.npy");
   static const char *const dicts[] = {
       "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }",
       "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1024, 1024, 256), }"};
@@ -297,6 +291,7 @@ static void test_claims_checked_before_allocating(void **state) {
   assert_int_equal(r.array.count, 6);
   assert_null(r.array.data);
   assert_int_equal(npy_read_data(&r, &a, err, sizeof err), 0);
+  assert_true(largest_request >= sizeof data); /* the watch sees the reader's allocations */
   assert_null(r.file);
   assert_memory_equal(a.data, data, sizeof data);
   npy_free(&a);
@@ -309,7 +304,7 @@ static void test_claims_checked_before_allocating(void **state) {
 /* A stream (a pipe) has no size to check: its data is read in bounded chunks, so a false claim
  * fails at the stream's end. */
 static void test_stream_claim_is_bounded(void **state) {
-  char *path = join_path(*state, "fifo.npy");
+  char *path = join_path(test_dir(state), "fifo.npy");
   assert_int_equal(mkfifo(path, 0600), 0);
   pid_t pid = fork();
   assert_true(pid >= 0);
@@ -329,16 +324,16 @@ static void test_stream_claim_is_bounded(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test_setup_teardown(test_round_trip_every_dtype, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_header_is_padded_to_64, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_reads_version_2_and_3, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_round_trip_every_dtype, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_header_is_padded_to_64, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_reads_version_2_and_3, tu_dir_setup, tu_dir_teardown),
     cmocka_unit_test(test_accepts_header_variants),
-    cmocka_unit_test_setup_teardown(test_rejects_bad_files, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_failed_write_leaves_nothing, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_write_temp_then_rename, setup, teardown),
-    cmocka_unit_test(test_header_of_max_dims),
-    cmocka_unit_test_setup_teardown(test_claims_checked_before_allocating, setup, teardown),
-    cmocka_unit_test_setup_teardown(test_stream_claim_is_bounded, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_rejects_bad_files, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_failed_write_leaves_nothing, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_write_temp_then_rename, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_header_of_max_dims, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_claims_checked_before_allocating, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_stream_claim_is_bounded, tu_dir_setup, tu_dir_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,12 +36,6 @@ static const nabla_shape kShape = {1, 2, 2 * 9 * 13, 8, 2, 9, 13};
 /* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
 #define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
-static void make_tmpdir(char *out, const char *tag) {
-  char name[64];
-  snprintf(name, sizeof name, "program-%s", tag);
-  if (tu_temp_dir(out, PATH_CAP, name) != 0) fail_msg("cannot create a temporary directory: %s", strerror(errno));
-}
-
 static void *read_file(const char *path, size_t *len) {
   FILE *fp = fopen(path, "rb");
   if (!fp) fail_msg("open %s: %s", path, strerror(errno));
@@ -191,11 +185,7 @@ static double fresh_run(nabla_dtype dtype) {
 
 /* ---- fixture: a fresh cache dir per test, NABLACL_CACHE_DIR pointing at it ---------------- */
 
-typedef struct {
-  char dir[PATH_CAP];   /* temp dir owned by the test */
-  char root[PATH_CAP];  /* NABLACL_CACHE_DIR */
-  tu_env cache, kernels;
-} fixture;
+typedef tu_dir fixture; /* dir, and root: NABLACL_CACHE_DIR */
 
 static int setup(void **state) {
   nabla_context *probe = tu_context();
@@ -205,26 +195,9 @@ static int setup(void **state) {
     return 0;
   }
   nabla_context_destroy(probe);
-  fixture *f = calloc(1, sizeof *f);
-  make_tmpdir(f->dir, "cache");
-  pathf(f->root, "%s/root", f->dir);
-  f->cache = tu_env_save("NABLACL_CACHE_DIR");
-  f->kernels = tu_env_save("NABLACL_KERNEL_DIR");
-  setenv("NABLACL_CACHE_DIR", f->root, 1);
-  unsetenv("NABLACL_KERNEL_DIR");
-  *state = f;
-  return 0;
+  return tu_dir_setup_cache(state);
 }
 
-static int teardown(void **state) {
-  fixture *f = *state;
-  if (!f) return 0;
-  tu_env_restore(&f->cache);
-  tu_env_restore(&f->kernels);
-  tu_remove_tree(f->dir);
-  free(f);
-  return 0;
-}
 
 #define FIX_OR_SKIP(state) \
   fixture *f = *(state);   \
@@ -718,17 +691,17 @@ static void test_ptx_sm90a_rewrite(void **state) {
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--child") == 0) return child_main();
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_miss_then_hit, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_corrupt_payload, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_truncated_entry, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_foreign_file, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_valid_entry_bad_binary, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unwritable_cache, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_truncated_binary, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_foreign_owner_entry, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_cache_root_private, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_kernel_dir_override, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_miss_then_hit, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_corrupt_payload, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_entry, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_foreign_file, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_valid_entry_bad_binary, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_unwritable_cache, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_binary, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_foreign_owner_entry, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_cache_root_private, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_kernel_dir_override, setup, tu_dir_teardown),
       cmocka_unit_test(test_ptx_sm90a_rewrite),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -460,7 +460,7 @@ static void expect_percent(double density, double want) {
 
 static void test_sta_densities(void **state) {
   (void)state;
-  /* DESIGN §2: blocks 21x5x10 (tokens 21x40x80) and 21x3x6 (21x24x48) */
+  /* docs/algorithm.md §5: blocks 21x5x10 (tokens 21x40x80) and 21x3x6 (21x24x48) */
   expect_percent(sta_density(21, 40, 80, 11, 3, 3), 6.64);
   expect_percent(sta_density(21, 40, 80, 11, 5, 5), 15.24);
   expect_percent(sta_density(21, 40, 80, 3, 3, 3), 2.01);

@@ -111,7 +111,7 @@ static void test_wan_grid_uncropped(void **state) {
 
 static void test_tile_formula_full_tiles(void **state) {
   CTX_OR_SKIP(state);
-  /* Multiples of 8: f = block*64 + 8*gh + gw exactly (DESIGN §2), checked without the reference.
+  /* Multiples of 8: f = block*64 + 8*gh + gw exactly (docs/algorithm.md §0), checked without the reference.
    * Each token carries its raster index in every component. */
   nabla_shape s = {1, 1, 2 * 16 * 24, 8, 2, 16, 24};
   size_t n = elems(&s);

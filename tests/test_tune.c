@@ -32,36 +32,12 @@
 /* The tuning problem of the tests: 128 tokens (2 blocks), one head, D = 64: class "small". */
 static const nabla_shape kTiny = {1, 1, 128, 64, 0, 0, 0};
 
-typedef struct {
-  char dir[PATH_CAP];   /* private temp dir */
-  char cache[PATH_CAP]; /* <dir>/cache: NABLACL_CACHE_DIR of the test */
-  tu_env saved_env;      /* NABLACL_CACHE_DIR before the test */
-} fixture;
+/* A private directory per test, NABLACL_CACHE_DIR at its `root` (tu_dir). */
+typedef tu_dir fixture;
 
 /* snprintf into a PATH_CAP buffer; a path that does not fit fails the test. */
 #define pathf(out, ...) tu_pathf((out), PATH_CAP, __VA_ARGS__)
 
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  if (!f) return -1;
-  if (tu_temp_dir(f->dir, sizeof f->dir, "tune") != 0) {
-    free(f);
-    return -1;
-  }
-  pathf(f->cache, "%s/cache", f->dir);
-  f->saved_env = tu_env_save("NABLACL_CACHE_DIR");
-  setenv("NABLACL_CACHE_DIR", f->cache, 1);
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  tu_env_restore(&f->saved_env);
-  tu_remove_tree(f->dir);
-  free(f);
-  return 0;
-}
 
 /* A context on the test's cache (NABLACL_CACHE_DIR as set now); skips without a device. */
 static nabla_context *context_or_skip(void) {
@@ -313,7 +289,7 @@ static void test_tune_stores_and_fresh_context_uses(void **state) {
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   print_message("attention: %s\n", text);
   assert_true(fresh_is_tuned("select", text, sizeof text));
-  list_count c = list(f->cache);
+  list_count c = list(f->root);
   assert_int_equal(c.tuning, 2);
   assert_int_equal(c.tuning_with_device, 2);
   assert_true(c.programs >= 2);
@@ -332,8 +308,8 @@ static void test_tune_stores_and_fresh_context_uses(void **state) {
   nabla_context_destroy(ctx);
 
   /* Clearing removes every entry; lookups fall back to the defaults. */
-  assert_int_equal(nabla_cache_clear(f->cache), NABLA_OK);
-  c = list(f->cache);
+  assert_int_equal(nabla_cache_clear(f->root), NABLA_OK);
+  c = list(f->root);
   assert_int_equal(c.tuning + c.programs + c.progress + c.other, 0);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
 }
@@ -342,10 +318,10 @@ static void test_damaged_entries_are_misses(void **state) {
   fixture *f = *state;
   char json[1024], text[256], path[PATH_CAP];
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   assert_non_null(strstr(text, "TILE_D=8 TILE_V=32"));
-  only_file(f->cache, NABLA_TUNING_NS, path);
+  only_file(f->root, NABLA_TUNING_NS, path);
   size_t len = 0;
   unsigned char *good = tu_slurp(path, &len);
 
@@ -384,16 +360,16 @@ static void test_damaged_entries_are_misses(void **state) {
       "{\"schema\":2,\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}",
   };
   for (size_t i = 0; i < sizeof foreign / sizeof foreign[0]; i++) {
-    put_json(f->cache, "attention", foreign[i]);
+    put_json(f->root, "attention", foreign[i]);
     if (fresh_is_tuned("attention", text, sizeof text)) fail_msg("foreign entry %zu was used: %s", i, text);
   }
 
   /* A valid entry copied under another key's file name (another device's, say) is a miss. */
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":-1}");
-  assert_int_equal(nabla_diskcache_put(f->cache, NABLA_TUNING_NS, "0123456789abcdef0123456789abcdef|attention|f32|d64|small",
+  assert_int_equal(nabla_diskcache_put(f->root, NABLA_TUNING_NS, "0123456789abcdef0123456789abcdef|attention|f32|d64|small",
                                        json, strlen(json)), NABLA_OK);
   char other[PATH_CAP], dir[PATH_CAP];
-  pathf(dir, "%s/v%d/%s", f->cache, NABLA_DISKCACHE_SCHEMA, NABLA_TUNING_NS);
+  pathf(dir, "%s/v%d/%s", f->root, NABLA_DISKCACHE_SCHEMA, NABLA_TUNING_NS);
   DIR *d = opendir(dir);
   assert_non_null(d);
   struct dirent *e;
@@ -440,11 +416,11 @@ static void test_out_of_space_values_ignored(void **state) {
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, bad[i]);
-    put_json(f->cache, "attention", json);
+    put_json(f->root, "attention", json);
     if (fresh_is_tuned("attention", text, sizeof text)) fail_msg("entry with params %s was used: %s", bad[i], text);
   }
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_V\":16,\"VARIANT\":-1,\"TILE_D\":32}"); /* order is free */
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   assert_non_null(strstr(text, "TILE_D=32 TILE_V=16"));
 }
@@ -453,23 +429,23 @@ static void test_schema_bump_is_a_miss(void **state) {
   fixture *f = *state;
   char json[1024], text[256];
   attention_entry(json, sizeof json, 999, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   attention_entry(json, sizeof json, 0, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   /* Without a schema at all. */
-  put_json(f->cache, "attention",
+  put_json(f->root, "attention",
            "{\"kernel\":\"attention\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\",\"params\":{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}}");
   assert_false(fresh_is_tuned("attention", text, sizeof text));
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":8,\"VARIANT\":-1}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   assert_true(fresh_is_tuned("attention", text, sizeof text));
   /* A file of another disk-cache schema directory is never read: v999 beside v1. */
   char dir[PATH_CAP];
-  pathf(dir, "%s/v999", f->cache);
+  pathf(dir, "%s/v999", f->root);
   assert_int_equal(mkdir(dir, 0755), 0);
-  list_count c = list(f->cache);
+  list_count c = list(f->root);
   assert_int_equal(c.tuning, 1);
 }
 
@@ -489,8 +465,8 @@ static void test_launches_use_tuned_values(void **state) {
   /* VARIANT 0: the portable kernel, which TILE_D/TILE_V shape (on CPUs the automatic choice
    * would be cpu-rows, so this also shows a tuned VARIANT is honoured). */
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":8,\"TILE_V\":32,\"VARIANT\":0}");
-  put_json(f->cache, "attention", json);
-  put_json(f->cache, "select",
+  put_json(f->root, "attention", json);
+  put_json(f->root, "select",
            "{\"schema\":2,\"kernel\":\"select\",\"dtype\":\"f32\",\"head_dim\":64,\"shape_class\":\"small\","
            "\"params\":{\"SEL_WG\":128},\"ms\":1.0,\"date\":\"2026-11-22T20:00:00Z\"}");
   nabla_context *ctx = context_or_skip();
@@ -514,7 +490,7 @@ static void test_launches_use_tuned_values(void **state) {
 
   /* A tuned VARIANT of 3 selects cpu-rows on any device. */
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":3}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   ctx = context_or_skip();
   char name[64];
   assert_int_equal(nabla_attention_variant(ctx, &kTiny, NABLA_F32, name, sizeof name), NABLA_OK);
@@ -546,15 +522,15 @@ static void test_unwritable_directory(void **state) {
 
   /* A read-only directory (meaningless for root, who writes anyway). */
   if (geteuid() != 0) {
-    assert_int_equal(mkdir(f->cache, 0555), 0);
-    setenv("NABLACL_CACHE_DIR", f->cache, 1);
+    assert_int_equal(mkdir(f->root, 0555), 0);
+    setenv("NABLACL_CACHE_DIR", f->root, 1);
     ctx = context_or_skip();
     o.kernels = "select";
     assert_int_equal(tune(ctx, &o, &rec, &sum), NABLA_OK);
     assert_int_equal(rec.results, 1);
     assert_int_equal(rec.stored, 0);
     nabla_context_destroy(ctx);
-    chmod(f->cache, 0755);
+    chmod(f->root, 0755);
   }
   /* Caching off: results, nothing stored. */
   setenv("NABLACL_CACHE_DIR", "off", 1);
@@ -567,7 +543,7 @@ static void test_unwritable_directory(void **state) {
   char buf[PATH_CAP];
   assert_int_equal(nabla_cache_dir(buf, sizeof buf), NABLA_NOT_FOUND);
   assert_int_equal(nabla_cache_list(NULL, count_entry, &(list_count){0}), NABLA_NOT_FOUND);
-  setenv("NABLACL_CACHE_DIR", f->cache, 1);
+  setenv("NABLACL_CACHE_DIR", f->root, 1);
 }
 
 static void test_interrupted_run_resumes(void **state) {
@@ -584,7 +560,7 @@ static void test_interrupted_run_resumes(void **state) {
   assert_int_equal(sum.interrupted, 1);
   assert_int_equal(rec.candidates, 2);
   assert_int_equal(rec.results, 0);
-  list_count c = list(f->cache);
+  list_count c = list(f->root);
   assert_int_equal(c.tuning, 0);
   assert_int_equal(c.progress, 1); /* the checkpoint of attention */
 
@@ -596,7 +572,7 @@ static void test_interrupted_run_resumes(void **state) {
   assert_int_equal(rec.results, 2);
   assert_int_equal(rec.stored, 2);
   nabla_context_destroy(ctx);
-  c = list(f->cache);
+  c = list(f->root);
   assert_int_equal(c.tuning, 2);
 }
 
@@ -650,7 +626,7 @@ static void test_concurrent_tuners(void **state) {
   }
   assert_int_equal(failed, 0);
   /* Every entry is valid and complete; nothing is left half-written. */
-  list_count c = list(f->cache);
+  list_count c = list(f->root);
   assert_int_equal(c.tuning, 2);
   assert_int_equal(c.tuning_with_device, 2);
   assert_int_equal(c.progress, 2);
@@ -665,7 +641,7 @@ static void test_concurrent_tuners(void **state) {
   char dir[PATH_CAP];
   static const char *const namespaces[] = {"tuning", "tuning-progress", "programs"};
   for (int i = 0; i < 3; i++) {
-    pathf(dir, "%s/v%d/%s", f->cache, NABLA_DISKCACHE_SCHEMA, namespaces[i]);
+    pathf(dir, "%s/v%d/%s", f->root, NABLA_DISKCACHE_SCHEMA, namespaces[i]);
     assert_int_equal(count_temps(dir), 0);
   }
 }
@@ -691,14 +667,14 @@ static void test_hostile_names_and_junk(void **state) {
   /* Keys that look like paths land in the namespace directory under their hash. */
   static const char *const keys[] = {"../../../escaped", "/tmp/absolute", "a/../../b", "..", "\n\t|*?", ""};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-    assert_int_equal(nabla_diskcache_put(f->cache, NABLA_TUNING_NS, keys[i], "{}", 2), NABLA_OK);
+    assert_int_equal(nabla_diskcache_put(f->root, NABLA_TUNING_NS, keys[i], "{}", 2), NABLA_OK);
   pathf(path, "%s/escaped", f->dir);
   assert_int_equal(access(path, F_OK), -1);
   pathf(path, "%s/b", f->dir);
   assert_int_equal(access(path, F_OK), -1);
   /* Namespaces that try to escape are refused before touching the disk. */
-  assert_int_equal(nabla_diskcache_put(f->cache, "../x", "k", "v", 1), NABLA_INVALID_ARGUMENT);
-  assert_int_equal(nabla_diskcache_put(f->cache, "a/b", "k", "v", 1), NABLA_INVALID_ARGUMENT);
+  assert_int_equal(nabla_diskcache_put(f->root, "../x", "k", "v", 1), NABLA_INVALID_ARGUMENT);
+  assert_int_equal(nabla_diskcache_put(f->root, "a/b", "k", "v", 1), NABLA_INVALID_ARGUMENT);
   pathf(path, "%s/x", f->dir);
   assert_int_equal(access(path, F_OK), -1);
   /* A tuning key naming a kernel that does not exist cannot reach the cache at all. */
@@ -709,7 +685,7 @@ static void test_hostile_names_and_junk(void **state) {
   nabla_context_destroy(ctx);
 
   /* Junk in every corner of the store. */
-  pathf(dir, "%s/v%d/%s", f->cache, NABLA_DISKCACHE_SCHEMA, NABLA_TUNING_NS);
+  pathf(dir, "%s/v%d/%s", f->root, NABLA_DISKCACHE_SCHEMA, NABLA_TUNING_NS);
   pathf(path, "%s/0123456789abcdef0123456789abcdef.bin", dir);
   tu_spit(path, "garbage that looks like an entry by name", 41);
   pathf(path, "%s/not-an-entry.bin", dir);
@@ -724,22 +700,22 @@ static void test_hostile_names_and_junk(void **state) {
   assert_int_equal(mkfifo(path, 0644), 0);
   pathf(path, "%s/22222222222222222222222222222222.bin.tmp.1.0000000000000000", dir);
   tu_spit(path, "half", 4);
-  pathf(path, "%s/v%d/BAD NS", f->cache, NABLA_DISKCACHE_SCHEMA);
+  pathf(path, "%s/v%d/BAD NS", f->root, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(mkdir(path, 0755), 0);
-  pathf(path, "%s/v%d/strayfile", f->cache, NABLA_DISKCACHE_SCHEMA);
+  pathf(path, "%s/v%d/strayfile", f->root, NABLA_DISKCACHE_SCHEMA);
   tu_spit(path, "x", 1);
-  pathf(path, "%s/v%d/mine", f->cache, NABLA_DISKCACHE_SCHEMA);
+  pathf(path, "%s/v%d/mine", f->root, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(symlink(dir, path), 0); /* a namespace that is a symlink is not walked */
-  pathf(path, "%s/v%d/programs", f->cache, NABLA_DISKCACHE_SCHEMA);
+  pathf(path, "%s/v%d/programs", f->root, NABLA_DISKCACHE_SCHEMA);
   assert_int_equal(mkdir(path, 0755), 0);
-  pathf(path, "%s/v%d/programs/33333333333333333333333333333333.bin", f->cache, NABLA_DISKCACHE_SCHEMA);
+  pathf(path, "%s/v%d/programs/33333333333333333333333333333333.bin", f->root, NABLA_DISKCACHE_SCHEMA);
   tu_spit(path, "NABLACL\0\1\0\0\0\xff\xff\xff\xff", 16); /* truncated header */
 
   int n = 0;
-  assert_int_equal(nabla_cache_list(f->cache, listed_kinds, &n), NABLA_OK);
+  assert_int_equal(nabla_cache_list(f->root, listed_kinds, &n), NABLA_OK);
   assert_int_equal(n, (int)(sizeof keys / sizeof keys[0])); /* only the valid entries */
   int first = 0;
-  assert_int_equal(nabla_cache_list(f->cache, stop_at_first, &first), NABLA_OK);
+  assert_int_equal(nabla_cache_list(f->root, stop_at_first, &first), NABLA_OK);
   assert_int_equal(first, 1);
   /* A missing root is empty, not an error. */
   pathf(path, "%s/nothing-here", f->dir);
@@ -748,10 +724,10 @@ static void test_hostile_names_and_junk(void **state) {
   assert_int_equal(n, 0);
 
   /* Clearing removes the entries and the link, never what the link points to. */
-  assert_int_equal(nabla_cache_clear(f->cache), NABLA_OK);
+  assert_int_equal(nabla_cache_clear(f->root), NABLA_OK);
   assert_int_equal(access(victim, F_OK), 0);
   n = 0;
-  assert_int_equal(nabla_cache_list(f->cache, listed_kinds, &n), NABLA_OK);
+  assert_int_equal(nabla_cache_list(f->root, listed_kinds, &n), NABLA_OK);
   assert_int_equal(n, 0);
 }
 
@@ -826,7 +802,7 @@ static void test_warm_start(void **state) {
   fixture *f = *state;
   char json[1024], cfg[256];
   attention_entry(json, sizeof json, NABLA_TUNING_SCHEMA, "{\"TILE_D\":16,\"TILE_V\":16,\"VARIANT\":-1}");
-  put_json(f->cache, "attention", json);
+  put_json(f->root, "attention", json);
   warm_run(cfg, sizeof cfg); /* fills the program cache */
   assert_non_null(strstr(cfg, "(tuned)"));
   double t[5];
@@ -843,18 +819,18 @@ int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--child-tune") == 0) return child_tune();
   if (argc == 3 && strcmp(argv[1], "--child-warm") == 0) return child_warm(argv[2]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test_setup_teardown(test_options_checked, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_spaces, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_tune_stores_and_fresh_context_uses, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_damaged_entries_are_misses, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_out_of_space_values_ignored, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_schema_bump_is_a_miss, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_launches_use_tuned_values, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unwritable_directory, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_interrupted_run_resumes, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_concurrent_tuners, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_hostile_names_and_junk, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_warm_start, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_options_checked, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_spaces, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_tune_stores_and_fresh_context_uses, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_damaged_entries_are_misses, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_out_of_space_values_ignored, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_schema_bump_is_a_miss, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_launches_use_tuned_values, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_unwritable_directory, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_interrupted_run_resumes, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_concurrent_tuners, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_hostile_names_and_junk, tu_dir_setup_cache, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_warm_start, tu_dir_setup_cache, tu_dir_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,12 @@
 #include <string.h>
 
 #include "testutil.h"
+#include "kernels.h"
+#include "nvidia.h"
 #include "variant.h"
+
+/* Sets a knob on a context (value NULL: its default); a refusal fails the test. */
+#define KNOB(c, name, value) assert_int_equal(nabla_knob_set((c), (name), (value)), NABLA_OK)
 
 #define CTX_OR_SKIP(state)        \
   nabla_context *ctx = *(state); \
@@ -79,6 +84,58 @@ static void run_mma_cases(nabla_context *ctx, const char *variant, int big) {
   }
 }
 
+/* The registry's list and tables agree (a new variant's row and file are checked here): names
+ * round-trip and are unique, every table can build and size a launch, the VARIANT tunable offers
+ * every variant but the test aids, and every kernel source a variant lists, with its preludes,
+ * is embedded. */
+static int embedded(const char *name) {
+  for (size_t i = 0; i < nabla_kernel_source_count; i++)
+    if (strcmp(nabla_kernel_sources[i].name, name) == 0) return 1;
+  return 0;
+}
+
+static void test_registry_tables(void **state) {
+  (void)state;
+  const nabla_kernel_space *att = nabla_kernel_space_find("attention");
+  const nabla_tunable *tv = NULL;
+  assert_non_null(att);
+  for (int i = 0; i < NABLA_MAX_PARAMS && att->params[i].name; i++)
+    if (strcmp(att->params[i].name, "VARIANT") == 0) tv = &att->params[i];
+  assert_non_null(tv);
+  assert_int_equal(tv->candidates[0], NABLA_VARIANT_AUTO);
+  int offered = 1;
+  for (int id = 0; id < NABLA_VARIANT_COUNT; id++) {
+    const char *name = nabla_variant_name(id);
+    const nabla_variant_ops *ops = nabla_variant_ops_of(id);
+    assert_non_null(name);
+    assert_non_null(ops);
+    assert_int_equal(nabla_variant_id(name), id);
+    assert_non_null(strstr(nabla_variant_names(), name));
+    if (!ops->program || !ops->options || !ops->work_sizes || !(ops->stages & NABLA_STAGE_ATTENTION))
+      fail_msg("%s: program, options, work_sizes and the attention stage are required", name);
+    if (!embedded(ops->program)) fail_msg("%s: no cl/%s.cl", name, ops->program);
+    if ((ops->stages & NABLA_STAGE_MAP) && (!ops->map.program || !ops->map.kernel || !ops->map.options))
+      fail_msg("%s: a map stage without its program, kernel or options", name);
+    if (!nabla_variant_ops_of(ops->map_with)) fail_msg("%s: map_with is no variant", name);
+    if (ops->map_with != NABLA_VARIANT_PORTABLE && !(nabla_variant_ops_of(ops->map_with)->stages & NABLA_STAGE_MAP))
+      fail_msg("%s: map_with names a variant without a map kernel", name);
+    for (const nabla_kernel_source_desc *d = ops->sources; d && d->name; d++) {
+      if (!embedded(d->name)) fail_msg("%s: no cl/%s.cl", name, d->name);
+      for (int p = 0; p < 3 && d->prelude[p]; p++)
+        if (!embedded(d->prelude[p])) fail_msg("%s: no prelude cl/%s.cl", name, d->prelude[p]);
+    }
+    int listed = 0;
+    for (int c = 0; c < tv->count; c++) listed |= tv->candidates[c] == id;
+    assert_int_equal(listed, !nabla_variant_test_aid(id));
+    if (listed && !strstr(tv->help, name)) fail_msg("VARIANT's help \"%s\" lacks %s", tv->help, name);
+    offered += listed;
+    for (int other = 0; other < id; other++) assert_string_not_equal(nabla_variant_name(other), name);
+  }
+  assert_int_equal(tv->count, offered);
+  assert_null(nabla_variant_name(NABLA_VARIANT_COUNT));
+  assert_int_equal(nabla_variant_id("wgma"), -2);
+}
+
 static void test_names_and_force(void **state) {
   CTX_OR_SKIP(state);
   assert_int_equal(nabla_variant_force(ctx, "no-such-variant"), NABLA_INVALID_ARGUMENT);
@@ -139,24 +196,78 @@ static void test_probe_by_vendor(void **state) {
   assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);
 }
 
-static void test_env_forces_and_falls_back(void **state) {
+static void test_knob_forces_and_falls_back(void **state) {
   CTX_OR_SKIP(state);
   char buf[128];
   nabla_shape s = {1, 2, 256, 64, 0, 0, 0};
-  setenv("NABLACL_VARIANT", "portable", 1);
+  assert_int_equal(nabla_knob_set(ctx, "VARIANT", "portable"), NABLA_OK);
   assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
   assert_string_equal(buf, "portable");
-  setenv("NABLACL_VARIANT", "bogus", 1);
-  assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_BF16, buf, sizeof buf), NABLA_OK);
+  /* A misspelt name is refused with the valid ones, and the knob keeps its value. */
+  assert_int_equal(nabla_knob_set(ctx, "VARIANT", "wgma"), NABLA_INVALID_ARGUMENT);
+  assert_non_null(strstr(nabla_last_error(ctx), "wgma"));
+  assert_non_null(strstr(nabla_last_error(ctx), nabla_variant_names()));
+  assert_int_equal(nabla_knob_get(ctx, "NABLACL_VARIANT", buf, sizeof buf), NABLA_OK);
   assert_string_equal(buf, "portable");
-  assert_non_null(strstr(nabla_variant_note(ctx), "bogus"));
-  setenv("NABLACL_VARIANT", "nvidia-mma", 1);
+  assert_int_equal(nabla_knob_set(ctx, "VARIANT", "nvidia-mma"), NABLA_OK);
   if (!nabla_variant_supported(ctx, "nvidia-mma")) {
-    /* Forced but impossible: attention still works, through portable. */
+    /* Asked for but impossible: attention still works, through portable. */
     run_case(ctx, s, NABLA_BF16, 0.5, 3, "portable");
     assert_non_null(strstr(nabla_variant_note(ctx), "unavailable"));
   }
-  unsetenv("NABLACL_VARIANT");
+  assert_int_equal(nabla_knob_set(ctx, "VARIANT", NULL), NABLA_OK);
+  assert_int_equal(nabla_knob_get(ctx, "VARIANT", buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "auto");
+}
+
+/* The environment is read when a context is created: a misspelt variant or a knob out of range
+ * fails the creation with a message naming the variable and the valid values; a good value is
+ * the new context's. */
+static void test_knobs_from_environment(void **state) {
+  CTX_OR_SKIP(state);
+  static const struct {
+    const char *var, *value, *want;
+  } bad[] = {{"NABLACL_VARIANT", "wgma", "NABLACL_VARIANT=wgma: no variant; valid: auto, portable, "},
+             {"NABLACL_MMA_QPW", "3", "NABLACL_MMA_QPW=3: not a whole number in 1..2"},
+             {"NABLACL_MMA_LAZY_RESCALE", "8x", "NABLACL_MMA_LAZY_RESCALE=8x: not a whole number in 0..15"},
+             {"NABLACL_WG_BULK", "-1", "NABLACL_WG_BULK=-1"},
+             {"NABLACL_MMA_SMEM", "2", "NABLACL_MMA_SMEM=2"},
+             {"NABLACL_MMA_MAXRREG", "300", "NABLACL_MMA_MAXRREG=300"}};
+  char err[512], buf[64];
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    tu_env saved = tu_env_save(bad[i].var);
+    nabla_context *c = NULL;
+    setenv(bad[i].var, bad[i].value, 1);
+    err[0] = '\0';
+    assert_int_equal(nabla_context_create(&c, NULL, err, sizeof err), NABLA_INVALID_ARGUMENT);
+    assert_null(c);
+    if (!strstr(err, bad[i].want)) fail_msg("%s=%s: \"%s\" lacks \"%s\"", bad[i].var, bad[i].value, err, bad[i].want);
+    setenv(bad[i].var, "", 1); /* empty is unset */
+    assert_int_equal(nabla_context_create(&c, NULL, err, sizeof err), NABLA_OK);
+    nabla_context_destroy(c);
+    c = NULL;
+    tu_env_restore(&saved);
+  }
+  tu_env saved = tu_env_save("NABLACL_MMA_QPW");
+  setenv("NABLACL_MMA_QPW", "2", 1);
+  nabla_context *c = tu_context();
+  assert_non_null(c);
+  tu_env_restore(&saved);
+  assert_int_equal(nabla_knob_get(c, "MMA_QPW", buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, "2");
+  assert_int_equal(nabla_knob_get(c, "MMA_LAZY_RESCALE", buf, sizeof buf), NABLA_OK);
+  assert_string_equal(buf, ""); /* the kernels' own default */
+  assert_int_equal(nabla_knob_set(c, "NO_SUCH_KNOB", "1"), NABLA_INVALID_ARGUMENT);
+  assert_non_null(strstr(nabla_last_error(c), "MMA_MAXRREG"));
+  assert_int_equal(nabla_knob_get(c, "WG_BULK", buf, 1), NABLA_BUFFER_TOO_SMALL);
+  nabla_context_destroy(c);
+  /* Every knob describes itself, with its variable. */
+  int count = 0;
+  while (nabla_knob_describe(count, err, sizeof err) == NABLA_OK) {
+    assert_non_null(strstr(err, "NABLACL_"));
+    count++;
+  }
+  assert_int_equal(count, NABLA_KNOB_COUNT);
 }
 
 /* A kernel that does not build costs its variant that stage alone, with that stage's reason:
@@ -216,25 +327,25 @@ static void test_emulated_matches_reference(void **state) {
   const nabla_shape seq48 = {1, 2, 200, 48, 0, 0, 0}, d16 = {1, 1, 130, 16, 0, 0, 0};
   const nabla_shape d128 = {1, 2, 300, 128, 3, 10, 10};
   assert_int_equal(nabla_variant_force(ctx, emu), NABLA_OK);
-  setenv("NABLACL_MMA_QPW", "1", 1);
+  KNOB(ctx, "MMA_QPW", "1");
   run_case(ctx, ragged, NABLA_BF16, 0.4, 1, emu);
   run_case(ctx, odd, NABLA_F16, 0.4, 2, emu);
   run_case(ctx, seq48, NABLA_BF16, 0.5, 3, emu);
   run_case(ctx, d16, NABLA_F16, -1.0, 4, emu);
   run_case(ctx, d128, NABLA_F16, 0.3, 5, emu);
   run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 10, emu); /* huge logits */
-  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1); /* lazy row maxima */
+  KNOB(ctx, "MMA_LAZY_RESCALE", "8"); /* lazy row maxima */
   run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 11, emu);
   run_case(ctx, d128, NABLA_BF16, 0.5, 12, emu);
-  unsetenv("NABLACL_MMA_LAZY_RESCALE");
-  setenv("NABLACL_MMA_SMEM", "0", 1); /* plain local loads instead of (emulated) ldmatrix */
+  KNOB(ctx, "MMA_LAZY_RESCALE", NULL);
+  KNOB(ctx, "MMA_SMEM", "0"); /* plain local loads instead of (emulated) ldmatrix */
   run_case(ctx, odd, NABLA_BF16, 0.4, 6, emu);
   run_case(ctx, seq48, NABLA_F16, -1.0, 7, emu);
-  unsetenv("NABLACL_MMA_SMEM");
-  setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks share the staged K/V */
+  KNOB(ctx, "MMA_SMEM", NULL);
+  KNOB(ctx, "MMA_QPW", "2"); /* two query blocks share the staged K/V */
   run_case(ctx, odd, NABLA_F16, 0.4, 8, emu); /* odd block count: a missing second block */
   run_case(ctx, seq48, NABLA_BF16, -1.0, 9, emu);
-  unsetenv("NABLACL_MMA_QPW");
+  KNOB(ctx, "MMA_QPW", NULL);
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
@@ -286,7 +397,7 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
   /* Tile images (K and V, one 64-row tile per block and (b, h)) are the context's until
    * nabla_context_trim gives them back; the next call packs into new ones. */
-  setenv("NABLACL_WG_BULK", "1", 1);
+  KNOB(ctx, "WG_BULK", "1");
   run_poisoned_tails(ctx, NABLA_BF16, 64, emu);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
   size_t freed = 0, images = 2 * (size_t)ragged.batch * ragged.heads * nabla_shape_blocks(&ragged) * 64 *
@@ -297,32 +408,32 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   assert_int_equal(freed, 0);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 11, emu);
   run_case(ctx, seq, NABLA_F16, -1.0, 25, emu);
-  unsetenv("NABLACL_WG_BULK");
+  KNOB(ctx, "WG_BULK", NULL);
   run_case(ctx, seq, NABLA_F16, 0.5, 12, emu);
   run_case(ctx, ragged, NABLA_F16, -1.0, 13, emu);
   run_case(ctx, seq, NABLA_BF16, -1.0, 14, emu);
-  setenv("NABLACL_MMA_LAZY_RESCALE", "0", 1); /* running row maxima */
+  KNOB(ctx, "MMA_LAZY_RESCALE", "0"); /* running row maxima */
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 22, emu); /* huge logits */
   run_case(ctx, seq, NABLA_BF16, -1.0, 24, emu);
-  setenv("NABLACL_MMA_LAZY_RESCALE", "8", 1);
+  KNOB(ctx, "MMA_LAZY_RESCALE", "8");
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 26, emu);
-  unsetenv("NABLACL_MMA_LAZY_RESCALE"); /* the default, lazy maxima (tau = 12), from here on */
+  KNOB(ctx, "MMA_LAZY_RESCALE", NULL); /* the default, lazy maxima (tau = 12), from here on */
   run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 23, emu);
   run_case_q(ctx, seq, NABLA_F16, 0.5, 16.0, 27, emu);
-  setenv("NABLACL_MMA_QPW", "2", 1); /* two query blocks (warpgroups) share the staged K/V */
+  KNOB(ctx, "MMA_QPW", "2"); /* two query blocks (warpgroups) share the staged K/V */
   const nabla_shape odd = {2, 1, 260, 64, 0, 0, 0}; /* 5 blocks: a missing second block */
   run_case(ctx, odd, NABLA_F16, 0.4, 16, emu);
   run_case(ctx, odd, NABLA_BF16, -1.0, 17, emu);
   run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
-  unsetenv("NABLACL_MMA_QPW");
-  setenv("NABLACL_WG_BULK", "0", 1); /* rows staged from K and V */
+  KNOB(ctx, "MMA_QPW", NULL);
+  KNOB(ctx, "WG_BULK", "0"); /* rows staged from K and V */
   run_poisoned_tails(ctx, NABLA_F16, 128, emu);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 19, emu);
   run_case(ctx, seq, NABLA_F16, -1.0, 20, emu);
-  setenv("NABLACL_MMA_QPW", "2", 1);
+  KNOB(ctx, "MMA_QPW", "2");
   run_case(ctx, odd, NABLA_BF16, 0.4, 21, emu);
-  unsetenv("NABLACL_MMA_QPW");
-  unsetenv("NABLACL_WG_BULK");
+  KNOB(ctx, "MMA_QPW", NULL);
+  KNOB(ctx, "WG_BULK", NULL);
   /* Head dims other than 64 and 128 are not the wgmma kernel's: portable, with a note. */
   const nabla_shape d32 = {1, 1, 130, 32, 0, 0, 0};
   run_case(ctx, d32, NABLA_BF16, 0.5, 15, "portable");
@@ -348,8 +459,8 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
   static const char *const stagings[] = {"0", "1", "2"}; /* rows, tile images, tensor copies */
   for (int bulk = 0; bulk <= 2; bulk++)
     for (int qpw = 1; qpw <= 2; qpw++) {
-      setenv("NABLACL_WG_BULK", stagings[bulk], 1);
-      setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
+      KNOB(ctx, "WG_BULK", stagings[bulk]);
+      KNOB(ctx, "MMA_QPW", qpw == 1 ? "1" : "2");
       print_message("nvidia-wgmma staging %d qpw %d\n", bulk, qpw);
       run_poisoned_tails(ctx, NABLA_BF16, 128, "nvidia-wgmma");
       run_poisoned_tails(ctx, NABLA_F16, 64, "nvidia-wgmma");
@@ -359,17 +470,17 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
           run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
         }
     }
-  unsetenv("NABLACL_WG_BULK");
-  unsetenv("NABLACL_MMA_QPW");
+  KNOB(ctx, "WG_BULK", NULL);
+  KNOB(ctx, "MMA_QPW", NULL);
   print_message("nvidia-wgmma huge logits, running and lazy maxima\n");
   for (int lazy = 0; lazy <= 2; lazy++) { /* running maxima, tau = 8, the default */
-    if (lazy < 2) setenv("NABLACL_MMA_LAZY_RESCALE", lazy ? "8" : "0", 1);
-    else unsetenv("NABLACL_MMA_LAZY_RESCALE");
+    if (lazy < 2) KNOB(ctx, "MMA_LAZY_RESCALE", lazy ? "8" : "0");
+    else KNOB(ctx, "MMA_LAZY_RESCALE", NULL);
     run_case_q(ctx, shapes[0], NABLA_F16, 0.6, 16.0, 400 + lazy, "nvidia-wgmma");
     run_case_q(ctx, shapes[4], NABLA_F16, 0.1, 16.0, 410 + lazy, "nvidia-wgmma");
     run_case(ctx, shapes[3], NABLA_BF16, -1.0, 420 + lazy, "nvidia-wgmma");
   }
-  unsetenv("NABLACL_MMA_LAZY_RESCALE");
+  KNOB(ctx, "MMA_LAZY_RESCALE", NULL);
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
@@ -383,11 +494,11 @@ static void test_nvidia_wgmma_tensor_map_cache(void **state) {
   char dir[512];
   if (tu_temp_dir(dir, sizeof dir, "nablacl-tmaps") != 0) fail_msg("no temporary directory");
   tu_env cache = tu_env_save("NABLACL_CACHE_DIR");
-  setenv("NABLACL_WG_BULK", "2", 1);
   for (int round = 0; round < 3; round++) { /* fills the cache, finds it, cache off */
     setenv("NABLACL_CACHE_DIR", round < 2 ? dir : "off", 1);
     nabla_context *c = tu_context();
     assert_non_null(c);
+    KNOB(c, "WG_BULK", "2");
     assert_int_equal(nabla_variant_force(c, "nvidia-wgmma"), NABLA_OK);
     run_case(c, small, NABLA_BF16, 0.4, 500 + round, "nvidia-wgmma");
     run_case(c, other, NABLA_F16, 0.4, 510 + round, "nvidia-wgmma");
@@ -396,7 +507,6 @@ static void test_nvidia_wgmma_tensor_map_cache(void **state) {
       fail_msg("round %d: the CUDA driver was %sopened", round, c->cuda.tried ? "" : "not ");
     nabla_context_destroy(c);
   }
-  unsetenv("NABLACL_WG_BULK");
   tu_env_restore(&cache);
   tu_remove_tree(dir);
 }
@@ -407,98 +517,100 @@ static void test_nvidia_mma_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, "nvidia-mma"), NABLA_OK);
   for (int smem = 1; smem >= 0; smem--)
     for (int qpw = 1; qpw <= 2; qpw++) {
-      setenv("NABLACL_MMA_SMEM", smem ? "1" : "0", 1);
-      setenv("NABLACL_MMA_QPW", qpw == 1 ? "1" : "2", 1);
+      KNOB(ctx, "MMA_SMEM", smem ? "1" : "0");
+      KNOB(ctx, "MMA_QPW", qpw == 1 ? "1" : "2");
       print_message("nvidia-mma smem %d qpw %d\n", smem, qpw);
       run_mma_cases(ctx, "nvidia-mma", smem);
     }
-  unsetenv("NABLACL_MMA_SMEM");
-  unsetenv("NABLACL_MMA_QPW");
-  setenv("NABLACL_MMA_MAXRREG", "168", 1); /* a register cap (spills) must not change results */
+  KNOB(ctx, "MMA_SMEM", NULL);
+  KNOB(ctx, "MMA_QPW", NULL);
+  KNOB(ctx, "MMA_MAXRREG", "168"); /* a register cap (spills) must not change results */
   print_message("nvidia-mma maxrregcount 168\n");
   run_mma_cases(ctx, "nvidia-mma", 0);
-  unsetenv("NABLACL_MMA_MAXRREG");
+  KNOB(ctx, "MMA_MAXRREG", NULL);
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
-/* The lazy-maxima threshold in the build options: 8 for the wgmma kernel and 0 for the mma
- * kernel unless NABLACL_MMA_LAZY_RESCALE says 0..15; anything else keeps the defaults. Then the
- * query blocks per work-group and the register cap, through the same parser. */
-static void test_env_knobs_in_options(void **state) {
+/* The knobs in the build options: the lazy-rescale threshold is 12 for the wgmma kernel and 0
+ * for the mma kernel unless MMA_LAZY_RESCALE says 0..15; the wgmma staging is tensor copies
+ * unless WG_BULK names another; MMA_SMEM 0 turns the mma kernel's ldmatrix/cp.async path off;
+ * MMA_QPW and the register cap MMA_MAXRREG (below 64: no cap). Values out of range are refused
+ * and leave the knob as it was. */
+static void test_knobs_in_options(void **state) {
   CTX_OR_SKIP(state);
   const nabla_shape s = {1, 2, 300, 128, 3, 10, 10};
-  const char *envs[] = {NULL, "0", "3", "15", "16", "-1", "8x", ""};
-  const int wg[] = {12, 0, 3, 15, 12, 12, 12, 12}, mma[] = {0, 0, 3, 15, 0, 0, 0, 0};
+  const char *lazy[] = {NULL, "0", "3", "15"};
+  const int wg[] = {12, 0, 3, 15}, mma[] = {0, 0, 3, 15};
   char buf[512], want[64];
-  for (size_t i = 0; i < sizeof envs / sizeof envs[0]; i++) {
-    if (envs[i]) setenv("NABLACL_MMA_LAZY_RESCALE", envs[i], 1);
-    else unsetenv("NABLACL_MMA_LAZY_RESCALE");
-    nabla_attention_wgmma_options(NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, NULL, buf, sizeof buf);
+  for (size_t i = 0; i < sizeof lazy / sizeof lazy[0]; i++) {
+    KNOB(ctx, "MMA_LAZY_RESCALE", lazy[i]);
+    nabla_attention_wgmma_options(ctx, NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, buf, sizeof buf);
     snprintf(want, sizeof want, "-DMMA_LAZY_RESCALE=%d ", wg[i]);
-    if (!strstr(buf, want)) fail_msg("env %s: wgmma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
-    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, NULL, buf, sizeof buf);
+    if (!strstr(buf, want)) fail_msg("knob %s: wgmma options \"%s\" lack %s", lazy[i] ? lazy[i] : "unset", buf, want);
+    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, buf, sizeof buf);
     snprintf(want, sizeof want, "-DMMA_LAZY_RESCALE=%d ", mma[i]);
-    if (!strstr(buf, want)) fail_msg("env %s: mma options \"%s\" lack %s", envs[i] ? envs[i] : "unset", buf, want);
+    if (!strstr(buf, want)) fail_msg("knob %s: mma options \"%s\" lack %s", lazy[i] ? lazy[i] : "unset", buf, want);
   }
-  unsetenv("NABLACL_MMA_LAZY_RESCALE");
-  /* The wgmma staging: tensor copies unless NABLACL_WG_BULK names another (0 rows, 1 images). */
-  const char *staging_envs[] = {NULL, "0", "1", "2", "3", "1x", ""};
-  const int staging[] = {NABLA_WG_TENSOR, NABLA_WG_ROWS, NABLA_WG_IMAGES, NABLA_WG_TENSOR, NABLA_WG_TENSOR,
-                         NABLA_WG_TENSOR, NABLA_WG_TENSOR};
-  for (size_t i = 0; i < sizeof staging_envs / sizeof staging_envs[0]; i++) {
-    if (staging_envs[i]) setenv("NABLACL_WG_BULK", staging_envs[i], 1);
-    else unsetenv("NABLACL_WG_BULK");
-    assert_int_equal(nabla_attention_wgmma_staging(), staging[i]);
-    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, staging[i], NULL, buf, sizeof buf);
+  const char *refused[] = {"16", "-1", "8x", " ", "1.5"};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    assert_int_equal(nabla_knob_set(ctx, "MMA_LAZY_RESCALE", refused[i]), NABLA_INVALID_ARGUMENT);
+    assert_non_null(strstr(nabla_last_error(ctx), "0..15"));
+    assert_int_equal(nabla_knob_get(ctx, "MMA_LAZY_RESCALE", buf, sizeof buf), NABLA_OK);
+    assert_string_equal(buf, "15"); /* unchanged */
+  }
+  KNOB(ctx, "MMA_LAZY_RESCALE", NULL);
+  const char *staging_knobs[] = {NULL, "0", "1", "2"};
+  const int staging[] = {NABLA_WG_TENSOR, NABLA_WG_ROWS, NABLA_WG_IMAGES, NABLA_WG_TENSOR};
+  for (size_t i = 0; i < sizeof staging_knobs / sizeof staging_knobs[0]; i++) {
+    KNOB(ctx, "WG_BULK", staging_knobs[i]);
+    assert_int_equal(nabla_attention_wgmma_staging(ctx), staging[i]);
+    nabla_attention_wgmma_options(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, staging[i], buf, sizeof buf);
     snprintf(want, sizeof want, "-DWG_BULK=%d ", staging[i]);
     if (!strstr(buf, want)) fail_msg("wgmma options \"%s\" lack %s", buf, want);
   }
-  unsetenv("NABLACL_WG_BULK");
-  /* NABLACL_MMA_SMEM: "0" turns the mma kernel's ldmatrix/cp.async path off, nothing else
-   * changes it (the emulation always has it). */
-  const char *smem_envs[] = {NULL, "0", "1", "0x", "2"};
-  const int smem[] = {1, 0, 1, 1, 1};
-  for (size_t i = 0; i < sizeof smem_envs / sizeof smem_envs[0]; i++) {
-    if (smem_envs[i]) setenv("NABLACL_MMA_SMEM", smem_envs[i], 1);
-    else unsetenv("NABLACL_MMA_SMEM");
-    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, NULL, buf, sizeof buf);
+  assert_int_equal(nabla_knob_set(ctx, "WG_BULK", "3"), NABLA_INVALID_ARGUMENT);
+  KNOB(ctx, "WG_BULK", NULL);
+  const char *smem_knobs[] = {NULL, "0", "1"};
+  const int smem[] = {1, 0, 1};
+  for (size_t i = 0; i < sizeof smem_knobs / sizeof smem_knobs[0]; i++) {
+    KNOB(ctx, "MMA_SMEM", smem_knobs[i]);
+    nabla_attention_mma_options(ctx, NABLA_VARIANT_MMA_EMULATED, &s, NABLA_BF16, 0, buf, sizeof buf);
     snprintf(want, sizeof want, "-DMMA_SMEM_PTX=%d ", smem[i]);
     if (!strstr(buf, want)) fail_msg("mma options \"%s\" lack %s", buf, want);
   }
-  unsetenv("NABLACL_MMA_SMEM");
-  /* The other numeric overrides share the parser: whole numbers in range, else ignored. */
-  const char *qpw_envs[] = {"2", "1", "3", "2x", " 2", ""};
-  const int qpw[] = {2, 1, 1, 1, 2, 1}; /* strtol skips leading blanks */
-  for (size_t i = 0; i < sizeof qpw_envs / sizeof qpw_envs[0]; i++) {
-    setenv("NABLACL_MMA_QPW", qpw_envs[i], 1);
-    assert_int_equal(nabla_attention_mma_qpw(NABLA_VARIANT_NVIDIA_WGMMA, &s, 0, NULL), qpw[i]);
-  }
-  unsetenv("NABLACL_MMA_QPW");
-  const char *cap_envs[] = {"168", "0", "300", "168x", "63"};
-  const char *cap[] = {"-cl-nv-maxrregcount=168", NULL, NULL, NULL, NULL};
-  for (size_t i = 0; i < sizeof cap_envs / sizeof cap_envs[0]; i++) {
-    setenv("NABLACL_MMA_MAXRREG", cap_envs[i], 1);
-    nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, NULL, buf, sizeof buf);
+  KNOB(ctx, "MMA_SMEM", NULL);
+  /* Query blocks per work-group: the knob, else 2 for mma.sync on dense attention, else 1. */
+  assert_int_equal(nabla_attention_mma_qpw(ctx, NABLA_VARIANT_NVIDIA_WGMMA, 1), 1);
+  assert_int_equal(nabla_attention_mma_qpw(ctx, NABLA_VARIANT_NVIDIA_MMA, 1), 2);
+  assert_int_equal(nabla_attention_mma_qpw(ctx, NABLA_VARIANT_NVIDIA_MMA, 0), 1);
+  KNOB(ctx, "MMA_QPW", "2");
+  assert_int_equal(nabla_attention_mma_qpw(ctx, NABLA_VARIANT_NVIDIA_WGMMA, 0), 2);
+  KNOB(ctx, "MMA_QPW", "1");
+  assert_int_equal(nabla_attention_mma_qpw(ctx, NABLA_VARIANT_NVIDIA_MMA, 1), 1);
+  assert_int_equal(nabla_knob_set(ctx, "MMA_QPW", "3"), NABLA_INVALID_ARGUMENT);
+  KNOB(ctx, "MMA_QPW", NULL);
+  const char *caps[] = {"168", "0", "63"};
+  const char *cap[] = {"-cl-nv-maxrregcount=168", NULL, NULL};
+  for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {
+    KNOB(ctx, "MMA_MAXRREG", caps[i]);
+    nabla_attention_wgmma_options(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, buf, sizeof buf);
     if (cap[i] ? !strstr(buf, cap[i]) : strstr(buf, "maxrregcount") != NULL)
-      fail_msg("NABLACL_MMA_MAXRREG=%s: options \"%s\"", cap_envs[i], buf);
+      fail_msg("MMA_MAXRREG=%s: options \"%s\"", caps[i], buf);
+    nabla_attention_wgmma_options(ctx, NABLA_VARIANT_WGMMA_EMULATED, &s, NABLA_BF16, 0, NABLA_WG_TENSOR, buf, sizeof buf);
+    assert_null(strstr(buf, "maxrregcount")); /* never on the emulation */
   }
-  /* An ignored value leaves a tuned cap in place; a valid 0 removes it. */
-  const nabla_params tuned = {1, {"MMA_MAXRREG"}, {168}, "tuned"};
-  setenv("NABLACL_MMA_MAXRREG", "abc", 1);
-  nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, &tuned, buf, sizeof buf);
-  assert_non_null(strstr(buf, "-cl-nv-maxrregcount=168"));
-  setenv("NABLACL_MMA_MAXRREG", "0", 1);
-  nabla_attention_wgmma_options(NABLA_VARIANT_NVIDIA_WGMMA, &s, NABLA_BF16, 0, 1, &tuned, buf, sizeof buf);
-  assert_null(strstr(buf, "maxrregcount"));
-  unsetenv("NABLACL_MMA_MAXRREG");
+  assert_int_equal(nabla_knob_set(ctx, "MMA_MAXRREG", "300"), NABLA_INVALID_ARGUMENT);
+  KNOB(ctx, "MMA_MAXRREG", NULL);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_registry_tables),
       cmocka_unit_test(test_names_and_force),
       cmocka_unit_test(test_probe_by_vendor),
-      cmocka_unit_test(test_env_forces_and_falls_back),
-      cmocka_unit_test(test_env_knobs_in_options),
+      cmocka_unit_test(test_knob_forces_and_falls_back),
+      cmocka_unit_test(test_knobs_from_environment),
+      cmocka_unit_test(test_knobs_in_options),
       cmocka_unit_test(test_broken_is_per_stage),
       cmocka_unit_test(test_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_mma_matches_reference),

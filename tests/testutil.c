@@ -260,6 +260,52 @@ int tu_temp_dir(char *out, size_t cap, const char *tag) {
   return -1;
 }
 
+int tu_dir_open(tu_dir *d, const char *tag, int flags) {
+  memset(d, 0, sizeof *d);
+  if (tu_temp_dir(d->dir, sizeof d->dir, tag) != 0) return -1;
+  if (snprintf(d->root, sizeof d->root, "%s/root", d->dir) >= (int)sizeof d->root) {
+    tu_remove_tree(d->dir);
+    return -1;
+  }
+  d->flags = flags;
+  if (flags & TU_DIR_CACHE) {
+    d->saved_cache = tu_env_save("NABLACL_CACHE_DIR");
+    d->saved_kernels = tu_env_save("NABLACL_KERNEL_DIR");
+    setenv("NABLACL_CACHE_DIR", d->root, 1);
+    unsetenv("NABLACL_KERNEL_DIR");
+  }
+  return 0;
+}
+
+void tu_dir_close(tu_dir *d) {
+  if (d->flags & TU_DIR_CACHE) {
+    tu_env_restore(&d->saved_cache);
+    tu_env_restore(&d->saved_kernels);
+  }
+  tu_remove_tree(d->dir);
+}
+
+static int dir_setup(void **state, int flags) {
+  tu_dir *d = malloc(sizeof *d);
+  if (!d || tu_dir_open(d, "nablacl-test", flags) != 0) {
+    free(d);
+    return -1;
+  }
+  *state = d;
+  return 0;
+}
+
+int tu_dir_setup(void **state) { return dir_setup(state, TU_DIR_PLAIN); }
+
+int tu_dir_setup_cache(void **state) { return dir_setup(state, TU_DIR_CACHE); }
+
+int tu_dir_teardown(void **state) {
+  tu_dir *d = *state;
+  if (d) tu_dir_close(d);
+  free(d);
+  return 0;
+}
+
 tu_env tu_env_save(const char *name) {
   tu_env saved = {name, NULL};
   const char *v = getenv(name);

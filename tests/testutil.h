@@ -80,6 +80,28 @@ typedef struct {
 tu_env tu_env_save(const char *name);
 void tu_env_restore(tu_env *saved);
 
+/* The shared fixture of a test that needs a private directory. tu_dir_open makes `dir` fresh
+ * (tu_temp_dir) and names `root` = <dir>/root (not created: a cache root that appears on its
+ * first write); with TU_DIR_CACHE, NABLACL_CACHE_DIR points at root and NABLACL_KERNEL_DIR is
+ * unset until tu_dir_close, which restores both and removes the directory with everything in
+ * it. */
+#define TU_PATH_CAP 4096
+enum { TU_DIR_PLAIN = 0, TU_DIR_CACHE = 1 };
+typedef struct {
+  char dir[TU_PATH_CAP];
+  char root[TU_PATH_CAP];
+  int flags;
+  tu_env saved_cache, saved_kernels;
+} tu_dir;
+/* 0, or -1 when no directory could be made. */
+int tu_dir_open(tu_dir *d, const char *tag, int flags);
+void tu_dir_close(tu_dir *d);
+/* cmocka setup and teardown with *state a malloc'd tu_dir (tag "nablacl-test"): plain, or with
+ * the environment of TU_DIR_CACHE. */
+int tu_dir_setup(void **state);
+int tu_dir_setup_cache(void **state);
+int tu_dir_teardown(void **state);
+
 /* Video-like Q/K: smooth in space and time plus noise, so NABLA masks are non-trivial. */
 void tu_fill_video_like(const nabla_shape *shape, double *x, uint64_t *seed, double amp);
 

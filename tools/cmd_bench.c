@@ -18,7 +18,8 @@ static const char usage[] =
     "              [--dtype f32|f16|bf16] [--algo STR | --density X] [--repeat N]\n"
     "              [--variant NAME] [--stages] [--device SEL] [--json]";
 
-static const cli_option options[] = {
+/* --variant's help is completed at run time from nabla_variant_names (see parse). */
+static const cli_option option_table[] = {
     {"--grid", "T,H,W", "video grid (default 4,32,32)"},
     {"--seq", "S", "plain sequence of S tokens instead of a grid"},
     {"--batch", "B", "batch (default 1)"},
@@ -32,9 +33,10 @@ static const cli_option options[] = {
     {"--device", "SEL", "device index, or device or platform name substring"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
-    {"--variant", "NAME", "kernel variant (attention and mask map): auto (default), portable, nvidia-mma, nvidia-wgmma, cpu-rows, nvidia-mma-emulated, nvidia-wgmma-emulated"},
+    {"--variant", "NAME", NULL},
 };
 enum { O_GRID, O_SEQ, O_BATCH, O_HEADS, O_DIM, O_DTYPE, O_ALGO, O_DENSITY, O_REPEAT, O_WARMUP_MS, O_DEVICE, O_STAGES, O_JSON, O_VARIANT, O_COUNT };
+_Static_assert(sizeof option_table / sizeof option_table[0] == O_COUNT, "one row per option");
 
 typedef struct {
   nabla_shape shape;
@@ -59,6 +61,12 @@ static int parse(int argc, char **argv, bench_args *a) {
   /* Every field starts at zero: an unset --warmup-ms left warmup_ms uninitialized, and each
    * figure then warmed up for whatever the stack held (about 33 s each on PoCL). */
   memset(a, 0, sizeof *a);
+  cli_option options[O_COUNT];
+  char variant_help[256];
+  snprintf(variant_help, sizeof variant_help, "kernel variant (attention and mask map; default auto): %s",
+           nabla_variant_names());
+  memcpy(options, option_table, sizeof options);
+  options[O_VARIANT].help = variant_help;
   int rc = cli_parse(argc, argv, usage, options, O_COUNT, v);
   if (rc != CLI_PARSED) return rc == CLI_HELP_SHOWN ? CLI_HELP_SHOWN : rc;
   int grid[3] = {4, 32, 32}, seq = 0;

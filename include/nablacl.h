@@ -123,15 +123,27 @@ typedef struct {
  */
 NABLA_API nabla_status nabla_devices_list(nabla_device_info *out, size_t cap, size_t *count);
 
+/**
+ * The index (as nabla_devices_list numbers them) of the device nabla_context_create would open
+ * with `selector` (same rules; NULL or "" uses NABLACL_DEVICE, else the default rule), into
+ * `*index`. NABLA_NO_DEVICE when nothing matches, with the message in err[0..err_len) (err may
+ * be NULL).
+ */
+NABLA_API nabla_status nabla_device_choose(const char *selector, int *index, char *err, size_t err_len);
+
 /* ---- Context ---------------------------------------------------------------------------- */
 
 typedef struct nabla_context nabla_context;
 
 /**
  * Creates a context that owns an OpenCL context and an in-order, profiling-enabled queue on the
- * device picked by `selector` (index, or case-insensitive substring of the device or platform
- * name); NULL or "" uses NABLACL_DEVICE, else the first GPU, else the first accelerator, else
- * the first CPU device. On failure `*out` is NULL and, when `err` is not NULL, a message is
+ * device picked by `selector`: an index; "platform:TEXT" (the first device of the platform whose
+ * name is TEXT, else contains it, else whose ICD suffix is TEXT, e.g. "pocl"); "device:TEXT" (the
+ * first device whose name contains it); plain TEXT tries the platform names first, then the
+ * device names (PoCL's CPU device name holds the CPU's, e.g. "Intel(R) Xeon(R)": "intel" means
+ * Intel's platform). All case-insensitive. NULL or "" uses NABLACL_DEVICE, else the first GPU,
+ * else the first accelerator, else a CPU, Intel's CPU runtime before PoCL before any other (the
+ * order of their measured speed, docs/api.md). On failure `*out` is NULL and, when `err` is not NULL, a message is
  * written to err[0..err_len): NABLA_NO_DEVICE names the available devices;
  * NABLA_INVALID_ARGUMENT means NABLACL_KERNEL_DIR is set but is not a directory.
  */

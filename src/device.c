@@ -174,13 +174,10 @@ nabla_status nabla_device_caps_query(nabla_context *ctx) {
 
 /* ---- selection -------------------------------------------------------------------------- */
 
-typedef struct {
-  const char *selector;  /* NULL: default rule */
-  long index;            /* >= 0 when the selector is a number */
-  cl_platform_id plat;
-  cl_device_id dev;
-  int best_rank;         /* default rule: 0 GPU, 1 accelerator, 2 CPU, 3 other */
-} select_state;
+/* CL_PLATFORM_ICD_SUFFIX_KHR (cl_khr_icd), e.g. "POCL", "INTEL", "NV"; older headers lack it. */
+#ifndef CL_PLATFORM_ICD_SUFFIX_KHR
+#define CL_PLATFORM_ICD_SUFFIX_KHR 0x0920
+#endif
 
 static int contains_ci(const char *hay, const char *needle) {
   size_t n = strlen(needle);
@@ -192,28 +189,81 @@ static int contains_ci(const char *hay, const char *needle) {
   return n == 0;
 }
 
-static int select_visit(cl_platform_id plat, cl_device_id dev, int index, void *user) {
-  select_state *s = user;
-  if (s->selector) {
-    char name[256] = "", pname[256] = "";
-    nabla_device_string(dev, CL_DEVICE_NAME, name, sizeof name);
-    clGetPlatformInfo(plat, CL_PLATFORM_NAME, sizeof pname - 1, pname, NULL);
-    int hit = s->index >= 0 ? index == s->index
-                            : contains_ci(name, s->selector) || contains_ci(pname, s->selector);
-    if (hit) {
-      s->plat = plat;
-      s->dev = dev;
-    }
-    return hit;
+static int equals_ci(const char *a, const char *b) {
+  for (; *a && *b; a++, b++)
+    if (tolower((unsigned char)*a) != tolower((unsigned char)*b)) return 0;
+  return *a == *b;
+}
+
+int nabla_device_preference(const nabla_device_desc *d) {
+  if (d->type & CL_DEVICE_TYPE_GPU) return 0;
+  if (d->type & CL_DEVICE_TYPE_ACCELERATOR) return 1;
+  if (!(d->type & CL_DEVICE_TYPE_CPU)) return 6;
+  /* CPUs by measured speed of nablacl (docs/api.md): Intel's CPU runtime ran attention 1.6-4.3x
+   * faster than PoCL on the same cores; any other CPU runtime (e.g. a simulator such as
+   * Oclgrind) is unmeasured and comes last. */
+  if (equals_ci(d->platform, "Intel(R) OpenCL")) return 2;
+  if (strstr(d->platform, "Portable Computing Language")) return 3;
+  return 4;
+}
+
+/* How well platform name `platform` (ICD suffix `suffix`) matches `text`: 3 the whole name,
+ * 2 a substring of it, 1 the ICD suffix exactly, 0 no match (all case-insensitive). */
+static int platform_match(const nabla_device_desc *d, const char *text) {
+  if (equals_ci(d->platform, text)) return 3;
+  if (contains_ci(d->platform, text)) return 2;
+  return d->suffix[0] && equals_ci(d->suffix, text) ? 1 : 0;
+}
+
+int nabla_device_pick(const nabla_device_desc *devs, size_t n, const char *selector) {
+  int best = -1, best_score = 0;
+  if (!selector || !*selector) { /* the default rule: lowest preference, first in order */
+    for (size_t i = 0; i < n; i++)
+      if (best < 0 || nabla_device_preference(&devs[i]) < nabla_device_preference(&devs[best])) best = (int)i;
+    return best;
   }
-  cl_device_type t = 0;
-  clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof t, &t, NULL);
-  int rank = (t & CL_DEVICE_TYPE_GPU) ? 0 : (t & CL_DEVICE_TYPE_ACCELERATOR) ? 1 : (t & CL_DEVICE_TYPE_CPU) ? 2 : 3;
-  if (rank < s->best_rank) {
-    s->best_rank = rank;
-    s->plat = plat;
-    s->dev = dev;
+  char *end = NULL;
+  long index = strtol(selector, &end, 10);
+  if (end != selector && *end == '\0' && index >= 0 && selector[0] != '-' && selector[0] != '+')
+    return (size_t)index < n ? (int)index : -1;
+  int by_platform = 1, by_device = 1;
+  if (strncmp(selector, "platform:", 9) == 0) selector += 9, by_device = 0;
+  else if (strncmp(selector, "device:", 7) == 0) selector += 7, by_platform = 0;
+  if (!*selector) return -1;
+  /* A platform match wins over a device name match, and the best platform match over a
+   * weaker one: PoCL's device names contain the CPU's name ("... Intel(R) Xeon(R) ..."), so
+   * "intel" must find Intel's platform before PoCL's device; "Intel(R) OpenCL" names Intel's
+   * CPU runtime exactly, although its GPU platform's name contains it too. */
+  for (size_t i = 0; by_platform && i < n; i++) {
+    int score = platform_match(&devs[i], selector);
+    if (score > best_score) best = (int)i, best_score = score;
   }
+  for (size_t i = 0; by_device && best < 0 && i < n; i++)
+    if (contains_ci(devs[i].name, selector)) best = (int)i;
+  return best;
+}
+
+/* Every device as nabla_device_desc, with its handles, in NABLACL_DEVICE index order. */
+typedef struct {
+  nabla_device_desc *desc;
+  cl_platform_id *plat;
+  cl_device_id *dev;
+  size_t cap, count;
+} snapshot_state;
+
+static int snapshot_visit(cl_platform_id plat, cl_device_id dev, int index, void *user) {
+  snapshot_state *s = user;
+  (void)index;
+  if (s->count == s->cap) return 1;
+  nabla_device_desc *d = &s->desc[s->count];
+  memset(d, 0, sizeof *d);
+  clGetDeviceInfo(dev, CL_DEVICE_TYPE, sizeof d->type, &d->type, NULL);
+  clGetPlatformInfo(plat, CL_PLATFORM_NAME, sizeof d->platform - 1, d->platform, NULL);
+  clGetPlatformInfo(plat, CL_PLATFORM_ICD_SUFFIX_KHR, sizeof d->suffix - 1, d->suffix, NULL);
+  nabla_device_string(dev, CL_DEVICE_NAME, d->name, sizeof d->name);
+  s->plat[s->count] = plat;
+  s->dev[s->count] = dev;
+  s->count++;
   return 0;
 }
 
@@ -229,31 +279,54 @@ static void describe_devices(char *err, size_t err_len, const char *prefix) {
                     infos[i].platform, infos[i].type);
 }
 
-nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
-                                 char *err, size_t err_len) {
+#define SNAPSHOT_CAP 64
+
+/* Enumerates the devices into s and picks one by selector (NULL: NABLACL_DEVICE, else the
+ * default rule); its position goes to *pick. */
+static nabla_status snapshot_pick(const char *selector, snapshot_state *s, int *pick, char *err, size_t err_len) {
   if (!selector || !*selector) selector = getenv("NABLACL_DEVICE");
   if (selector && !*selector) selector = NULL;
-  select_state s = {selector, -1, NULL, NULL, 4};
-  if (selector) {
-    char *end = NULL;
-    long v = strtol(selector, &end, 10);
-    if (end != selector && *end == '\0' && v >= 0) s.index = v;
-  }
-  nabla_status st = for_each_device(select_visit, &s);
+  nabla_status st = for_each_device(snapshot_visit, s);
   if (st == NABLA_OPENCL) {
     if (err && err_len) snprintf(err, err_len, "clGetPlatformIDs failed");
     return st;
   }
-  if (!s.dev) {
-    char prefix[512];
-    if (selector)
-      snprintf(prefix, sizeof prefix, "no OpenCL device matches \"%s\" (index, or device or platform name substring)", selector);
-    else
-      snprintf(prefix, sizeof prefix, "no OpenCL device found");
-    describe_devices(err, err_len, prefix);
-    return NABLA_NO_DEVICE;
-  }
-  *plat = s.plat;
-  *dev = s.dev;
+  *pick = nabla_device_pick(s->desc, s->count, selector);
+  if (*pick >= 0) return NABLA_OK;
+  char prefix[512];
+  if (selector)
+    snprintf(prefix, sizeof prefix,
+             "no OpenCL device matches \"%s\" (index, platform or device name substring, "
+             "platform:NAME, device:NAME)", selector);
+  else
+    snprintf(prefix, sizeof prefix, "no OpenCL device found");
+  describe_devices(err, err_len, prefix);
+  return NABLA_NO_DEVICE;
+}
+
+nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
+                                 char *err, size_t err_len) {
+  nabla_device_desc desc[SNAPSHOT_CAP];
+  cl_platform_id plats[SNAPSHOT_CAP];
+  cl_device_id devs[SNAPSHOT_CAP];
+  snapshot_state s = {desc, plats, devs, SNAPSHOT_CAP, 0};
+  int i = -1;
+  nabla_status st = snapshot_pick(selector, &s, &i, err, err_len);
+  if (st != NABLA_OK) return st;
+  *plat = plats[i];
+  *dev = devs[i];
   return NABLA_OK;
+}
+
+nabla_status nabla_device_choose(const char *selector, int *index, char *err, size_t err_len) {
+  nabla_device_desc desc[SNAPSHOT_CAP];
+  cl_platform_id plats[SNAPSHOT_CAP];
+  cl_device_id devs[SNAPSHOT_CAP];
+  snapshot_state s = {desc, plats, devs, SNAPSHOT_CAP, 0};
+  if (!index) {
+    if (err && err_len) snprintf(err, err_len, "nabla_device_choose: index is NULL");
+    return NABLA_INVALID_ARGUMENT;
+  }
+  *index = -1;
+  return snapshot_pick(selector, &s, index, err, err_len);
 }

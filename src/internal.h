@@ -88,6 +88,7 @@ typedef enum {
   NABLA_KNOB_MMA_QPW,
   NABLA_KNOB_MMA_SMEM,
   NABLA_KNOB_MMA_MAXRREG,
+  NABLA_KNOB_INTEL_DPAS_SG16,
   NABLA_KNOB_COUNT
 } nabla_knob_id;
 #define NABLA_KNOB_UNSET INT_MIN
@@ -193,7 +194,23 @@ void nabla_profile_share(cl_event *slot, cl_event *done);
 
 /* device.c */
 nabla_status nabla_device_caps_query(nabla_context *ctx);
-/* Picks a device by selector (NULL: NABLACL_DEVICE, else GPU > accelerator > CPU). */
+/* One device as selection sees it. */
+typedef struct {
+  cl_device_type type;
+  char platform[256]; /* CL_PLATFORM_NAME */
+  char suffix[32];    /* CL_PLATFORM_ICD_SUFFIX_KHR ("POCL", "INTEL", ...), "" if none */
+  char name[256];     /* CL_DEVICE_NAME */
+} nabla_device_desc;
+/* The default rule's rank of a device, lower first: GPU 0, accelerator 1, then CPUs by the
+ * runtime's measured speed (Intel's CPU runtime 2, PoCL 3, any other 4), anything else 6. */
+int nabla_device_preference(const nabla_device_desc *d);
+/* Position in devs[0..n) that `selector` names (NULL or "": the default rule, the lowest
+ * preference, first in order on ties); -1 when none. Selectors: an index; "platform:TEXT"
+ * (platform names: the whole name, else a substring, else the ICD suffix; that platform's
+ * first device); "device:TEXT" (device name substring); plain TEXT: as platform:TEXT, else as
+ * device:TEXT. All case-insensitive. */
+int nabla_device_pick(const nabla_device_desc *devs, size_t n, const char *selector);
+/* Picks a device by selector (NULL: NABLACL_DEVICE, else nabla_device_pick's default rule). */
 nabla_status nabla_device_select(const char *selector, cl_platform_id *plat, cl_device_id *dev,
                                  char *err, size_t err_len);
 nabla_status nabla_device_string(cl_device_id dev, cl_device_info what, char *out, size_t len);

@@ -41,6 +41,10 @@ static const knob_desc knob_table[NABLA_KNOB_COUNT] = {
     [NABLA_KNOB_MMA_MAXRREG] = {"MMA_MAXRREG", "NABLACL_MMA_MAXRREG", 0, 255, 0, "0, no cap",
                                 V(NVIDIA_MMA) | V(NVIDIA_WGMMA),
                                 "register cap of the tensor-core kernels (64..255; below 64 no cap)"},
+    [NABLA_KNOB_INTEL_DPAS_SG16] = {"INTEL_DPAS_SG16", "NABLACL_INTEL_DPAS_SG16", 0, 1, 0, "0",
+                                    V(INTEL_DPAS_EMULATED),
+                                    "1: the emulated intel-dpas kernel takes Xe-HPC's layout (sub-groups of 16, "
+                                    "8-row tiles) instead of Xe-HPG's (8, 4-row tiles)"},
 };
 
 /* The knob of a name, with or without the NABLACL_ prefix; -1 if none. */

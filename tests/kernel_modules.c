@@ -183,7 +183,12 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
     if (rc != CL_SUCCESS) goto done;
     double worst = 0, tol = dt == NABLA_F32 ? 2e-5 : dt == NABLA_F16 ? 4e-3 : 3e-2;
     for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(unpacked(out, i, dt) - ref[i]));
-    if (!(worst <= tol) || strcmp(nabla_variant_last(ctx), variant) != 0) {
+    /* A variant whose kernel needs more local memory than the device has is not eligible (the
+     * portable kernel ran, and its module was still built): said, not a failure. */
+    if (strcmp(nabla_variant_last(ctx), variant) != 0 && strstr(nabla_variant_note(ctx), "bytes of local memory"))
+      printf("kernel_modules: %s: %s\n", what, nabla_variant_note(ctx));
+    else if (strcmp(nabla_variant_last(ctx), variant) != 0) worst = INFINITY;
+    if (!(worst <= tol)) {
       fprintf(stderr, "kernel_modules: %s: ran %s, max abs error %.3g (tolerance %.3g)\n", what,
               nabla_variant_last(ctx), worst, tol);
       goto done;

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 #define CTX_OR_SKIP(state) \
@@ -98,6 +99,81 @@ static void test_default_selection(void **state) {
   assert_ptr_equal(nabla_context_device(c2), nabla_context_device(c));
   nabla_context_destroy(c2);
   nabla_context_destroy(c);
+  free(infos);
+}
+
+/* The selection rule on a made-up list (no OpenCL): PoCL's CPU device name holds the CPU's
+ * vendor, so a vendor word must find the vendor's platform first, and CPUs rank by runtime. */
+static void test_pick_rule_on_fake_list(void **state) {
+  (void)state;
+  const nabla_device_desc devs[] = {
+      {CL_DEVICE_TYPE_CPU, "Portable Computing Language", "POCL", "pthread-skylake-avx512-Intel(R) Xeon(R) Processor"},
+      {CL_DEVICE_TYPE_CPU, "Oclgrind", "oclg", "Oclgrind Simulator"},
+      {CL_DEVICE_TYPE_CPU, "Intel(R) OpenCL", "INTEL", "Intel(R) Xeon(R) Processor"},
+      {CL_DEVICE_TYPE_GPU, "Intel(R) OpenCL Graphics", "INTEL", "Intel(R) Arc(TM) A770 Graphics"},
+      {CL_DEVICE_TYPE_GPU, "Intel(R) OpenCL Graphics", "INTEL", "Intel(R) Data Center GPU Max 1100"},
+  };
+  const size_t n = sizeof devs / sizeof devs[0];
+  assert_int_equal(nabla_device_pick(devs, n, NULL), 3);          /* first GPU */
+  assert_int_equal(nabla_device_pick(devs, 3, NULL), 2);          /* CPUs only: Intel's runtime */
+  assert_int_equal(nabla_device_pick(devs, 2, ""), 0);            /* then PoCL, before others */
+  assert_int_equal(nabla_device_pick(devs + 1, 1, NULL), 0);      /* an unknown CPU still serves */
+  assert_int_equal(nabla_device_pick(devs, 0, NULL), -1);
+  assert_int_equal(nabla_device_pick(devs, n, "intel"), 2);       /* platform before PoCL's device */
+  assert_int_equal(nabla_device_pick(devs, n, "INTEL(r) opencl"), 2); /* whole name beats substring */
+  assert_int_equal(nabla_device_pick(devs, n, "graphics"), 3);    /* the platform's first device */
+  assert_int_equal(nabla_device_pick(devs, n, "pocl"), 0);        /* ICD suffix */
+  assert_int_equal(nabla_device_pick(devs, n, "platform:portable"), 0);
+  assert_int_equal(nabla_device_pick(devs, n, "platform:Xeon"), -1); /* device names not looked at */
+  assert_int_equal(nabla_device_pick(devs, n, "device:intel"), 0);   /* platform names not looked at */
+  assert_int_equal(nabla_device_pick(devs, n, "device:max"), 4);
+  assert_int_equal(nabla_device_pick(devs, n, "xeon"), 0);        /* no platform: first device name */
+  assert_int_equal(nabla_device_pick(devs, n, "4"), 4);
+  assert_int_equal(nabla_device_pick(devs, n, "5"), -1);
+  assert_int_equal(nabla_device_pick(devs, n, "platform:"), -1);
+  assert_int_equal(nabla_device_pick(devs, n, "device:"), -1);
+  assert_int_equal(nabla_device_pick(devs, n, "-1"), -1);
+  assert_int_equal(nabla_device_pick(devs, n, "nvidia"), -1);
+  assert_true(nabla_device_preference(&devs[3]) < nabla_device_preference(&devs[2]));
+  assert_true(nabla_device_preference(&devs[2]) < nabla_device_preference(&devs[0]));
+  assert_true(nabla_device_preference(&devs[0]) < nabla_device_preference(&devs[1]));
+}
+
+/* On the real list: the default device ranks best, and nabla_device_choose names it. */
+static void test_default_is_best_ranked(void **state) {
+  CTX_OR_SKIP(state);
+  size_t n = 0;
+  assert_int_equal(nabla_devices_list(NULL, 0, &n), NABLA_OK);
+  nabla_device_info *infos = calloc(n, sizeof *infos);
+  nabla_device_desc *desc = calloc(n, sizeof *desc);
+  assert_non_null(infos);
+  assert_non_null(desc);
+  assert_int_equal(nabla_devices_list(infos, n, &n), NABLA_OK);
+  for (size_t i = 0; i < n; i++) {
+    desc[i].type = strcmp(infos[i].type, "GPU") == 0           ? CL_DEVICE_TYPE_GPU
+                   : strcmp(infos[i].type, "ACCELERATOR") == 0 ? CL_DEVICE_TYPE_ACCELERATOR
+                   : strcmp(infos[i].type, "CPU") == 0         ? CL_DEVICE_TYPE_CPU
+                                                               : CL_DEVICE_TYPE_CUSTOM;
+    snprintf(desc[i].platform, sizeof desc[i].platform, "%s", infos[i].platform);
+    snprintf(desc[i].name, sizeof desc[i].name, "%s", infos[i].name);
+  }
+  tu_env saved = tu_env_save("NABLACL_DEVICE");
+  unsetenv("NABLACL_DEVICE");
+  int index = -2;
+  char err[ERR_CAP] = "";
+  nabla_status st = nabla_device_choose(NULL, &index, err, sizeof err);
+  tu_env_restore(&saved);
+  if (st != NABLA_OK) fail_msg("nabla_device_choose: %s", err);
+  assert_true(index >= 0 && (size_t)index < n);
+  for (size_t i = 0; i < n; i++)
+    assert_true(nabla_device_preference(&desc[index]) <= nabla_device_preference(&desc[i]));
+  assert_int_equal(nabla_device_choose("0", &index, err, sizeof err), NABLA_OK);
+  assert_int_equal(index, 0);
+  assert_int_equal(nabla_device_choose("zz-none-zz", &index, err, sizeof err), NABLA_NO_DEVICE);
+  assert_int_equal(index, -1);
+  assert_non_null(strstr(err, "zz-none-zz"));
+  assert_int_equal(nabla_device_choose(NULL, NULL, NULL, 0), NABLA_INVALID_ARGUMENT);
+  free(desc);
   free(infos);
 }
 
@@ -518,6 +594,8 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_destroy_null_and_accessors),
       cmocka_unit_test(test_default_selection),
+      cmocka_unit_test(test_pick_rule_on_fake_list),
+      cmocka_unit_test(test_default_is_best_ranked),
       cmocka_unit_test(test_env_by_index),
       cmocka_unit_test(test_env_by_name_substring),
       cmocka_unit_test(test_env_by_platform_substring),

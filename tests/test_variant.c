@@ -13,6 +13,7 @@
 #include "testutil.h"
 #include "kernels.h"
 #include "nvidia.h"
+#include "intel_dpas.h"
 #include "variant.h"
 
 /* Sets a knob on a context (value NULL: its default); a refusal fails the test. */
@@ -194,6 +195,16 @@ static void test_probe_by_vendor(void **state) {
   assert_string_equal(buf, wg ? "nvidia-wgmma" : mma ? "nvidia-mma" : is_cpu(ctx) ? "cpu-rows" : "portable");
   /* Asking twice gives the same verdict (memoized, and cached on disk). */
   assert_int_equal(nabla_variant_supported(ctx, "nvidia-mma"), mma);
+  /* Intel's matrix engines: Intel GPUs only (Intel's CPU runtime is no GPU). */
+  int dpas = nabla_variant_supported(ctx, "intel-dpas");
+  cl_device_type type = 0;
+  clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_TYPE, sizeof type, &type, NULL);
+  if (!(type & CL_DEVICE_TYPE_GPU)) {
+    assert_int_equal(dpas, 0);
+    assert_non_null(strstr(nabla_variant_note(ctx), "not an Intel GPU"));
+  } else {
+    print_message("intel-dpas probe: %s%s\n", dpas ? "supported" : "unsupported: ", dpas ? "" : nabla_variant_note(ctx));
+  }
 }
 
 static void test_knob_forces_and_falls_back(void **state) {
@@ -441,6 +452,68 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
 }
 
+/* Intel's matrix-engine kernel, emulated (cl/dpas.cl: on real sub-groups where the device has
+ * them, else through local memory): its probe must agree with the host (the check the real
+ * probe makes on an Intel GPU), then the cases of run_dpas_cases, half in each layout (sub-groups
+ * of 8 with 4-row tiles, dg2's; 16 with 8-row tiles, pvc's); on an Intel GPU whose probe passes,
+ * the real kernel on all of them. */
+/* Cases of the matrix-engine kernel; `half` picks one of two halves that together cover every
+ * path (ragged, batch 2, D 48/64/128, f16/bf16, sparse, dense, huge logits, poisoned tails)
+ * with three builds each (the emulation compiles slowly on PoCL). */
+static void run_dpas_cases(nabla_context *ctx, const char *variant, int half) {
+  const nabla_shape ragged = {2, 1, 300, 64, 3, 10, 10}, seq = {1, 2, 200, 128, 0, 0, 0};
+  const nabla_shape d48 = {1, 1, 130, 48, 0, 0, 0};
+  if (half == 0) {
+    run_case(ctx, ragged, NABLA_BF16, 0.4, 31, variant);
+    run_case(ctx, seq, NABLA_F16, -1.0, 32, variant);
+    run_poisoned_tails(ctx, NABLA_F16, 64, variant);
+  } else {
+    run_case(ctx, ragged, NABLA_F16, -1.0, 33, variant);
+    run_case(ctx, seq, NABLA_BF16, 0.5, 34, variant);
+    run_poisoned_tails(ctx, NABLA_BF16, 128, variant);
+    run_case_q(ctx, d48, NABLA_BF16, 0.7, 16.0, 35, variant); /* huge logits, 3 k-steps */
+  }
+}
+
+static void test_intel_dpas_matches_reference(void **state) {
+  CTX_OR_SKIP(state);
+  const char *emu = "intel-dpas-emulated";
+  static const char *const layouts[] = {"0", "1"};
+  for (int i = 0; i < 2; i++) {
+    /* The probe verdict is the context's: a fresh context per layout. */
+    nabla_context *own = tu_context();
+    assert_non_null(own);
+    KNOB(own, "INTEL_DPAS_SG16", layouts[i]);
+    /* The knob picks the layout; real sub-groups where the device has them (Intel's CPU
+     * runtime), else local memory (PoCL). */
+    const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(own, NABLA_VARIANT_INTEL_DPAS_EMULATED);
+    assert_int_equal(cfg.sg, i ? 16 : 8);
+    assert_int_equal(cfg.m, i ? 8 : 4);
+    assert_int_equal(cfg.large_grf, 0);
+    size_t sizes[8], bytes = 0;
+    int runs = clGetDeviceInfo(nabla_context_device(own), 0x4108 /* CL_DEVICE_SUB_GROUP_SIZES_INTEL */,
+                               sizeof sizes, sizes, &bytes) == CL_SUCCESS;
+    int has = 0;
+    for (size_t k = 0; runs && k < bytes / sizeof sizes[0]; k++) has |= sizes[k] == (size_t)cfg.sg;
+    assert_int_equal(cfg.mode, has ? 1 : 2);
+    if (!nabla_variant_supported(own, emu)) fail_msg("%s probe (INTEL_DPAS_SG16=%s): %s", emu, layouts[i],
+                                                     nabla_variant_note(own));
+    assert_int_equal(nabla_variant_force(own, emu), NABLA_OK);
+    run_dpas_cases(own, emu, i);
+    /* Head dims that are no multiple of 16, and fp32: portable, with a note. */
+    const nabla_shape d40 = {1, 1, 130, 40, 0, 0, 0};
+    run_case(own, d40, NABLA_BF16, 0.5, 36, "portable");
+    assert_non_null(strstr(nabla_variant_note(own), "multiple of 16"));
+    nabla_context_destroy(own);
+  }
+  if (nabla_variant_supported(ctx, "intel-dpas")) {
+    assert_int_equal(nabla_variant_force(ctx, "intel-dpas"), NABLA_OK);
+    run_dpas_cases(ctx, "intel-dpas", 0);
+    run_dpas_cases(ctx, "intel-dpas", 1);
+    assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+  }
+}
+
 static void test_nvidia_wgmma_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "nvidia-wgmma")) {
@@ -617,6 +690,7 @@ int main(void) {
       cmocka_unit_test(test_wgmma_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_wgmma_matches_reference),
       cmocka_unit_test(test_nvidia_wgmma_tensor_map_cache),
+      cmocka_unit_test(test_intel_dpas_matches_reference),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

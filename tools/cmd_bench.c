@@ -30,7 +30,7 @@ static const cli_option option_table[] = {
     {"--density", "X", "random block mask of density X (diagonal kept) for the sparse run"},
     {"--repeat", "N", "timed runs per figure, median reported (default 5)"},
     {"--warmup-ms", "T", "warm up each figure until T ms have passed (to time a GPU at its sustained, power-capped clock; default 0: one run)"},
-    {"--device", "SEL", "device index, or device or platform name substring"},
+    {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME"},
     {"--stages", NULL, "also profile one mask build + sparse attention per stage"},
     {"--json", NULL, "print one JSON object"},
     {"--variant", "NAME", NULL},

@@ -27,7 +27,7 @@ static const cli_option options[] = {
   {"--batch", "B", "batch size (default 1)"},
   {"--dtype", "f32|f16|bf16", "storage type (default bf16)"},
   {"--algo", "STR", "sparsity (default nabla-0.7)"},
-  {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
+  {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--seed", "N", "generator seed (default 1)"},
   {"--ref-heads", "N", "heads checked against float64 (default: as many as take ~2 s; 0 = none)"},
   {"--json", NULL, "print one JSON object"},

@@ -1,11 +1,9 @@
 /*
  * nablacl devices [--json] — lists every OpenCL device in NABLACL_DEVICE index order.
  *
- * The default device is marked by the documented selection rule of nabla_context_create with
- * no selector: NABLACL_DEVICE (an index, or a case-insensitive substring of the device or
- * platform name) when set, else the first GPU, else the first accelerator, else the first CPU.
+ * The default device is the one nabla_context_create opens with no selector (the library's own
+ * rule, nabla_device_choose): NABLACL_DEVICE when set, else the first GPU, accelerator, CPU.
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,35 +16,10 @@ static const cli_option options[] = {
 };
 enum { OPT_JSON, OPT_COUNT };
 
-static int contains_ci(const char *hay, const char *needle) {
-  size_t n = strlen(needle);
-  for (; *hay; hay++) {
-    size_t i = 0;
-    while (i < n && hay[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i]))
-      i++;
-    if (i == n) return 1;
-  }
-  return n == 0;
-}
-
-static int env_selected(const nabla_device_info *devs, size_t count, const char *sel) {
-  char *end = NULL;
-  long index = strtol(sel, &end, 10);
-  if (end != sel && *end == '\0' && index >= 0) return (size_t)index < count ? (int)index : -1;
-  for (size_t i = 0; i < count; i++)
-    if (contains_ci(devs[i].name, sel) || contains_ci(devs[i].platform, sel)) return (int)i;
-  return -1;
-}
-
-/* Index of the device a context without selector would open, or -1. */
-static int default_device(const nabla_device_info *devs, size_t count) {
-  const char *sel = getenv("NABLACL_DEVICE");
-  if (sel && *sel) return env_selected(devs, count, sel);
-  static const char *const order[] = {"GPU", "ACCELERATOR", "CPU", "OTHER"};
-  for (size_t t = 0; t < sizeof order / sizeof order[0]; t++)
-    for (size_t i = 0; i < count; i++)
-      if (strcmp(devs[i].type, order[t]) == 0) return (int)i;
-  return -1;
+/* Index of the device a context without selector would open (the library's rule), or -1. */
+static int default_device(void) {
+  int index = -1;
+  return nabla_device_choose(NULL, &index, NULL, 0) == NABLA_OK ? index : -1;
 }
 
 /* Space-separated attention variants the device supports (a context is opened to probe them;
@@ -113,7 +86,7 @@ static void print_human(const nabla_device_info *devs, size_t count, int def) {
     device_variants(d, variants, sizeof variants);
     printf("      variants   %s\n", variants);
   }
-  if (count) printf("* default device (NABLACL_DEVICE, else first GPU, accelerator, CPU)\n");
+  if (count) printf("* default device (NABLACL_DEVICE, else first GPU, accelerator, CPU: Intel's runtime, PoCL, other)\n");
   const char *sel = getenv("NABLACL_DEVICE");
   if (count && def < 0 && sel && *sel)
     printf("  NABLACL_DEVICE=%s matches no device: other commands will refuse to run\n", sel);
@@ -141,7 +114,7 @@ int cmd_devices(int argc, char **argv) {
     goto done;
   }
   if (count > cap) count = cap;   /* a device appeared between the two calls */
-  int def = default_device(devs, count);
+  int def = default_device();
   if (values[OPT_JSON]) rc = print_json(devs, count, def);
   else print_human(devs, count, def);
 done:

@@ -27,7 +27,7 @@ static const cli_option options[] = {
   {"--dtype", "f32|f16|bf16", "input type; bf16 requires '<u2' arrays (default: from file)"},
   {"--mask-out", "M.npy", "write the block mask, '|u1' [B,H,Nb,Nb]"},
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
-  {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
+  {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--repeat", "N", "timed builds after an untimed one; mask_ms is their median (default 5)"},
   {"--check", NULL, "compare with the float64 reference mask; exit 1 and write nothing if a row differs"},
   {"--json", NULL, "print one JSON object"},

@@ -32,7 +32,7 @@ static const cli_option options[] = {
   {"--out", "O.npy", "write the attention output"},
   {"--mask-out", "M.npy", "write the block mask, '|u1' [B,H,Nb,Nb]"},
   {"--csr-out", "PREFIX", "write PREFIX_kv_num_blocks.npy and PREFIX_kv_indices.npy ('<i4')"},
-  {"--device", "SEL", "device index, or device or platform name substring (default: NABLACL_DEVICE, GPU, CPU)"},
+  {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME (default: NABLACL_DEVICE, GPU, CPU)"},
   {"--warmup", "N", "untimed runs before the timed one (default 0: only the mask build)"},
   {"--warmup-ms", "T", "keep warming up until T ms have passed (to time a GPU at its sustained, power-capped clock; default 0)"},
   {"--repeat", "N", "timed runs; mask_ms and attn_ms are their medians (default 1)"},

@@ -20,7 +20,7 @@ static const char usage[] =
     "             [--force] [--kernels LIST] [--json]";
 
 static const cli_option options[] = {
-    {"--device", "SEL", "device index, or device or platform name substring"},
+    {"--device", "SEL", "device index, platform or device name substring, platform:NAME or device:NAME"},
     {"--dtype", "f32|f16|bf16", "storage type to tune for (default bf16)"},
     {"--dim", "D", "head dim to tune for (default 64)"},
     {"--quick", NULL, "the small shape class, 0.2 s per configuration (the default)"},

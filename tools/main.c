@@ -38,7 +38,7 @@ static void print_usage(FILE *out) {
   fprintf(out,
           "\n'nablacl <command> --help' describes a command's options.\n"
           "Exit status: 0 success, 1 runtime failure, 2 bad invocation (tune: 130 when interrupted).\n"
-          "Environment: NABLACL_DEVICE (index, or device or platform name substring),\n"
+          "Environment: NABLACL_DEVICE (index, platform or device name substring, platform:NAME),\n"
           "             NABLACL_CACHE_DIR (dir or 'off'), NABLACL_VARIANT (force an attention kernel),\n"
           "             NABLACL_KERNEL_DIR (load .cl sources from a directory); the tensor-core\n"
           "             kernels' overrides are in the README.\n");

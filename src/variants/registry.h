@@ -26,7 +26,9 @@
   X(2, MMA_EMULATED, "nvidia-mma-emulated", nabla_variant_nvidia_mma_emulated, 1)       \
   X(3, CPU_ROWS, "cpu-rows", nabla_variant_cpu_rows, 0)                                 \
   X(4, NVIDIA_WGMMA, "nvidia-wgmma", nabla_variant_nvidia_wgmma, 0)                     \
-  X(5, WGMMA_EMULATED, "nvidia-wgmma-emulated", nabla_variant_nvidia_wgmma_emulated, 1)
+  X(5, WGMMA_EMULATED, "nvidia-wgmma-emulated", nabla_variant_nvidia_wgmma_emulated, 1) \
+  X(6, INTEL_DPAS, "intel-dpas", nabla_variant_intel_dpas, 0)                           \
+  X(7, INTEL_DPAS_EMULATED, "intel-dpas-emulated", nabla_variant_intel_dpas_emulated, 1)
 
 #define NABLA_VARIANT_ENUM_(id, e, name, ops, aid) NABLA_VARIANT_##e = id,
 #define NABLA_VARIANT_ONE_(id, e, name, ops, aid) +1

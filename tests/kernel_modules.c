@@ -8,10 +8,10 @@
  * library builds is recorded (source text and options) and built with " -cl-opt-disable"
  * appended, unless --optimize. With the disk cache off every module is built from source. The
  * run covers every stage: mask builds (pool, reduced map, select, STA, CSR) and dense and
- * sparse attention with each variant that runs on any device (portable, cpu-rows and the two
- * emulated tensor-core ones) in f32, f16 and bf16, and the reorder. Every attention output is
- * compared with the float64 reference. It fails unless every stage file that can build on this
- * device was built (the inline-PTX probes build only on NVIDIA).
+ * sparse attention with each variant that runs on any device (portable, cpu-rows and the
+ * registry's test aids, the tensor-core kernels emulated) in f32, f16 and bf16, and the reorder.
+ * Every attention output is compared with the float64 reference. It fails unless every stage
+ * file was built (the probes of the real tensor-core variants only on their hardware).
  *
  * --dump DIR writes DIR/NN-<stage>.cl (the exact source) and DIR/NN-<stage>.opts (the options,
  * one line, without -cl-opt-disable) for each distinct module, so other compilers (clang for
@@ -31,6 +31,7 @@
 
 #include "kernels.h"
 #include "nablacl.h"
+#include "registry.h"
 
 #define MAX_MODULES 128
 
@@ -263,7 +264,15 @@ int main(int argc, char **argv) {
     fprintf(stderr, "kernel_modules: no device: %s\n", err);
     return 77;
   }
-  static const char *const variants[] = {"portable", "cpu-rows", "nvidia-mma-emulated", "nvidia-wgmma-emulated"};
+  /* Every variant that runs on any device: portable, cpu-rows and the registry's test aids (the
+   * tensor-core kernels with their instructions emulated). */
+#define KM_VARIANT(id, ENUM, name, ops, aid) \
+  if (aid || NABLA_VARIANT_##ENUM == NABLA_VARIANT_PORTABLE || NABLA_VARIANT_##ENUM == NABLA_VARIANT_CPU_ROWS) \
+    variants[nvariants] = name, emulated[nvariants++] = aid;
+  const char *variants[NABLA_VARIANT_COUNT];
+  int emulated[NABLA_VARIANT_COUNT], nvariants = 0;
+  NABLA_VARIANT_LIST(KM_VARIANT)
+#undef KM_VARIANT
   static const nabla_dtype dtypes[] = {NABLA_F32, NABLA_F16, NABLA_BF16};
   int bad = 0;
   char only_variant[64] = "";
@@ -273,27 +282,25 @@ int main(int argc, char **argv) {
     char *comma = strchr(only_variant, ',');
     if (comma) *comma = '\0', only_dtype = comma + 1;
   }
-  for (size_t v = 0; v < sizeof variants / sizeof *variants; v++) {
+  for (int v = 0; v < nvariants; v++) {
     if (only && strcmp(only_variant, variants[v]) != 0) continue;
     nabla_variant_force(ctx, variants[v]);
     for (size_t d = 0; d < sizeof dtypes / sizeof *dtypes; d++) {
       /* The tensor-core variants take f16/bf16 only. */
-      if (strstr(variants[v], "mma") && dtypes[d] == NABLA_F32) continue;
+      if (emulated[v] && dtypes[d] == NABLA_F32) continue;
       if (only_dtype && strcmp(only_dtype, nabla_dtype_name(dtypes[d])) != 0) continue;
       bad |= run_case(ctx, dtypes[d], variants[v], only != NULL);
     }
   }
-  /* The real tensor-core probes: they build only where inline PTX does. */
-  nabla_variant_supported(ctx, "nvidia-mma");
-  nabla_variant_supported(ctx, "nvidia-wgmma");
-  char platform[256] = "";
-  clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_VENDOR, sizeof platform, platform, NULL);
-  const int nvidia = strstr(platform, "NVIDIA") != NULL;
+  /* The real variants' probes (built only where their instructions exist). */
+#define KM_PROBE(id, ENUM, name, ops, aid) \
+  if (!aid) nabla_variant_supported(ctx, name);
+  NABLA_VARIANT_LIST(KM_PROBE)
+#undef KM_PROBE
   for (size_t i = 0; i < nabla_kernel_source_count && !only; i++) {
     const nabla_kernel_source *src = &nabla_kernel_sources[i];
     if (!is_stage(src)) continue;
-    if (!nvidia && (!strcmp(src->name, "probe_mma") || !strcmp(src->name, "probe_wgmma")))
-      continue;
+    if (!strncmp(src->name, "probe_", 6)) continue; /* the real probes build only on their hardware */
     int seen = 0;
     for (int m = 0; m < module_count && !seen; m++) seen = !strcmp(stage_of(modules[m].source), src->name);
     if (!seen) {

@@ -7,11 +7,12 @@
 #define NABLA_DTYPE 0
 #endif
 
-/* Every helper function: static, so each program has its own definition and a compiler that
- * does not inline (AMD's at -O0, SPIR-V consumers, -cl-opt-disable) still links; always
- * inlined, as C99 inline made them at -O2: left out of line, the wgmma emulation's helpers
- * (they hold barriers) computed wrong results on PoCL. */
-#define NABLA_INLINE static inline __attribute__((always_inline))
+/* Every helper function is always inlined, also without optimization: a plain C99 `inline`
+ * left no definition at -O0 (AMD's compiler, SPIR-V consumers and -cl-opt-disable failed to link).
+ * Not `static`: with internal linkage PoCL left the wgmma emulation's helpers (they hold
+ * barriers) out of line and computed wrong results, and Intel's compiler stopped unrolling the
+ * dpas loops (tests/intel_gate.sh counts 2 dpas instead of 128 at D=128). */
+#define NABLA_INLINE inline __attribute__((always_inline))
 
 /* LOAD8: the 8 values from element i (a multiple of 8) as a float8. */
 #if NABLA_DTYPE == 0

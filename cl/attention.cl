@@ -97,14 +97,14 @@
 #endif
 
 /* Stores the fp32 values of a fetched vector at dst[0], dst[1]. */
-inline void put8(__local float4 *dst, nabla_raw8 r) {
+NABLA_INLINE void put8(__local float4 *dst, nabla_raw8 r) {
   const float8 f = nabla_unpack8(r);
   dst[0] = f.lo;
   dst[1] = f.hi;
 }
 
 /* Global loads of Q·Kᵀ item c (columns c·TD ..) of query rows q0.. and key rows k0... */
-inline void fetch_qk(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *q,
+NABLA_INLINE void fetch_qk(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *q,
                      __global const STORE_T *k, size_t base, int q0, int qn, int k0, int kn,
                      int aligned) {
   for (int i = 0; i < NPRE; i++) {
@@ -119,7 +119,7 @@ inline void fetch_qk(__private nabla_raw8 *pre, int lid, int c, __global const S
   }
 }
 
-inline void store_qk(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
+NABLA_INLINE void store_qk(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
     if (idx < QK_VECS) {
@@ -130,7 +130,7 @@ inline void store_qk(__local float4 *slot, __private const nabla_raw8 *pre, int 
 }
 
 /* Global loads of P·V item c: V rows c·TILE_V .. of the key block at k0. */
-inline void fetch_v(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *v, size_t base,
+NABLA_INLINE void fetch_v(__private nabla_raw8 *pre, int lid, int c, __global const STORE_T *v, size_t base,
                     int k0, int kn, int aligned) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
@@ -143,7 +143,7 @@ inline void fetch_v(__private nabla_raw8 *pre, int lid, int c, __global const ST
   }
 }
 
-inline void store_v(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
+NABLA_INLINE void store_v(__local float4 *slot, __private const nabla_raw8 *pre, int lid) {
   for (int i = 0; i < NPRE; i++) {
     int idx = lid + NT * i;
     if (idx < V_VECS) put8(slot + 2 * idx, pre[i]); /* rows of HEAD_DIM floats, unpadded */
@@ -151,7 +151,7 @@ inline void store_v(__local float4 *slot, __private const nabla_raw8 *pre, int l
 }
 
 /* The probabilities of keys c·TILE_V .. into the P part of a P·V item. */
-inline void store_p(__local float4 *slot, float s[RA][CB], int c, int tx, int ty) {
+NABLA_INLINE void store_p(__local float4 *slot, float s[RA][CB], int c, int tx, int ty) {
   __local float *ps = (__local float *)(slot + TILE_V * D4);
   for (int b = 0; b < CB; b++) {
     int col = tx + 16 * b - c * TILE_V;
@@ -161,7 +161,7 @@ inline void store_p(__local float4 *slot, float s[RA][CB], int c, int tx, int ty
 }
 
 /* s += the Q·Kᵀ item's contribution to this work-item's scores. */
-inline void qk_product(__local const float4 *item, float s[RA][CB], int tx, int ty) {
+NABLA_INLINE void qk_product(__local const float4 *item, float s[RA][CB], int tx, int ty) {
   __local const float4 *qs = item, *ks = item + BQ * QK_S4;
   for (int d4 = 0; d4 < TD / 4; d4++) {
     float4 kv[CB];
@@ -183,7 +183,7 @@ inline void qk_product(__local const float4 *item, float s[RA][CB], int tx, int 
 /* acc += the P·V item's contribution to this work-item's outputs. The key loop is unrolled
  * (compilers that do not know the pragma ignore it): faster on an H100, where unrolling the
  * Q·Kᵀ loop as well cost more in registers than it gained. */
-inline void pv_product(__local const float4 *item, float4 acc[RA][DV4], int tx, int ty) {
+NABLA_INLINE void pv_product(__local const float4 *item, float4 acc[RA][DV4], int tx, int ty) {
   __local const float4 *vs = item, *ps = item + TILE_V * D4;
 #pragma unroll
   for (int k4 = 0; k4 < TILE_V / 4; k4++) {

@@ -43,7 +43,7 @@
 
 /* Sub-group max (op 0) or sum (op 1) of x[i] for each of DPAS_M rows; xch: DPAS_M floats per
  * work-item (DPAS_MODE 2 only). */
-inline void sg_reduce(float x[DPAS_M], int op, __local float *xch) {
+NABLA_INLINE void sg_reduce(float x[DPAS_M], int op, __local float *xch) {
 #if DPAS_MODE == 2
   const int lid = get_local_id(0), first = lid - SG_LANE;
   barrier(CLK_LOCAL_MEM_FENCE);

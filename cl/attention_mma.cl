@@ -56,7 +56,7 @@
 /* ---- staging ------------------------------------------------------------------------- */
 
 /* Copies rows [0, kn) of a 64-row block (src = its first row) into dst, zero-filling the rest. */
-inline void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, int lid) {
+NABLA_INLINE void stage_block(__local uint4 *dst, __global const uint4 *src, int kn, int lid) {
   for (int i = 0; i < (BLOCK_CHUNKS + NTHREADS - 1) / NTHREADS; i++) {
     int c = lid + i * NTHREADS;
     if (BLOCK_CHUNKS % NTHREADS != 0 && c >= BLOCK_CHUNKS) break;
@@ -107,9 +107,9 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   uint qf[KSTEPS][4];
   mma_load_q(qf, (__global const uint *)(q + base + (size_t)q0 * HEAD_DIM), ra, rb, qn, t);
 
-  float acc[DTILES][4];
+  float acc[4 * DTILES]; /* flat, like s: the helpers walk them whole */
   UNROLL
-  for (int j = 0; j < DTILES; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  for (int j = 0; j < DTILES; j++) acc[4 * j] = acc[4 * j + 1] = acc[4 * j + 2] = acc[4 * j + 3] = 0.0f;
   float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
 
   mma_rows rows = mma_rows_of(row_ptr, bh, qb0, Nb);
@@ -129,7 +129,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     stage_wait(); /* K(kb) is in; every warp is done with V of the previous block */
     stage_block(vbuf, vg + (size_t)k0 * ROW_CHUNKS, kn, lid);
 
-    float s[8][4];
+    float s[32]; /* fragment j of the 8 key columns at s + 4 j */
 #ifdef NABLA_NO_PTX
     /* The emulation's barriers need every warp on the same path: a warp whose row does not
      * keep kb computes with every key masked, which leaves its state unchanged. */
@@ -139,7 +139,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
 #endif
     if (compute) {
       UNROLL
-      for (int j = 0; j < 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      for (int j = 0; j < 8; j++) s[4 * j] = s[4 * j + 1] = s[4 * j + 2] = s[4 * j + 3] = 0.0f;
       UNROLL
       for (int st = 0; st < KSTEPS; st++) {
 #if MMA_LDSM
@@ -148,20 +148,20 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
         for (int jj = 0; jj < 4; jj++) {
           uint kf[4];
           ldsm_x4(kf, ks, (16 * jj + 8 * (mi >> 1) + mr) * LDS + 16 * st + 8 * (mi & 1), 0 EMU_PASS);
-          mma16816(s[2 * jj], qf[st], kf[0], kf[1] EMU_PASS);
-          mma16816(s[2 * jj + 1], qf[st], kf[2], kf[3] EMU_PASS);
+          mma16816(s + 8 * jj, qf[st], kf[0], kf[1] EMU_PASS);
+          mma16816(s + 8 * jj + 4, qf[st], kf[2], kf[3] EMU_PASS);
         }
 #else
         __local const uint *kw = (__local const uint *)kbuf;
         UNROLL
         for (int j = 0; j < 8; j++) {
           int w = ((8 * j + g) * LDS + 16 * st) / 2 + t;
-          mma16816(s[j], qf[st], kw[w], kw[w + 4] EMU_PASS);
+          mma16816(s + 4 * j, qf[st], kw[w], kw[w + 4] EMU_PASS);
         }
 #endif
       }
 
-      mma_online_softmax(&s[0][0], &acc[0][0], kvalid, t, scale_log2, &ma, &mb, &la, &lb EMU_PASS);
+      mma_online_softmax(s, acc, kvalid, t, scale_log2, &ma, &mb, &la, &lb EMU_PASS);
     }
 
     stage_wait(); /* V(kb) is in; every warp is done with K(kb) */
@@ -174,18 +174,18 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
       UNROLL
       for (int kc = 0; kc < 4; kc++) {
         uint pf[4];
-        pf[0] = pack2(s[2 * kc][0], s[2 * kc][1]);
-        pf[1] = pack2(s[2 * kc][2], s[2 * kc][3]);
-        pf[2] = pack2(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-        pf[3] = pack2(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+        pf[0] = pack2(s[8 * kc + 0], s[8 * kc + 1]);
+        pf[1] = pack2(s[8 * kc + 2], s[8 * kc + 3]);
+        pf[2] = pack2(s[8 * kc + 4], s[8 * kc + 5]);
+        pf[3] = pack2(s[8 * kc + 6], s[8 * kc + 7]);
 #if MMA_LDSM
         const int mi = lane >> 3, mr = lane & 7;
         UNROLL
         for (int j = 0; j < DTILES; j += 2) {
           uint vf[4];
           ldsm_x4(vf, vs, (16 * kc + 8 * (mi & 1) + mr) * LDS + 8 * (j + (mi >> 1)), 1 EMU_PASS);
-          mma16816(acc[j], pf, vf[0], vf[1] EMU_PASS);
-          mma16816(acc[j + 1], pf, vf[2], vf[3] EMU_PASS);
+          mma16816(acc + 4 * j, pf, vf[0], vf[1] EMU_PASS);
+          mma16816(acc + 4 * j + 4, pf, vf[2], vf[3] EMU_PASS);
         }
 #else
         UNROLL
@@ -193,7 +193,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
           int c = 8 * j + g, r = 16 * kc + 2 * t;
           uint b0 = (uint)vs[r * LDS + c] | ((uint)vs[(r + 1) * LDS + c] << 16);
           uint b1 = (uint)vs[(r + 8) * LDS + c] | ((uint)vs[(r + 9) * LDS + c] << 16);
-          mma16816(acc[j], pf, b0, b1 EMU_PASS);
+          mma16816(acc + 4 * j, pf, b0, b1 EMU_PASS);
         }
 #endif
       }
@@ -201,6 +201,6 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     kb = next;
   }
 
-  mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), &acc[0][0], la, lb, ra, rb, qn,
+  mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), acc, la, lb, ra, rb, qn,
               t EMU_PASS);
 }

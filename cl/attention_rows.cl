@@ -32,7 +32,7 @@
 #elif NABLA_DTYPE == 1
 #define STORE8(v, p, i) vstore_half8_rte((v), (i) / 8, (p))
 #else
-inline void store8_bf16(float8 v, __global ushort *p, size_t i) {
+NABLA_INLINE void store8_bf16(float8 v, __global ushort *p, size_t i) {
   float f[8];
   vstore8(v, 0, f);
   for (int e = 0; e < 8; e++) p[i + e] = nabla_to_bf16(f[e]);
@@ -40,7 +40,7 @@ inline void store8_bf16(float8 v, __global ushort *p, size_t i) {
 #define STORE8(v, p, i) store8_bf16((v), (p), (i))
 #endif
 
-inline float hsum8(float8 v) {
+NABLA_INLINE float hsum8(float8 v) {
   float4 a = v.lo + v.hi;
   float2 b = a.lo + a.hi;
   return b.x + b.y;

@@ -70,14 +70,14 @@
  * tile for its next copy, and the next copy is issued before the wait for the current one.
  * Emulated: a plain copy by the work-group; the wait is a barrier. */
 #if WG_BULK
-inline void bulk_expect(uint mbar) {
+NABLA_INLINE void bulk_expect(uint mbar) {
 #ifndef NABLA_NO_PTX
   asm volatile("mbarrier.arrive.expect_tx.shared.b64 _, [%0], %1;" :: "r"(mbar), "r"((uint)TILE_BYTES) : "memory");
 #endif
 }
 
 #if WG_BULK == 1
-inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mbar, int lid) {
+NABLA_INLINE void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mbar, int lid) {
 #ifdef NABLA_NO_PTX
   for (int c = lid; c < TILE_CHUNKS; c += NTHREADS) ((__local uint4 *)dst)[c] = image[c];
 #else
@@ -90,7 +90,7 @@ inline void bulk_stage(__local uchar *dst, __global const uint4 *image, uint mba
 }
 #else
 /* Rows [row, row + 64) of the tensor src (rows rows of HEAD_DIM values; map: its tensor map). */
-inline void tensor_stage(__local uchar *dst, __global const ulong *map, __global const uint4 *src, size_t row,
+NABLA_INLINE void tensor_stage(__local uchar *dst, __global const ulong *map, __global const uint4 *src, size_t row,
                          size_t rows, uint mbar, int lid) {
 #ifdef NABLA_NO_PTX
   /* The next rows as they are, zeros past the tensor's end (plain copies in the emulation). */
@@ -109,7 +109,7 @@ inline void tensor_stage(__local uchar *dst, __global const ulong *map, __global
 /* Zeroes rows [kn, 64) of a staged tile (a ragged block: the tensor copy brought the next
  * block's rows, which P V would multiply by zero, and 0 x Inf is NaN), makes the zeros visible to
  * wgmma and waits for the work-group. */
-inline void wg_zero_rows(__local uchar *tile, int kn, int lid) {
+NABLA_INLINE void wg_zero_rows(__local uchar *tile, int kn, int lid) {
   for (int c = kn * ROW_CHUNKS + lid; c < TILE_CHUNKS; c += NTHREADS) {
     const int r = c / ROW_CHUNKS, j = c - r * ROW_CHUNKS;
     *(__local uint4 *)(tile + wg_tile_offset(r, j)) = (uint4)(0u);
@@ -119,7 +119,7 @@ inline void wg_zero_rows(__local uchar *tile, int kn, int lid) {
 }
 #endif
 
-inline void bulk_wait(uint mbar, uint *phase) {
+NABLA_INLINE void bulk_wait(uint mbar, uint *phase) {
 #ifdef NABLA_NO_PTX
   barrier(CLK_LOCAL_MEM_FENCE);
 #else

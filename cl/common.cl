@@ -7,6 +7,13 @@
 #define NABLA_DTYPE 0
 #endif
 
+/* Every helper function is always inlined, also without optimization: a plain C99 `inline`
+ * left no definition at -O0 (AMD's compiler, SPIR-V consumers and -cl-opt-disable failed to link).
+ * Not `static`: with internal linkage PoCL left the wgmma emulation's helpers (they hold
+ * barriers) out of line and computed wrong results, and Intel's compiler stopped unrolling the
+ * dpas loops (tests/intel_gate.sh counts 2 dpas instead of 128 at D=128). */
+#define NABLA_INLINE inline __attribute__((always_inline))
+
 /* LOAD8: the 8 values from element i (a multiple of 8) as a float8. */
 #if NABLA_DTYPE == 0
 #define STORE_T float
@@ -39,7 +46,7 @@ typedef uint4 nabla_raw8;
  * 16-byte words can be loaded. vload8 only assumes the alignment of one element, and NVIDIA's
  * compiler splits it into 8 (16-bit) or 4-byte loads: the pooling, bandwidth-bound, measured
  * 0.53 ms with vload8 at the Wan 14B shape on the H100. */
-inline nabla_raw8 nabla_fetch8(__global const STORE_T *p, size_t i, int aligned) {
+NABLA_INLINE nabla_raw8 nabla_fetch8(__global const STORE_T *p, size_t i, int aligned) {
 #if NABLA_DTYPE == 0
   if (aligned) {
     __global const float4 *p4 = (__global const float4 *)p + (i >> 2);
@@ -53,7 +60,7 @@ inline nabla_raw8 nabla_fetch8(__global const STORE_T *p, size_t i, int aligned)
 }
 
 /* The fp32 values of a fetched vector, in element order. */
-inline float8 nabla_unpack8(nabla_raw8 r) {
+NABLA_INLINE float8 nabla_unpack8(nabla_raw8 r) {
 #if NABLA_DTYPE == 0
   return r;
 #elif NABLA_DTYPE == 1
@@ -70,7 +77,7 @@ inline float8 nabla_unpack8(nabla_raw8 r) {
 }
 
 /* fp32 -> bf16 bits, round to nearest even; NaN stays a (quiet) NaN. */
-inline ushort nabla_to_bf16(float v) {
+NABLA_INLINE ushort nabla_to_bf16(float v) {
   uint u = as_uint(v);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
   u += 0x7fffu + ((u >> 16) & 1u);
@@ -81,11 +88,11 @@ inline ushort nabla_to_bf16(float v) {
  * coordinates in the T x Hb x Wb block grid differ by at most (rt, rh, rw). nabla_sta_near
  * takes the coordinate differences (the selection walks the coordinates itself);
  * nabla_sta_keep the block indices (the STA kernel). */
-inline int nabla_sta_near(int dt, int dh, int dw, int rt, int rh, int rw) {
+NABLA_INLINE int nabla_sta_near(int dt, int dh, int dw, int rt, int rh, int rw) {
   return abs(dt) <= rt && abs(dh) <= rh && abs(dw) <= rw;
 }
 
-inline int nabla_sta_keep(int i, int j, int Hb, int Wb, int rt, int rh, int rw) {
+NABLA_INLINE int nabla_sta_keep(int i, int j, int Hb, int Wb, int rt, int rh, int rw) {
   int plane = Hb * Wb;
   int ti = i / plane, hi = (i % plane) / Wb, wi = i % Wb;
   int tj = j / plane, hj = (j % plane) / Wb, wj = j % Wb;

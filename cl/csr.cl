@@ -17,7 +17,7 @@
 #define CSR_ROWS (CSR_WG / CSR_TPR)
 
 /* Kept blocks in this work-item's chunk of the row. */
-inline int chunk_count(__global const uchar *row, int j0, int j1) {
+NABLA_INLINE int chunk_count(__global const uchar *row, int j0, int j1) {
   int c = 0;
   for (int j = j0; j < j1; j++) c += row[j];
   return c;
@@ -119,7 +119,9 @@ void csr_gather(__global const int *cols, __global const int *groups, __global i
     start[nr] = s;
     if (g == 0) row_ptr[0] = 0;
   }
-  barrier(CLK_LOCAL_MEM_FENCE); /* the lengths are read; the offsets may replace them */
+  /* The lengths are read (by work-item 0); the offsets may replace them. A local fence alone
+   * would not order those global reads before the other work-items' writes. */
+  barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
   for (int i = lid; i < nr; i += CSR_WG) row_ptr[r0 + i + 1] = start[i + 1];
   const int rr = lid / CSR_TPR, lt = lid % CSR_TPR;
   for (int i = rr; i < nr; i += CSR_ROWS) {

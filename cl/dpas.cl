@@ -56,7 +56,7 @@
 #endif
 
 /* 16-bit storage values <-> fp32 (round to nearest even). */
-inline float dpas_f32(uint h) {
+NABLA_INLINE float dpas_f32(uint h) {
 #if NABLA_DTYPE == 1
   ushort u = (ushort)h;
   return vload_half(0, (__private const half *)&u);
@@ -65,7 +65,7 @@ inline float dpas_f32(uint h) {
 #endif
 }
 
-inline uint dpas_16(float x) {
+NABLA_INLINE uint dpas_16(float x) {
 #if NABLA_DTYPE == 1
   ushort u;
   vstore_half_rte(x, 0, (__private half *)&u);
@@ -75,7 +75,7 @@ inline uint dpas_16(float x) {
 #endif
 }
 
-inline uint dpas_pack(uint lo, uint hi) { return (lo & 0xffffu) | (hi << 16); }
+NABLA_INLINE uint dpas_pack(uint lo, uint hi) { return (lo & 0xffffu) | (hi << 16); }
 
 #if DPAS_MODE == 0
 /* The extension's builtins, declared here: the 2022 compilers' headers lack them, although
@@ -101,7 +101,7 @@ float4 __attribute__((overloadable)) intel_sub_group_bf16_bf16_matrix_mad_k16(DP
 #endif
 
 /* acc += A B, one DPAS_M x 16 x DPAS_SG step (pub: unused, see DPAS_MODE 2). */
-inline void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
+NABLA_INLINE void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
   (void)pub;
   const int8 bv = as_int8((uint8)(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]));
 #if DPAS_M == 8
@@ -125,7 +125,7 @@ inline void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b
 
 /* The emulated instruction: acc[i] (column = this lane) += sum over k < 16 of A[i][k] B[k][lane],
  * in fp32 (the products of 16-bit values are exact). */
-inline void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
+NABLA_INLINE void dpas_mad(const uint a[DPAS_M], __local const uint *pub, const uint b[8], float acc[DPAS_M]) {
 DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) {
     float t = acc[i];
@@ -147,7 +147,7 @@ DPAS_UNROLL
 
 /* DPAS_MODE 2 only: every lane's DPAS_M A registers into its sub-group's region pub (DPAS_M uint
  * per lane), between barriers; must be reached by the whole work-group. Else nothing. */
-inline void dpas_publish(__local uint *pub, const uint a[DPAS_M]) {
+NABLA_INLINE void dpas_publish(__local uint *pub, const uint a[DPAS_M]) {
 #if DPAS_MODE == 2
   barrier(CLK_LOCAL_MEM_FENCE);
 DPAS_UNROLL
@@ -160,7 +160,7 @@ DPAS_UNROLL
 
 /* Element `lane` of the DPAS_SG consecutive 16-bit values at p: a sub-group block read where
  * sub-groups exist (p must be 4-byte aligned), else a load. Uniform across the sub-group. */
-inline uint dpas_row_read(__global const ushort *p) {
+NABLA_INLINE uint dpas_row_read(__global const ushort *p) {
 #if DPAS_MODE == 2
   return p[SG_LANE];
 #else
@@ -170,7 +170,7 @@ inline uint dpas_row_read(__global const ushort *p) {
 
 /* A registers of DPAS_M rows x 16 columns of a row-major 16-bit matrix: row i at
  * rows + i * stride, rows i >= nrows zero. */
-inline void dpas_a_rows(__global const ushort *rows, size_t stride, int nrows, uint a[DPAS_M]) {
+NABLA_INLINE void dpas_a_rows(__global const ushort *rows, size_t stride, int nrows, uint a[DPAS_M]) {
 #if DPAS_MODE == 2
   const int lane = SG_LANE;
 #endif
@@ -191,7 +191,7 @@ DPAS_UNROLL
 
 /* B registers whose column (this lane's) is 16 consecutive values at col (a row of K: B = Kᵀ);
  * zero when !valid. col must be 4-byte aligned. */
-inline void dpas_b_col(__global const ushort *col, int valid, uint b[8]) {
+NABLA_INLINE void dpas_b_col(__global const ushort *col, int valid, uint b[8]) {
   __global const uint *w = (__global const uint *)col;
 DPAS_UNROLL
   for (int j = 0; j < 8; j++) b[j] = valid ? w[j] : 0u;
@@ -208,7 +208,7 @@ DPAS_UNROLL
 
 /* A registers of P for a step of 16 keys from fp32 values of the S tile layout: DPAS_SG 8: p0,
  * p1 the tiles of keys 0..7 and 8..15; DPAS_SG 16: p0 the tile (p1 unused). */
-inline void dpas_a_probs(const float p0[DPAS_M], const float p1[DPAS_M], uint a[DPAS_M]) {
+NABLA_INLINE void dpas_a_probs(const float p0[DPAS_M], const float p1[DPAS_M], uint a[DPAS_M]) {
 DPAS_UNROLL
   for (int i = 0; i < DPAS_M; i++) {
 #if DPAS_SG == 8
@@ -222,7 +222,7 @@ DPAS_UNROLL
 
 /* B registers of a P·V step: rows (keys) of V at rows + key * stride, DPAS_SG columns from there,
  * in the K order of dpas_key; keys >= nkeys zero (uniform: whole rows). */
-inline void dpas_b_rows(__global const ushort *rows, size_t stride, int nkeys, uint b[8]) {
+NABLA_INLINE void dpas_b_rows(__global const ushort *rows, size_t stride, int nkeys, uint b[8]) {
 DPAS_UNROLL
   for (int j = 0; j < 8; j++) {
     const int lo = dpas_key(j, 0), hi = dpas_key(j, 1);

@@ -23,7 +23,7 @@
 #define MAP_LOADS (MAP_TILE * MAP_KC / 4 / MAP_WG) /* float4 loads per work-item per operand */
 
 /* The float4 of `src` row `row`, columns d..d+3, or zeros outside the matrix. */
-inline float4 map_fetch(__global const float *src, int row, int d, int Nb, int D) {
+NABLA_INLINE float4 map_fetch(__global const float *src, int row, int d, int Nb, int D) {
   return (row < Nb && d < D) ? vload4(0, src + (size_t)row * D + d) : (float4)(0.0f);
 }
 

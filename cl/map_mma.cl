@@ -47,7 +47,7 @@
 
 /* Copies column tile j0 (rows j0 .. j0 + MAP_BN - 1 of kp, zeros past Nb) into dst, as one
  * group of copies. */
-inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int Nb, int lid) {
+NABLA_INLINE void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int Nb, int lid) {
 #pragma unroll
   for (int h = 0; h < MAP_COPIES; h++) {
     const int c = lid + h * MAP_THREADS, r = c / MAP_CHUNKS, piece = c % MAP_CHUNKS;
@@ -69,7 +69,7 @@ inline void map_stage(__local uint4 *dst, __global const uint4 *kp, int j0, int 
  * that these are the words (s, h = 0), (s, h = 1), (s + 1, h = 0), ... of lane t, where word
  * (s, h) holds k = 2t + 8h, 2t + 8h + 1 of k-step s. One 16-byte (or 8-byte) load per row
  * instead of four scalar ones. */
-inline void map_afrag(uint (*f)[4], __global const uint *a, __global const uint *b, int has_a,
+NABLA_INLINE void map_afrag(uint (*f)[4], __global const uint *a, __global const uint *b, int has_a,
                       int has_b, int c) {
 #if MAP_SP == 2
   const uint4 x = has_a ? *(__global const uint4 *)(a + c) : (uint4)(0u);

@@ -55,7 +55,7 @@
 #define EMU_ARGS , __local uint *emu, int lane
 #define EMU_PASS , emu, lane
 
-inline float emu_half(uint bits) {
+NABLA_INLINE float emu_half(uint bits) {
 #if MMA_IN == 1
   ushort h = (ushort)bits;
   return vload_half(0, (const __private half *)&h);
@@ -65,18 +65,18 @@ inline float emu_half(uint bits) {
 }
 
 /* A[r][k] of the fragments stored by all lanes at emu (6 words per lane). */
-inline float emu_a(__local const uint *emu, int r, int k) {
+NABLA_INLINE float emu_a(__local const uint *emu, int r, int k) {
   int src = (r & 7) * 4 + ((k & 7) >> 1), reg = (r >> 3) + ((k >> 3) << 1);
   uint w = emu[src * 6 + reg];
   return emu_half((k & 1) ? w >> 16 : w);
 }
-inline float emu_b(__local const uint *emu, int k, int n) {
+NABLA_INLINE float emu_b(__local const uint *emu, int k, int n) {
   int src = n * 4 + ((k & 7) >> 1), reg = 4 + (k >> 3);
   uint w = emu[src * 6 + reg];
   return emu_half((k & 1) ? w >> 16 : w);
 }
 
-inline void mma16816(float *c, const uint *a, uint b0, uint b1 EMU_ARGS) {
+NABLA_INLINE void mma16816(float *c, const uint *a, uint b0, uint b1 EMU_ARGS) {
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int i = 0; i < 4; i++) emu[lane * 6 + i] = a[i];
   emu[lane * 6 + 4] = b0;
@@ -91,7 +91,7 @@ inline void mma16816(float *c, const uint *a, uint b0, uint b1 EMU_ARGS) {
   }
 }
 
-inline float shfl_xor(float v, int m EMU_ARGS) {
+NABLA_INLINE float shfl_xor(float v, int m EMU_ARGS) {
   __local float *f = (__local float *)emu;
   barrier(CLK_LOCAL_MEM_FENCE);
   f[lane] = v;
@@ -103,9 +103,9 @@ inline float shfl_xor(float v, int m EMU_ARGS) {
 
 /* Whether any lane of the warp passes a true flag. The emulation says yes: every warp then
  * takes the same path (its barriers need that), and rescaling by 1 changes nothing. */
-inline int warp_any(int flag EMU_ARGS) { return 1; }
+NABLA_INLINE int warp_any(int flag EMU_ARGS) { return 1; }
 
-inline uint pack2(float lo, float hi) {
+NABLA_INLINE uint pack2(float lo, float hi) {
 #if NABLA_DTYPE == 1
   ushort h[2];
   vstore_half_rte(lo, 0, (__private half *)h);
@@ -118,7 +118,7 @@ inline uint pack2(float lo, float hi) {
 
 /* ldmatrix.x4 (trans = 0/1): lane l gives the row address (offset into base) of row l & 7 of
  * matrix l >> 3 and receives register i of matrix i. */
-inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans EMU_ARGS) {
+NABLA_INLINE void ldsm_x4(uint *r, __local const ushort *base, int off, int trans EMU_ARGS) {
   __local int *addr = (__local int *)emu;
   barrier(CLK_LOCAL_MEM_FENCE);
   addr[lane] = off;
@@ -152,7 +152,7 @@ inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans EMU_
 #define CVT_X2 "cvt.rn.bf16x2.f32"
 #endif
 
-inline void mma16816(float *c, const uint *a, uint b0, uint b1) {
+NABLA_INLINE void mma16816(float *c, const uint *a, uint b0, uint b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col" MMA_TYPES
                " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
                : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
@@ -160,7 +160,7 @@ inline void mma16816(float *c, const uint *a, uint b0, uint b1) {
                  "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
 
-inline float shfl_xor(float v, int m) {
+NABLA_INLINE float shfl_xor(float v, int m) {
   float r;
   asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
   return r;
@@ -168,13 +168,13 @@ inline float shfl_xor(float v, int m) {
 
 /* 2^x flushing tiny results to zero: one MUFU instruction, without the denormal fix-up that
  * plain ex2.approx.f32 costs (softmax weights below 2^-126 do not matter). */
-inline float exp2_ftz(float x) {
+NABLA_INLINE float exp2_ftz(float x) {
   float r;
   asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 }
 
-inline int warp_any(int flag) {
+NABLA_INLINE int warp_any(int flag) {
   int r;
   asm volatile("{ .reg .pred p, q; setp.ne.s32 p, %1, 0; vote.sync.any.pred q, p, 0xffffffff;"
                " selp.s32 %0, 1, 0, q; }"
@@ -183,7 +183,7 @@ inline int warp_any(int flag) {
 }
 
 /* cvt packs its first source into the upper half. */
-inline uint pack2(float lo, float hi) {
+NABLA_INLINE uint pack2(float lo, float hi) {
   uint r;
   asm volatile(CVT_X2 " %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
@@ -193,7 +193,7 @@ inline uint pack2(float lo, float hi) {
 /* A __local pointer converted to an integer is its .shared address (the probe checks this). */
 #define SHARED_ADDR(p) ((uint)(size_t)(p))
 
-inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans) {
+NABLA_INLINE void ldsm_x4(uint *r, __local const ushort *base, int off, int trans) {
   uint a = SHARED_ADDR(base + off);
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
@@ -204,19 +204,19 @@ inline void ldsm_x4(uint *r, __local const ushort *base, int off, int trans) {
 }
 
 /* 16-byte asynchronous copy; src_bytes 0 zero-fills the destination. */
-inline void cp_async16(__local uint4 *dst, __global const uint4 *src, uint src_bytes) {
+NABLA_INLINE void cp_async16(__local uint4 *dst, __global const uint4 *src, uint src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
                :: "r"(SHARED_ADDR(dst)), "l"((ulong)(size_t)src), "r"(src_bytes) : "memory");
 }
-inline void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
-inline void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-inline void cp_async_wait_but_one(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+NABLA_INLINE void cp_async_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+NABLA_INLINE void cp_async_wait_all(void) { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+NABLA_INLINE void cp_async_wait_but_one(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 #endif
 #endif
 
 /* Orders the local-memory accesses of the lanes of a warp (bar.warp.sync). The emulation, whose
  * warps all take the same path, waits for the work-group. */
-inline void warp_sync(void) {
+NABLA_INLINE void warp_sync(void) {
 #ifdef NABLA_NO_PTX
   barrier(CLK_LOCAL_MEM_FENCE);
 #else
@@ -226,7 +226,7 @@ inline void warp_sync(void) {
 
 /* Waits for this work-item's outstanding copies into local memory, then for the work-group:
  * afterwards every copy issued before is visible to every work-item. */
-inline void stage_wait(void) {
+NABLA_INLINE void stage_wait(void) {
 #if MMA_CPASYNC
   cp_async_wait_all();
 #endif
@@ -234,14 +234,14 @@ inline void stage_wait(void) {
 }
 
 /* Ends a group of copies (stage_wait_but_one counts groups); nothing without cp.async. */
-inline void stage_commit(void) {
+NABLA_INLINE void stage_commit(void) {
 #if MMA_CPASYNC
   cp_async_commit();
 #endif
 }
 
 /* As stage_wait, but the copies of the most recently committed group may still be in flight. */
-inline void stage_wait_but_one(void) {
+NABLA_INLINE void stage_wait_but_one(void) {
 #if MMA_CPASYNC
   cp_async_wait_but_one();
 #endif
@@ -272,7 +272,7 @@ typedef struct {
 #endif
 } mma_rows;
 
-inline mma_rows mma_rows_of(__global const int *row_ptr, size_t bh, int qb0, int Nb) {
+NABLA_INLINE mma_rows mma_rows_of(__global const int *row_ptr, size_t bh, int qb0, int Nb) {
   mma_rows r;
 #if NABLA_DENSE
   r.pa = 0, r.ea = Nb;
@@ -291,7 +291,7 @@ inline mma_rows mma_rows_of(__global const int *row_ptr, size_t bh, int qb0, int
 }
 
 /* The key block of row entry p. */
-inline int mma_col(__global const int *col_idx, int p) {
+NABLA_INLINE int mma_col(__global const int *col_idx, int p) {
 #if NABLA_DENSE
   return p;
 #else
@@ -300,7 +300,7 @@ inline int mma_col(__global const int *col_idx, int p) {
 }
 
 /* The next key block of the union, or Nb when every row is done. */
-inline int mma_rows_next(const mma_rows *r, __global const int *col_idx, int Nb) {
+NABLA_INLINE int mma_rows_next(const mma_rows *r, __global const int *col_idx, int Nb) {
   int kb = r->pa < r->ea ? mma_col(col_idx, r->pa) : Nb;
 #if MMA_QPW == 2
   kb = min(kb, r->pb < r->eb ? mma_col(col_idx, r->pb) : Nb);
@@ -310,7 +310,7 @@ inline int mma_rows_next(const mma_rows *r, __global const int *col_idx, int Nb)
 
 /* Advances the rows past kb, the block mma_rows_next gave; returns whether the row of query
  * block `sub` (0 or 1) of the work-group keeps it. */
-inline int mma_rows_take(mma_rows *r, __global const int *col_idx, int kb, int sub) {
+NABLA_INLINE int mma_rows_take(mma_rows *r, __global const int *col_idx, int kb, int sub) {
   int mine = r->pa < r->ea && mma_col(col_idx, r->pa) == kb;
   if (mine) r->pa++;
 #if MMA_QPW == 2
@@ -326,7 +326,7 @@ inline int mma_rows_take(mma_rows *r, __global const int *col_idx, int kb, int s
 /* The A fragments of the query rows ra and rb (row ra + 8) of a block of qn rows at qw, for
  * each of the HEAD_DIM / 16 k-steps (the m16n8k16 A layout, which is also wgmma's); rows at
  * or beyond qn are zero. */
-inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, int qn, int t) {
+NABLA_INLINE void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, int qn, int t) {
   UNROLL
   for (int s = 0; s < HEAD_DIM / 16; s++) {
     int w = 8 * s + t;
@@ -360,7 +360,7 @@ inline void mma_load_q(uint qf[][4], __global const uint *qw, int ra, int rb, in
  * reference maximum (with fp32 sums of unrounded P, a dominant weight off by up to 2^-8 in bf16
  * moves the output as much, whenever the lazy reference leaves that weight at a value bf16
  * cannot hold; 1.0, which the running maxima give it, it can). */
-static inline void round_pair(float *p0, float *p1) {
+NABLA_INLINE void round_pair(float *p0, float *p1) {
   const uint w = pack2(*p0, *p1);
 #if NABLA_DTYPE == 1
   const ushort h[2] = {(ushort)w, (ushort)(w >> 16)};
@@ -372,7 +372,7 @@ static inline void round_pair(float *p0, float *p1) {
 #endif
 }
 
-inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float scale_log2, float *ma,
+NABLA_INLINE void mma_online_softmax(float *s, float *acc, int kvalid, int t, float scale_log2, float *ma,
                                float *mb, float *la, float *lb EMU_ARGS) {
   if (kvalid < 64) { /* ragged (or, emulated, not this warp's) block: mask the tail */
     UNROLL
@@ -433,7 +433,7 @@ inline void mma_online_softmax(float *s, float *acc, int kvalid, int t, float sc
 /* The end of the online softmax: adds up the 4 lanes' partial row sums la, lb, divides the O
  * accumulators (acc[4j..4j+3] for columns 8j..8j+7: rows ra, ra, rb, rb) by them and stores
  * rows ra and rb below qn of the block at ow. A row without any kept block gets zeros. */
-inline void mma_store_o(__global uint *ow, const float *acc, float la, float lb, int ra, int rb,
+NABLA_INLINE void mma_store_o(__global uint *ow, const float *acc, float la, float lb, int ra, int rb,
                         int qn, int t EMU_ARGS) {
   la += shfl_xor(la, 1 EMU_PASS);
   lb += shfl_xor(lb, 1 EMU_PASS);

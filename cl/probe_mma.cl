@@ -17,14 +17,14 @@
 #endif
 
 #if !PROBE_SMEM
-inline void mma_f16(float *c, const uint *a, uint b0, uint b1) {
+NABLA_INLINE void mma_f16(float *c, const uint *a, uint b0, uint b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
                " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
                : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]),
                  "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
-inline void mma_bf16(float *c, const uint *a, uint b0, uint b1) {
+NABLA_INLINE void mma_bf16(float *c, const uint *a, uint b0, uint b1) {
   asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32"
                " {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
                : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
@@ -32,10 +32,10 @@ inline void mma_bf16(float *c, const uint *a, uint b0, uint b1) {
                  "f"(c[1]), "f"(c[2]), "f"(c[3]));
 }
 
-inline uint pair(__global const ushort *m, int stride, int r, int c) {
+NABLA_INLINE uint pair(__global const ushort *m, int stride, int r, int c) {
   return (uint)m[r * stride + c] | ((uint)m[r * stride + c + 1] << 16);
 }
-inline uint pair_col(__global const ushort *m, int stride, int r, int c) {
+NABLA_INLINE uint pair_col(__global const ushort *m, int stride, int r, int c) {
   return (uint)m[r * stride + c] | ((uint)m[(r + 1) * stride + c] << 16);
 }
 

@@ -57,7 +57,7 @@ typedef struct {
  * part is written again only after the next call's first barrier. busy (or NULL): the rows'
  * flags, written before the call; returns whether any is set (1 without flags), the same
  * answer for every work-item of the group. */
-inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *busy, float16 *sums) {
+NABLA_INLINE int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *busy, float16 *sums) {
   barrier(CLK_LOCAL_MEM_FENCE);
   int any = 1;
   if (busy) {
@@ -78,7 +78,7 @@ inline int hist_sum(__local sel_scratch *sc, int r, int lt, __local const int *b
 }
 
 /* Writes work-item lt's 16 values into its hist column. */
-inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
+NABLA_INLINE void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
   float w[16];
   vstore16(v, 0, w);
 #pragma unroll
@@ -87,7 +87,7 @@ inline void hist_put(__local sel_scratch *sc, int r, int lt, float16 v) {
 
 /* Component-wise maximum of v over the SEL_TPR work-items of row r. `two` is written once
  * per launch, so one barrier suffices. */
-inline float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
+NABLA_INLINE float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
   sc->two[r][lt] = v;
   barrier(CLK_LOCAL_MEM_FENCE);
   float2 m = (float2)(-INFINITY);
@@ -101,7 +101,9 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
   __local sel_scratch sc;
   const int lid = get_local_id(0), r = lid / SEL_TPR, lt = lid % SEL_TPR;
   const int row = get_group_id(0) * SEL_ROWS + r;
-  const int live = row < rows; /* spare rows of the last group redo row 0 and write nothing */
+  /* Spare rows of the last group run on zeros and write nothing: reading row 0 instead would
+   * race with group 0 writing its columns there. */
+  const int live = row < rows;
   __global const float *a = logits + (size_t)(live ? row : 0) * ld;
 
   float p[SEL_PT];
@@ -111,7 +113,7 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
 #pragma unroll
   for (int c = 0; c < SEL_PT; c++) {
     int j = lt + c * SEL_TPR;
-    float v = j < Nb ? a[j] : -INFINITY;
+    float v = j < Nb ? (live ? a[j] : 0.0f) : -INFINITY;
     bad += (j < Nb && !isfinite(v)) ? 1.0f : 0.0f;
     p[c] = v;
     mx = fmax(mx, v);
@@ -221,9 +223,10 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
    * in consecutive places. Work-item lt assembles the words lt, lt + SEL_TPR, ... from the km
    * of the 32 work-items they cover. The logits of this row were read into registers above
    * and by no other work-group: the kept columns overwrite them (as ints), and csr_gather
-   * copies them to their CSR place once row_ptr is scanned. */
+   * copies them to their CSR place once row_ptr is scanned. The global fence orders every
+   * work-item's reads of the row before any of those writes (a local fence would not). */
   sc.km[r][lt] = km;
-  barrier(CLK_LOCAL_MEM_FENCE);
+  barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
   for (int wi = lt; wi < SEL_WORDS; wi += SEL_TPR) {
     const int c = wi / SEL_WPG, w0 = (wi % SEL_WPG) * 32;
     uint word = 0;

@@ -50,12 +50,12 @@
 #define WG_TILE_HALF 8192 /* bytes of a 64-row x 64-column half of a tile */
 
 /* Byte offset of row r, 16-byte chunk j (columns 8j..8j+7) in a tile. */
-inline uint wg_tile_offset(int r, int j) {
+NABLA_INLINE uint wg_tile_offset(int r, int j) {
   return (uint)((j >> 3) * WG_TILE_HALF + r * 128 + (((j & 7) ^ (r & 7)) << 4));
 }
 
 /* The descriptor of a 128-byte-swizzled operand at local address addr. */
-inline ulong wg_desc(uint addr, uint lbo, uint sbo) {
+NABLA_INLINE ulong wg_desc(uint addr, uint lbo, uint sbo) {
   return (ulong)((addr & 0x3FFFFu) >> 4) | ((ulong)(lbo >> 4) << 16) | ((ulong)(sbo >> 4) << 32) |
          ((ulong)1 << 62);
 }
@@ -68,21 +68,21 @@ inline ulong wg_desc(uint addr, uint lbo, uint sbo) {
 /* The emulation's local addresses are offsets into the arena its descriptors address. */
 #define WG_ADDR(p) ((uint)((__local const uchar *)(p) - arena))
 
-inline void wg_fence(void) {}
-inline void wg_commit(void) {}
-inline void wg_wait0(void) {}
-inline void fence_proxy_async(void) {}
+NABLA_INLINE void wg_fence(void) {}
+NABLA_INLINE void wg_commit(void) {}
+NABLA_INLINE void wg_wait0(void) {}
+NABLA_INLINE void fence_proxy_async(void) {}
 #define wg_keep(x) ((void)0)
 
 /* Element k (0..15) of row m (0..63) of A, from the exchanged registers. */
-inline float wg_emu_a(__local const uint *wgemu, int m, int k) {
+NABLA_INLINE float wg_emu_a(__local const uint *wgemu, int m, int k) {
   int lane = 4 * (m & 7) + ((k & 7) >> 1), reg = ((m >> 3) & 1) + 2 * (k >> 3);
   uint w = wgemu[(32 * (m >> 4) + lane) * 4 + reg];
   return emu_half((k & 1) ? w >> 16 : w);
 }
 
 /* Element (k, n) of B through the descriptor; trans: MN-major. */
-inline float wg_emu_b(__local const uchar *arena, ulong desc, int k, int n, int trans) {
+NABLA_INLINE float wg_emu_b(__local const uchar *arena, ulong desc, int k, int n, int trans) {
   uint start = (uint)(desc & 0x3FFFu) << 4, lbo = (uint)((desc >> 16) & 0x3FFFu) << 4;
   uint sbo = (uint)((desc >> 32) & 0x3FFFu) << 4;
   uint addr = trans ? start + (uint)(n >> 6) * lbo + (uint)(k >> 3) * sbo + (uint)(k & 7) * 128u + 2u * (uint)(n & 63)
@@ -91,7 +91,7 @@ inline float wg_emu_b(__local const uchar *arena, ulong desc, int k, int n, int 
   return emu_half(*(__local const ushort *)(arena + addr));
 }
 
-inline void wg_mma_emu(float *d, const uint *a, ulong desc, int accumulate, int n, int trans WG_EMU_ARGS) {
+NABLA_INLINE void wg_mma_emu(float *d, const uint *a, ulong desc, int accumulate, int n, int trans WG_EMU_ARGS) {
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int i = 0; i < 4; i++) wgemu[lid * 4 + i] = a[i];
   barrier(CLK_LOCAL_MEM_FENCE);
@@ -119,10 +119,10 @@ inline void wg_mma_emu(float *d, const uint *a, ulong desc, int accumulate, int 
 #define WG_TYPES ".bf16.bf16"
 #endif
 
-inline void wg_fence(void) { asm volatile(WG "wgmma.fence.sync.aligned;" ::: "memory"); }
-inline void wg_commit(void) { asm volatile(WG "wgmma.commit_group.sync.aligned;" ::: "memory"); }
-inline void wg_wait0(void) { asm volatile(WG "wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
-inline void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+NABLA_INLINE void wg_fence(void) { asm volatile(WG "wgmma.fence.sync.aligned;" ::: "memory"); }
+NABLA_INLINE void wg_commit(void) { asm volatile(WG "wgmma.commit_group.sync.aligned;" ::: "memory"); }
+NABLA_INLINE void wg_wait0(void) { asm volatile(WG "wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+NABLA_INLINE void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 #define wg_keep(x) asm volatile("" : "+f"(x) :: "memory")
 
 /* One wgmma.m64nNk16 with A from registers a[0..3] and B through desc, K-major (TRANS "0") or
@@ -146,17 +146,17 @@ inline void fence_proxy_async(void) { asm volatile("fence.proxy.async.shared::ct
                "%60, %61, %62, %63"
 
 /* D[64][64] (+)= A[64][16] (registers) x B[16][64], B K-major (desc). */
-inline void wg_mma_n64(float *d, const uint *a, ulong desc, int accumulate) {
+NABLA_INLINE void wg_mma_n64(float *d, const uint *a, ulong desc, int accumulate) {
   WG_MMA_ASM(64, "0", WG_P32, "%32, %33, %34, %35", "%36", "%37", WG_D32(0));
 }
 
 /* D[64][64] (+)= A[64][16] (registers) x B[16][64], B MN-major (desc). */
-inline void wg_mma_n64t(float *d, const uint *a, ulong desc, int accumulate) {
+NABLA_INLINE void wg_mma_n64t(float *d, const uint *a, ulong desc, int accumulate) {
   WG_MMA_ASM(64, "1", WG_P32, "%32, %33, %34, %35", "%36", "%37", WG_D32(0));
 }
 
 /* D[64][128] (+)= A[64][16] (registers) x B[16][128], B MN-major (desc). */
-inline void wg_mma_n128t(float *d, const uint *a, ulong desc, int accumulate) {
+NABLA_INLINE void wg_mma_n128t(float *d, const uint *a, ulong desc, int accumulate) {
   WG_MMA_ASM(128, "1", WG_P64, "%64, %65, %66, %67", "%68", "%69", WG_D32(0), WG_D32(32));
 }
 
@@ -164,7 +164,7 @@ inline void wg_mma_n128t(float *d, const uint *a, ulong desc, int accumulate) {
 
 /* Waits for this work-item's copies into local memory, makes them visible to wgmma, then waits
  * for the work-group. */
-inline void wg_stage_wait(void) {
+NABLA_INLINE void wg_stage_wait(void) {
 #if MMA_CPASYNC
   cp_async_wait_all();
 #endif
@@ -174,7 +174,7 @@ inline void wg_stage_wait(void) {
 
 /* Copies rows [0, kn) of a 64-row block with `row_chunks` 16-byte chunks per row (src = its first
  * row) into the tile at dst, zero-filling the other rows; nthreads work-items, this one lid. */
-inline void wg_stage_tile(__local uchar *dst, __global const uint4 *src, int kn, int row_chunks,
+NABLA_INLINE void wg_stage_tile(__local uchar *dst, __global const uint4 *src, int kn, int row_chunks,
                           int lid, int nthreads) {
   const int total = 64 * row_chunks;
   for (int c = lid; c < total; c += nthreads) {

@@ -182,6 +182,14 @@ NABLA_API cl_command_queue nabla_context_queue(const nabla_context *ctx);
 /** Directory of the on-disk caches for this context, or NULL when caching is off. */
 NABLA_API const char *nabla_context_cache_dir(const nabla_context *ctx);
 
+/**
+ * Why the disk cache is off for this context although a directory was configured, "" when it is
+ * on or switched off on purpose (NABLACL_CACHE_DIR=off). A cache directory that is not owned by
+ * the user, or that its group or others can write, is never used (docs/cache-format.md). The
+ * library does not print it; an application may show it once.
+ */
+NABLA_API const char *nabla_context_cache_note(const nabla_context *ctx);
+
 /** Hex identity of the device (hash of platform/device/driver/version strings). */
 NABLA_API const char *nabla_context_device_key(const nabla_context *ctx);
 

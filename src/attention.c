@@ -107,8 +107,12 @@ static void fall_back(nabla_context *ctx, int variant, nabla_status st) {
   char why[384];
   snprintf(why, sizeof why, "%.370s", ctx->error);
   if (st == NABLA_BUILD) nabla_variant_mark_broken(ctx, variant, NABLA_STAGE_ATTENTION, why);
-  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s failed%s, using portable: %.400s",
-           nabla_variant_name(variant), st == NABLA_BUILD ? "" : " on this call", why);
+  snprintf(ctx->variants.note, sizeof ctx->variants.note, "%s %s, using portable: %.400s",
+           nabla_variant_name(variant),
+           st == NABLA_BUILD         ? "failed"
+           : st == NABLA_UNSUPPORTED ? "is not eligible for this problem"
+                                     : "failed on this call",
+           why);
   nabla_clear_error(ctx);
 }
 

@@ -27,7 +27,13 @@ static nabla_status finish_context(nabla_context *ctx, char *err, size_t err_len
     set_err(err, err_len, "%s", ctx->error);
     return st;
   }
-  nabla_diskcache_root(ctx->cache_root, sizeof ctx->cache_root);
+  char why[sizeof ctx->cache_note - 32];
+  if (nabla_diskcache_root(ctx->cache_root, sizeof ctx->cache_root) &&
+      nabla_diskcache_root_check(ctx->cache_root, why, sizeof why) != 0) {
+    /* Not an error: the library runs without a cache, and says why once per context. */
+    snprintf(ctx->cache_note, sizeof ctx->cache_note, "disk cache off: %s", why);
+    ctx->cache_root[0] = '\0';
+  }
   st = nabla_knobs_from_env(ctx, err, err_len);
   if (st != NABLA_OK) return st;
   const char *kdir = getenv("NABLACL_KERNEL_DIR");
@@ -159,5 +165,7 @@ cl_command_queue nabla_context_queue(const nabla_context *ctx) { return ctx ? ct
 const char *nabla_context_cache_dir(const nabla_context *ctx) {
   return ctx && ctx->cache_root[0] ? ctx->cache_root : NULL;
 }
+
+const char *nabla_context_cache_note(const nabla_context *ctx) { return ctx ? ctx->cache_note : ""; }
 
 const char *nabla_context_device_key(const nabla_context *ctx) { return ctx ? ctx->device_key : ""; }

@@ -161,7 +161,8 @@ static int write_full(int fd, const void *buf, size_t len) {
   return 1;
 }
 
-/* mkdir -p with mode 0755; 1 when `path` ends up being a directory. */
+/* mkdir -p with mode 0700 (the cache is private to its user); 1 when `path` ends up being a
+ * directory. */
 static int make_dirs(const char *path) {
   int ok = 0;
   struct stat sb;
@@ -174,7 +175,7 @@ static int make_dirs(const char *path) {
     *p = '\0';
     /* Another process may create the same directory at the same moment: EEXIST is fine, and
      * any other error only matters if the directory is not there afterwards. */
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST && (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode)))
+    if (mkdir(buf, 0700) != 0 && errno != EEXIST && (stat(buf, &sb) != 0 || !S_ISDIR(sb.st_mode)))
       goto done;
     *p = saved;
     if (saved == '\0') break;
@@ -198,7 +199,8 @@ static nabla_status read_entry(int fd, const char *want_key, size_t want_len, ch
   char *key = NULL;
   unsigned char *payload = NULL;
   struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) goto done;
+  /* Only this user's files: one planted by anybody else is a miss, whatever it holds. */
+  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid()) goto done;
   if (sb.st_size < (off_t)HEADER_SIZE ||
       (uint64_t)sb.st_size > HEADER_SIZE + MAX_KEY_LEN + MAX_PAYLOAD_LEN)
     goto done;
@@ -261,7 +263,7 @@ static int open_temp(const char *final, char **tmp_out) {
     char *tmp = path_printf("%s" TMP_MARK "%ld.%016" PRIx64, final, pid,
                             nabla_hash64(salt, sizeof salt, (uint64_t)pid));
     if (!tmp) return -1;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd >= 0) {
       *tmp_out = tmp;
       return fd;
@@ -300,6 +302,47 @@ int nabla_diskcache_root(char *out, size_t len) {
     return 0;
   }
   return 1;
+}
+
+int nabla_diskcache_root_check(const char *root, char *why, size_t len) {
+  struct stat sb;
+  if (!root_valid(root)) {
+    if (why && len) snprintf(why, len, "no cache directory");
+    return 1;
+  }
+  if (stat(root, &sb) != 0) {
+    if (errno == ENOENT) return 0; /* created 0700 by the first write */
+    if (why && len) snprintf(why, len, "cache directory %s: %s", root, strerror(errno));
+    return 1;
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    if (why && len) snprintf(why, len, "cache directory %s is not a directory", root);
+    return 1;
+  }
+  if (sb.st_uid != geteuid()) {
+    if (why && len)
+      snprintf(why, len, "cache directory %s is owned by uid %ld, not by this user (uid %ld)", root,
+               (long)sb.st_uid, (long)geteuid());
+    return 1;
+  }
+  if (sb.st_mode & (S_IWGRP | S_IWOTH)) {
+    if (why && len)
+      snprintf(why, len, "cache directory %s is writable by %s (mode %03o; chmod go-w to use it)", root,
+               (sb.st_mode & S_IWOTH) ? "others" : "its group", (unsigned)(sb.st_mode & 0777));
+    return 1;
+  }
+  return 0;
+}
+
+nabla_status nabla_diskcache_remove(const char *root, const char *ns, const char *key) {
+  char name[ENTRY_NAME_LEN + 1];
+  if (!root_valid(root) || !ns_valid(ns) || !key) return NABLA_INVALID_ARGUMENT;
+  entry_name(key, strlen(key), name);
+  char *path = path_printf("%s/v%d/%s/%s", root, NABLA_DISKCACHE_SCHEMA, ns, name);
+  if (!path) return NABLA_OUT_OF_MEMORY;
+  nabla_status st = unlink(path) == 0 || errno == ENOENT ? NABLA_OK : NABLA_IO;
+  free(path);
+  return st;
 }
 
 nabla_status nabla_diskcache_get(const char *root, const char *ns, const char *key, void **data,

@@ -8,7 +8,8 @@
  * entry's key text. The key text is also stored inside the file and compared on read, so a hash
  * collision is a miss, never a wrong hit. Files are written to a unique temp name in the same
  * directory and renamed into place (atomic on POSIX). Every file carries a header with magic,
- * schema, lengths and a checksum of key + payload; anything that does not verify is a miss.
+ * schema, lengths and a checksum of key + payload; anything that does not verify, and any file
+ * not owned by the effective user, is a miss. Directories are created 0700, files 0600.
  * The full format is in docs/cache-format.md.
  *
  * Nothing here prints, exits or aborts. An unwritable directory only makes puts fail with
@@ -33,6 +34,18 @@
  * root that does not fit in `len` bytes is "" (0) rather than truncated.
  */
 int nabla_diskcache_root(char *out, size_t len);
+
+/**
+ * Whether `root` may hold this user's cache: 0 when it does not exist yet (the first write
+ * creates it, mode 0700) or is a directory owned by the effective user and writable by neither
+ * its group nor others; else 1 with the reason in `why`. Another user able to write there could
+ * plant entries (program binaries carry native code), so such a root is not used at all.
+ */
+int nabla_diskcache_root_check(const char *root, char *why, size_t len);
+
+/** Removes the entry of `key` (a missing one is fine): NABLA_OK, NABLA_IO, or
+ * NABLA_INVALID_ARGUMENT as for get. */
+nabla_status nabla_diskcache_remove(const char *root, const char *ns, const char *key);
 
 /**
  * Reads the entry of `key` in namespace `ns`. On a hit returns NABLA_OK with a malloc'd copy of

@@ -171,6 +171,7 @@ struct nabla_context {
   char device_key[33];            /* 32 hex digits */
   char device_desc[1600];          /* platform | device | driver | versions (hashed into the key) */
   char cache_root[NABLA_PATH_LEN];/* "" when the disk cache is off */
+  char cache_note[NABLA_PATH_LEN + 160]; /* why it is off although a root was set ("" if not) */
   char kernel_dir[NABLA_PATH_LEN];/* "" unless NABLACL_KERNEL_DIR */
   nabla_program_slot programs[NABLA_MAX_PROGRAMS];
   int program_count;
@@ -248,6 +249,13 @@ nabla_status nabla_program_get(nabla_context *ctx, const char *name, const char 
 nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const char *kernel,
                                  cl_kernel *out);
 void nabla_programs_release(nabla_context *ctx);
+/* The binary inside a cached `programs` payload of cache key `key` (docs/cache-format.md), or
+ * NULL when its frame does not verify. */
+const unsigned char *nabla_program_unframe(const void *payload, size_t len, const char *key, size_t *bin_len);
+/* NABLA_UNSUPPORTED (with the figures, `what` naming the kernel) when the kernel's local memory
+ * (CL_KERNEL_LOCAL_MEM_SIZE) exceeds the device's: checked before a launch that would fail with
+ * a bare CL_OUT_OF_RESOURCES. */
+nabla_status nabla_kernel_local_fits(nabla_context *ctx, cl_kernel kernel, const char *what);
 /* Sets arguments 0..count-1 of `kernel` (`name` in the message) from args. The first refusal
  * stops the run and is reported with its code and the argument's index (OR-ing the codes of
  * several would make up a different one). */

@@ -115,10 +115,17 @@ static nabla_status map_kernel(nabla_context *ctx, const nabla_shape *s, cl_kern
     st = nabla_program_get(ctx, map->program, options, &prog);
     if (st == NABLA_OK) st = nabla_kernel_create(ctx, prog, map->kernel, out);
     if (st == NABLA_OK) {
-      *split = 1;
-      return NABLA_OK;
+      /* Local memory that does not fit makes the variant ineligible for the map (not an
+       * error: the portable kernel serves, and the note says why). */
+      st = nabla_kernel_local_fits(ctx, *out, "the tensor-core reduced map");
+      if (st == NABLA_OK) {
+        *split = 1;
+        return NABLA_OK;
+      }
+      clReleaseKernel(*out);
+      *out = NULL;
     }
-    if (nabla_variant_test_aid(variant)) return st; /* a test aid: no fallback */
+    if (nabla_variant_test_aid(variant) && st != NABLA_UNSUPPORTED) return st; /* a test aid: no fallback */
     st = NABLA_OK;
     char why[384];
     snprintf(why, sizeof why, "map: %.360s", ctx->error);

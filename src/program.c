@@ -9,6 +9,7 @@
  * is treated as a miss and rebuilt from source. A variant's stage may have an after-build step
  * (nvidia-wgmma's rebuild from its PTX rewritten for sm_90a); the cache keeps what it gives.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,41 @@ static nabla_status build_log_error(nabla_context *ctx, cl_program prog, const c
                     options, nabla_cl_error_name(rc), log);
 }
 
+/*
+ * A cached binary is framed by a record of our own: "NCLBIN1\0", the binary's length (u64 LE)
+ * and nabla_hash64 of the binary seeded with the hash of the cache key (u64 LE), then the
+ * binary. The entry's checksum already detects accidents; this second check, made before the
+ * bytes reach the driver's loader (which may trust them: PoCL's crashed on a truncated
+ * binary whose entry checksum had been recomputed), also refuses a payload cut, padded or
+ * swapped in by anything that rewrote the entry without knowing this layout.
+ */
+#define BIN_MAGIC "NCLBIN1"
+#define BIN_HEADER 24u
+
+static uint64_t load_u64(const unsigned char *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+static void store_u64(unsigned char *p, uint64_t v) {
+  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t binary_hash(const void *bin, size_t len, const char *key) {
+  return nabla_hash64(bin, len, nabla_hash64(key, strlen(key), 0x6e61626c6162696eull /* "nablabin" */));
+}
+
+const unsigned char *nabla_program_unframe(const void *payload, size_t len, const char *key, size_t *bin_len) {
+  const unsigned char *p = payload;
+  if (len < BIN_HEADER || memcmp(p, BIN_MAGIC, 8) != 0) return NULL;
+  const uint64_t n = load_u64(p + 8);
+  if (n == 0 || n != len - BIN_HEADER || load_u64(p + 16) != binary_hash(p + BIN_HEADER, (size_t)n, key))
+    return NULL;
+  *bin_len = (size_t)n;
+  return p + BIN_HEADER;
+}
+
 static nabla_status try_binary(nabla_context *ctx, const void *bin, size_t len, const char *options,
                                cl_program *out) {
   cl_int rc = CL_SUCCESS, bin_status = CL_SUCCESS;
@@ -125,12 +161,17 @@ static void store_binary(nabla_context *ctx, cl_program prog, const char *key) {
   size_t size = 0;
   if (!ctx->cache_root[0]) return;
   if (clGetProgramInfo(prog, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) != CL_SUCCESS || !size) return;
-  unsigned char *bin = malloc(size);
-  if (!bin) return;
-  unsigned char *bins[1] = {bin};
-  if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS)
-    nabla_diskcache_put(ctx->cache_root, "programs", key, bin, size); /* failure = no caching */
-  free(bin);
+  if (size > SIZE_MAX - BIN_HEADER) return;
+  unsigned char *framed = malloc(BIN_HEADER + size);
+  if (!framed) return;
+  unsigned char *bins[1] = {framed + BIN_HEADER};
+  if (clGetProgramInfo(prog, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) == CL_SUCCESS) {
+    memcpy(framed, BIN_MAGIC, 8);
+    store_u64(framed + 8, size);
+    store_u64(framed + 16, binary_hash(framed + BIN_HEADER, size, key));
+    nabla_diskcache_put(ctx->cache_root, "programs", key, framed, BIN_HEADER + size); /* failure = no caching */
+  }
+  free(framed);
 }
 
 static nabla_status build_program(nabla_context *ctx, const char *name, const char *options,
@@ -153,11 +194,16 @@ static nabla_status build_program(nabla_context *ctx, const char *name, const ch
   snprintf(key, klen, "%s\n%s\n%s\n%016llx%016llx", ctx->device_desc, name, options,
            (unsigned long long)nabla_hash64(source, slen, 11),
            (unsigned long long)nabla_hash64(source, slen, 12));
-  if (ctx->cache_root[0] &&
-      nabla_diskcache_get(ctx->cache_root, "programs", key, &bin, &bin_len) == NABLA_OK &&
-      try_binary(ctx, bin, bin_len, options, &prog) == NABLA_OK) {
-    *out = prog;
-    goto done;
+  if (ctx->cache_root[0] && nabla_diskcache_get(ctx->cache_root, "programs", key, &bin, &bin_len) == NABLA_OK) {
+    size_t inner_len = 0;
+    const unsigned char *inner = nabla_program_unframe(bin, bin_len, key, &inner_len);
+    if (inner && try_binary(ctx, inner, inner_len, options, &prog) == NABLA_OK) {
+      *out = prog;
+      goto done;
+    }
+    /* Refused before or by the driver: removed, so that a rebuild that fails too leaves no bad
+     * entry behind (one that works replaces it). */
+    nabla_diskcache_remove(ctx->cache_root, "programs", key);
   }
   const char *srcs[1] = {source};
   prog = clCreateProgramWithSource(ctx->cl_ctx, 1, srcs, &slen, &rc);
@@ -249,6 +295,17 @@ nabla_status nabla_kernel_create(nabla_context *ctx, cl_program program, const c
     strcpy(slot->kernel_name[slot->kernel_count], kernel);
     slot->kernel[slot->kernel_count++] = *out;
   }
+  return NABLA_OK;
+}
+
+nabla_status nabla_kernel_local_fits(nabla_context *ctx, cl_kernel kernel, const char *what) {
+  cl_ulong local = 0;
+  cl_int rc = clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+  if (rc != CL_SUCCESS)
+    return nabla_fail(ctx, NABLA_OPENCL, "CL_KERNEL_LOCAL_MEM_SIZE of %s: %s", what, nabla_cl_error_name(rc));
+  if (local > ctx->caps.local_mem)
+    return nabla_fail(ctx, NABLA_UNSUPPORTED, "%s needs %llu bytes of local memory, the device has %llu", what,
+                      (unsigned long long)local, (unsigned long long)ctx->caps.local_mem);
   return NABLA_OK;
 }
 

@@ -43,6 +43,32 @@ cl_int __wrap_clEnqueueNDRangeKernel(cl_command_queue q, cl_kernel k, cl_uint di
   return __real_clEnqueueNDRangeKernel(q, k, dim, offset, global, local, num_wait, wait, event);
 }
 
+static cl_ulong fake_local; /* when set, every kernel reports this CL_KERNEL_LOCAL_MEM_SIZE */
+
+cl_int __real_clGetKernelWorkGroupInfo(cl_kernel k, cl_device_id d, cl_kernel_work_group_info what, size_t size,
+                                       void *value, size_t *ret);
+cl_int __wrap_clGetKernelWorkGroupInfo(cl_kernel k, cl_device_id d, cl_kernel_work_group_info what, size_t size,
+                                       void *value, size_t *ret) {
+  if (fake_local && what == CL_KERNEL_LOCAL_MEM_SIZE && size >= sizeof(cl_ulong) && value) {
+    char name[64] = "";
+    clGetKernelInfo(k, CL_KERNEL_FUNCTION_NAME, sizeof name, name, NULL);
+    /* The tensor-core kernels claim more than the device has (as the emulated ones do on a
+     * 32 KB device such as oclgrind's); the portable ones stay as they are. */
+    int mma = 0;
+    cl_program prog = NULL;
+    char opts[1024] = "";
+    if (clGetKernelInfo(k, CL_KERNEL_PROGRAM, sizeof prog, &prog, NULL) == CL_SUCCESS)
+      clGetProgramBuildInfo(prog, d, CL_PROGRAM_BUILD_OPTIONS, sizeof opts, opts, NULL);
+    mma = strstr(opts, "NABLA_NO_PTX") != NULL;
+    if (mma) {
+      *(cl_ulong *)value = fake_local;
+      if (ret) *ret = sizeof(cl_ulong);
+      return CL_SUCCESS;
+    }
+  }
+  return __real_clGetKernelWorkGroupInfo(k, d, what, size, value, ret);
+}
+
 /* Dense attention of a small f32 problem with `fail` launches failing first. On success the
  * output is checked against the float64 reference (tu_attend_vs_reference, which fails the test
  * on an error); `expect_error` runs it on zeros instead and returns the call's status. */
@@ -124,6 +150,50 @@ static int watch_rows(const nabla_tune_report *r, void *user) {
 
 /* A tuning candidate whose variant falls back at run time is not timed as if it had run: the
  * cpu-rows candidate, its launches refused, is unfit (not "measured" with the portable time). */
+/* A variant whose kernel needs more local memory than the device has is not eligible: the
+ * portable kernel runs (no raw CL_OUT_OF_RESOURCES from the launch), and the note gives the
+ * figures; the mask build's tensor-core map falls back the same way. */
+static void test_local_memory_misfit(void **state) {
+  CTX_OR_SKIP(state);
+  cl_ulong device_local = 0;
+  assert_int_equal(clGetDeviceInfo(nabla_context_device(ctx), CL_DEVICE_LOCAL_MEM_SIZE, sizeof device_local,
+                                   &device_local, NULL), CL_SUCCESS);
+  const nabla_shape s = {1, 2, 256, 64, 1, 16, 16};
+  static const char *const forced[] = {"nvidia-mma-emulated", "nvidia-wgmma-emulated"};
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(nabla_variant_force(ctx, forced[i]), NABLA_OK);
+    fake_local = device_local + 1;
+    char name[32];
+    assert_int_equal(nabla_attention_variant(ctx, &s, NABLA_F16, name, sizeof name), NABLA_OK);
+    assert_string_equal(name, "portable");
+    if (!strstr(nabla_variant_note(ctx), "is not eligible") || !strstr(nabla_variant_note(ctx), "bytes of local memory"))
+      fail_msg("note: %s", nabla_variant_note(ctx));
+    double err = tu_attend_vs_reference(ctx, &s, NABLA_F16, 0.5, 1.0, 5);
+    assert_string_equal(nabla_variant_last(ctx), "portable");
+    if (!(err <= tu_tolerance(NABLA_F16))) fail_msg("max abs error %.3g", err);
+    /* The mask build's reduced map: tensor-core (emulated) kernel refused, portable used. */
+    const size_t n = 2 * 256 * 64;
+    double *x = calloc(n, sizeof *x);
+    uint64_t seed = 3;
+    tu_fill_normal(x, n, &seed, 1.0);
+    cl_mem q = tu_buffer_from(ctx, x, n, NABLA_F16);
+    nabla_algo algo;
+    char err_text[128];
+    assert_int_equal(nabla_algo_parse("nabla-0.5", &algo, err_text, sizeof err_text), NABLA_OK);
+    nabla_mask *mask = NULL;
+    nabla_status st = nabla_mask_build(ctx, &algo, &s, NABLA_F16, q, q, &mask, 0, NULL, NULL);
+    if (st != NABLA_OK) fail_msg("mask build: %s: %s", nabla_status_str(st), nabla_last_error(ctx));
+    nabla_mask_release(mask);
+    clReleaseMemObject(q);
+    free(x);
+    fake_local = 0;
+    /* With the figures honest again, the variant runs. */
+    err = tu_attend_vs_reference(ctx, &s, NABLA_F16, 0.5, 1.0, 5);
+    assert_string_equal(nabla_variant_last(ctx), forced[i]);
+    assert_int_equal(nabla_variant_force(ctx, NULL), NABLA_OK);
+  }
+}
+
 static void test_tuner_rejects_fallback(void **state) {
   CTX_OR_SKIP(state);
   if (!nabla_variant_supported(ctx, "cpu-rows")) skip();
@@ -154,6 +224,7 @@ int main(void) {
       cmocka_unit_test(test_transient_launch_failure),
       cmocka_unit_test(test_first_argument_error_reported),
       cmocka_unit_test(test_tuner_rejects_fallback),
+      cmocka_unit_test(test_local_memory_misfit),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);
 }

@@ -10,9 +10,26 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "npy.h"
+
+/* The reader's allocations are watched (-Wl,--wrap=malloc,--wrap=realloc for this test): a
+ * header's claim must be checked against the file before anything of its size is requested. */
+static size_t largest_request;
+void *__real_malloc(size_t n);
+void *__real_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_realloc(void *p, size_t n);
+void *__wrap_malloc(size_t n) {
+  if (n > largest_request) largest_request = n;
+  return __real_malloc(n);
+}
+void *__wrap_realloc(void *p, size_t n) {
+  if (n > largest_request) largest_request = n;
+  return __real_realloc(p, n);
+}
 #include "testutil.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -244,6 +261,67 @@ static void test_header_of_max_dims(void **state) {
   free(path);
 }
 
+/* A 136-byte file claiming 10^12 elements, and one claiming 3 GiB: refused as truncated (not
+ * "out of memory", and not an allocator abort under ASan) with nothing of that size requested. */
+static void test_claims_checked_before_allocating(void **state) {
+  char *path = join_path(test_dir(state), "claim.npy");
+  static const char *const dicts[] = {
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }",
+      "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1024, 1024, 256), }"};
+  for (int i = 0; i < 2; i++) {
+    const float data[2] = {1.0f, 2.0f};
+    write_raw(path, 1, dicts[i], data, sizeof data, 1);
+    largest_request = 0;
+    expect_read_error(path, "truncated data: the header's shape needs");
+    if (largest_request > 4096) fail_msg("%s: requested %zu bytes before refusing", dicts[i], largest_request);
+    /* npy_open alone reads the header and allocates nothing for the data. */
+    npy_reader r;
+    char err[256] = "";
+    assert_int_equal(npy_open(path, &r, err, sizeof err), -1);
+    assert_null(r.file);
+  }
+  /* A claim the file holds is opened without reading the data, then read. */
+  const float data[6] = {1, 2, 3, 4, 5, 6};
+  write_raw(path, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data, sizeof data, 1);
+  npy_reader r;
+  npy_array a;
+  char err[256] = "";
+  largest_request = 0;
+  assert_int_equal(npy_open(path, &r, err, sizeof err), 0);
+  assert_int_equal(r.array.count, 6);
+  assert_null(r.array.data);
+  assert_int_equal(npy_read_data(&r, &a, err, sizeof err), 0);
+  assert_true(largest_request >= sizeof data); /* the watch sees the reader's allocations */
+  assert_null(r.file);
+  assert_memory_equal(a.data, data, sizeof data);
+  npy_free(&a);
+  /* One byte too many is refused before reading too. */
+  write_raw(path, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }", data, sizeof data, 1);
+  expect_read_error(path, "longer than the header's shape says");
+  free(path);
+}
+
+/* A stream (a pipe) has no size to check: its data is read in bounded chunks, so a false claim
+ * fails at the stream's end. */
+static void test_stream_claim_is_bounded(void **state) {
+  char *path = join_path(test_dir(state), "fifo.npy");
+  assert_int_equal(mkfifo(path, 0600), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    const float data[2] = {1.0f, 2.0f};
+    write_raw(path, 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }", data,
+              sizeof data, 1);
+    _exit(0);
+  }
+  largest_request = 0;
+  expect_read_error(path, "truncated data: expected 4000000000000 bytes, found 8");
+  assert_true(largest_request <= ((size_t)64 << 20));
+  int status = 0;
+  waitpid(pid, &status, 0);
+  free(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_round_trip_every_dtype, tu_dir_setup, tu_dir_teardown),
@@ -254,6 +332,8 @@ int main(void) {
     cmocka_unit_test_setup_teardown(test_failed_write_leaves_nothing, tu_dir_setup, tu_dir_teardown),
     cmocka_unit_test_setup_teardown(test_write_temp_then_rename, tu_dir_setup, tu_dir_teardown),
     cmocka_unit_test_setup_teardown(test_header_of_max_dims, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_claims_checked_before_allocating, tu_dir_setup, tu_dir_teardown),
+    cmocka_unit_test_setup_teardown(test_stream_claim_is_bounded, tu_dir_setup, tu_dir_teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

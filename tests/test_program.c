@@ -328,6 +328,120 @@ static void damage_bad_binary(const char *path) {
   free(data);
 }
 
+/* The entry's payload cut in half and stored again under the same key, so that the entry's
+ * checksum matches: PoCL's binary loader crashed on such a binary (SIGSEGV on every later run).
+ * It must be refused before it reaches the driver, removed and rebuilt. */
+static void damage_truncated_rechecksummed(const char *path) {
+  size_t len = 0;
+  unsigned char *data = read_file(path, &len);
+  uint32_t key_len = (uint32_t)data[12] | (uint32_t)data[13] << 8 | (uint32_t)data[14] << 16 |
+                     (uint32_t)data[15] << 24;
+  char *key = malloc(key_len + 1);
+  memcpy(key, data + 32, key_len);
+  key[key_len] = '\0';
+  const char *root = getenv("NABLACL_CACHE_DIR");
+  void *payload = NULL;
+  size_t payload_len = 0;
+  assert_int_equal(nabla_diskcache_get(root, "programs", key, &payload, &payload_len), NABLA_OK);
+  assert_true(payload_len > 64);
+  assert_int_equal(nabla_diskcache_put(root, "programs", key, payload, payload_len / 2), NABLA_OK);
+  free(payload);
+  free(key);
+  free(data);
+}
+
+
+static void test_truncated_binary(void **state) {
+  FIX_OR_SKIP(state);
+  check_recovers(f, damage_truncated_rechecksummed, "truncated binary, checksum recomputed");
+}
+
+/* An entry another user owns is not read, whatever it holds (as root: chown to nobody), and is
+ * replaced by one of this user's. */
+static void test_foreign_owner_entry(void **state) {
+  FIX_OR_SKIP(state);
+  if (geteuid() != 0) skip(); /* only root can give a file away */
+  fresh_run(NABLA_F32);
+  listing before = list_programs(f->root);
+  assert_int_equal(before.count, 1);
+  char dir[PATH_CAP], path[PATH_CAP];
+  programs_dir(f->root, dir);
+  pathf(path, "%s/%s", dir, before.name[0]);
+  assert_int_equal(chown(path, 65534, 65534), 0);
+  assert_int_equal(valid_entries(f->root), 0); /* not listed either */
+  fresh_run(NABLA_F32);
+  listing after = list_programs(f->root);
+  assert_int_equal(after.count, 1);
+  assert_true(after.ino[0] != before.ino[0]);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_int_equal(sb.st_uid, geteuid());
+  assert_int_equal(valid_entries(f->root), 1);
+}
+
+static void expect_mode(const char *path, unsigned mode) {
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  if ((sb.st_mode & 0777) != mode) fail_msg("%s: mode %03o, expected %03o", path, (unsigned)(sb.st_mode & 0777), mode);
+}
+
+/* Directories are made 0700 and files 0600 whatever the umask; a root that is another user's,
+ * or writable by its group or others, is not used at all (the context says why, once). */
+static void test_cache_root_private(void **state) {
+  FIX_OR_SKIP(state);
+  mode_t old_umask = umask(0);
+  fresh_run(NABLA_F32);
+  umask(old_umask);
+  char dir[PATH_CAP], path[PATH_CAP];
+  listing l = list_programs(f->root);
+  assert_int_equal(l.count, 1);
+  programs_dir(f->root, dir);
+  pathf(path, "%s/%s", dir, l.name[0]);
+  expect_mode(f->root, 0700);
+  expect_mode(dir, 0700);
+  expect_mode(path, 0600);
+
+  static const struct {
+    unsigned mode;
+    const char *why;
+  } open_roots[] = {{0777, "writable by others"}, {0770, "writable by its group"}, {0702, "writable by others"}};
+  for (size_t i = 0; i < sizeof open_roots / sizeof *open_roots; i++) {
+    assert_int_equal(chmod(f->root, open_roots[i].mode), 0);
+    assert_int_equal(unlink(path), 0);
+    nabla_context *ctx = NULL;
+    char err[ERR_CAP], why[ERR_CAP];
+    assert_int_equal(nabla_context_create(&ctx, NULL, err, sizeof err), NABLA_OK);
+    assert_null(nabla_context_cache_dir(ctx));
+    if (!strstr(nabla_context_cache_note(ctx), open_roots[i].why))
+      fail_msg("mode %03o: note '%s'", open_roots[i].mode, nabla_context_cache_note(ctx));
+    if (run_reorder(ctx, NABLA_F32, NULL, why, sizeof why) != 0) fail_msg("%s", why);
+    nabla_context_destroy(ctx);
+    assert_int_equal(list_programs(f->root).count, 0); /* nothing read or written there */
+    assert_int_equal(chmod(f->root, 0700), 0);
+    fresh_run(NABLA_F32);
+  }
+  /* Another user's root: as root, give it away; otherwise "/" is one. */
+  const char *foreign = f->root;
+  if (geteuid() == 0) assert_int_equal(chown(f->root, 65534, 65534), 0);
+  else foreign = "/";
+  tu_env saved = tu_env_save("NABLACL_CACHE_DIR");
+  setenv("NABLACL_CACHE_DIR", foreign, 1);
+  nabla_context *ctx = NULL;
+  char err[ERR_CAP];
+  assert_int_equal(nabla_context_create(&ctx, NULL, err, sizeof err), NABLA_OK);
+  assert_null(nabla_context_cache_dir(ctx));
+  assert_non_null(strstr(nabla_context_cache_note(ctx), "not by this user"));
+  nabla_context_destroy(ctx);
+  tu_env_restore(&saved);
+  if (geteuid() == 0) assert_int_equal(chown(f->root, 0, 0), 0);
+  /* Switched off on purpose: no note. */
+  setenv("NABLACL_CACHE_DIR", "off", 1);
+  assert_int_equal(nabla_context_create(&ctx, NULL, err, sizeof err), NABLA_OK);
+  assert_string_equal(nabla_context_cache_note(ctx), "");
+  nabla_context_destroy(ctx);
+  setenv("NABLACL_CACHE_DIR", f->root, 1);
+}
+
 static void test_corrupt_payload(void **state) {
   FIX_OR_SKIP(state);
   check_recovers(f, damage_payload, "corrupt payload");
@@ -361,7 +475,9 @@ static void test_unwritable_cache(void **state) {
   nabla_context *ctx = NULL;
   char err[ERR_CAP], why[ERR_CAP];
   assert_int_equal(nabla_context_create(&ctx, NULL, err, sizeof err), NABLA_OK);
-  assert_non_null(nabla_context_cache_dir(ctx));
+  /* A root that cannot be a directory is off from the start, and the context says why. */
+  assert_null(nabla_context_cache_dir(ctx));
+  assert_non_null(strstr(nabla_context_cache_note(ctx), "disk cache off"));
   if (run_reorder(ctx, NABLA_F32, NULL, why, sizeof why) != 0) fail_msg("%s", why);
   if (run_reorder(ctx, NABLA_BF16, NULL, why, sizeof why) != 0) fail_msg("%s", why);
   assert_string_equal(nabla_last_error(ctx), "");
@@ -581,6 +697,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test_setup_teardown(test_foreign_file, setup, tu_dir_teardown),
       cmocka_unit_test_setup_teardown(test_valid_entry_bad_binary, setup, tu_dir_teardown),
       cmocka_unit_test_setup_teardown(test_unwritable_cache, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_truncated_binary, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_foreign_owner_entry, setup, tu_dir_teardown),
+      cmocka_unit_test_setup_teardown(test_cache_root_private, setup, tu_dir_teardown),
       cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, tu_dir_teardown),
       cmocka_unit_test_setup_teardown(test_kernel_dir_override, setup, tu_dir_teardown),
       cmocka_unit_test(test_ptx_sm90a_rewrite),

@@ -198,7 +198,10 @@ int cli_parse_algo(const char *opt, const char *text, nabla_algo *out) {
 int cli_context(const char *selector, nabla_context **out) {
   char err[4096] = "";
   nabla_status st = nabla_context_create(out, selector, err, sizeof err);
-  if (st == NABLA_OK) return 0;
+  if (st == NABLA_OK) {
+    if (*nabla_context_cache_note(*out)) cli_warn("%s", nabla_context_cache_note(*out));
+    return 0;
+  }
   const char *env = getenv("NABLACL_DEVICE");
   if (!*err) snprintf(err, sizeof err, "%s", nabla_status_str(st));
   if (st == NABLA_INVALID_ARGUMENT) { /* the environment (NABLACL_KERNEL_DIR): say only what */
@@ -420,95 +423,6 @@ double cli_tolerance(nabla_dtype dtype, double scale) {
   /* A few output ulps of the storage type on top of fp32 accumulation error. */
   double rel = dtype == NABLA_F32 ? 1e-4 : dtype == NABLA_F16 ? 2e-3 : 1.6e-2;
   return rel * (scale > 1e-30 ? scale : 1e-30);
-}
-
-/* ---- output files ----------------------------------------------------------------------- */
-
-int cli_check_output_path(const char *opt, const char *path) {
-  struct stat st;
-  if (!*path) {
-    cli_error("%s: empty path", opt);
-    return CLI_EXIT_USAGE;
-  }
-  if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-    cli_error("%s %s: is a directory", opt, path);
-    return CLI_EXIT_USAGE;
-  }
-  char *dir = strdup(path);
-  if (!dir) {
-    cli_error("out of memory");
-    return CLI_EXIT_RUNTIME;
-  }
-  char *slash = strrchr(dir, '/');
-  if (!slash) strcpy(dir, ".");
-  else if (slash == dir) dir[1] = '\0';
-  else *slash = '\0';
-  int rc = 0;
-  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    cli_error("%s %s: directory '%s' does not exist", opt, path, dir);
-    rc = CLI_EXIT_USAGE;
-  } else if (access(dir, W_OK) != 0) {
-    cli_error("%s %s: directory '%s' is not writable", opt, path, dir);
-    rc = CLI_EXIT_USAGE;
-  }
-  free(dir);
-  return rc;
-}
-
-int cli_outputs_add(cli_outputs *set, const char *opt, const char *path, npy_dtype dtype,
-                    int ndim, const size_t *shape, const void *data) {
-  char err[512];
-  if (set->count == CLI_MAX_OUTPUTS) {
-    cli_error("too many output files");
-    return CLI_EXIT_RUNTIME;
-  }
-  char *target = strdup(path), *temp = NULL;
-  if (!target || npy_write_temp(path, dtype, ndim, shape, data, &temp, err, sizeof err) != 0) {
-    cli_error("%s %s: %s", opt, path, target ? err : "out of memory");
-    free(target);
-    return CLI_EXIT_RUNTIME;
-  }
-  set->target[set->count] = target;
-  set->temp[set->count] = temp;
-  set->count++;
-  return 0;
-}
-
-int cli_outputs_adopt(cli_outputs *set, const char *opt, const char *path, char *temp) {
-  char *target = set->count < CLI_MAX_OUTPUTS ? strdup(path) : NULL;
-  if (!target) {
-    cli_error("%s %s: %s", opt, path, set->count < CLI_MAX_OUTPUTS ? "out of memory" : "too many output files");
-    unlink(temp);
-    free(temp);
-    return CLI_EXIT_RUNTIME;
-  }
-  set->target[set->count] = target;
-  set->temp[set->count] = temp;
-  set->count++;
-  return 0;
-}
-
-int cli_outputs_commit(cli_outputs *set) {
-  for (int i = 0; i < set->count; i++) {
-    if (rename(set->temp[i], set->target[i]) == 0) {
-      free(set->temp[i]);
-      set->temp[i] = NULL;
-      continue;
-    }
-    cli_error("cannot write %s: %s", set->target[i], strerror(errno));
-    for (int j = 0; j < i; j++) unlink(set->target[j]);   /* all or nothing */
-    return CLI_EXIT_RUNTIME;
-  }
-  return 0;
-}
-
-void cli_outputs_discard(cli_outputs *set) {
-  for (int i = 0; i < set->count; i++) {
-    if (set->temp[i]) unlink(set->temp[i]);
-    free(set->temp[i]);
-    free(set->target[i]);
-  }
-  memset(set, 0, sizeof *set);
 }
 
 /* ---- JSON ------------------------------------------------------------------------------- */

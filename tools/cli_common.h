@@ -21,6 +21,7 @@
 
 #include "nablacl.h"
 #include "npy.h"
+#include "cli_outputs.h"
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_RUNTIME = 1, CLI_EXIT_USAGE = 2 };
 
@@ -159,29 +160,7 @@ int cli_ref_attention_heads(const nabla_shape *shape, const double *q, const dou
 /** Absolute tolerance of an output stored as `dtype` whose values reach `scale`. */
 double cli_tolerance(nabla_dtype dtype, double scale);
 
-/* ---- output files ----------------------------------------------------------------------- */
-
-#define CLI_MAX_OUTPUTS 8
-
-/** Files written under temporary names, renamed into place together by cli_outputs_commit. */
-typedef struct {
-  int count;
-  char *target[CLI_MAX_OUTPUTS];
-  char *temp[CLI_MAX_OUTPUTS];
-} cli_outputs;
-
-/** Checks before any work that `path` can become a file (parent is a directory, path is not). */
-int cli_check_output_path(const char *opt, const char *path);
-/** Writes an array to a temp file next to `path`; 0 or CLI_EXIT_RUNTIME (printed). */
-int cli_outputs_add(cli_outputs *set, const char *opt, const char *path, npy_dtype dtype,
-                    int ndim, const size_t *shape, const void *data);
-/** Takes over a temp file already written next to `path` (the set frees `temp`, also on
- * failure, which removes it). 0 or CLI_EXIT_RUNTIME (printed). */
-int cli_outputs_adopt(cli_outputs *set, const char *opt, const char *path, char *temp);
-/** Renames every temp onto its target; on failure removes them all. 0 or CLI_EXIT_RUNTIME. */
-int cli_outputs_commit(cli_outputs *set);
-/** Removes uncommitted temps and frees the set (safe after commit, and on a zeroed set). */
-void cli_outputs_discard(cli_outputs *set);
+/* Output files: cli_outputs.h. */
 
 /* ---- JSON ------------------------------------------------------------------------------- */
 

@@ -36,26 +36,44 @@ static void format_dims(const npy_array *a, char *buf, size_t len) {
   if (used < len) snprintf(buf + used, len - used, ")");
 }
 
-int cli_load_tensor(const char *opt, const char *path, npy_array *out) {
+/* Opens a tensor file: its header, its size against the header's claim and the 4-D rule, with
+ * nothing allocated for the data yet. */
+static int open_tensor(const char *opt, const char *path, npy_reader *r) {
   char err[512];
-  const int rc = npy_read(path, out, err, sizeof err);
+  const int rc = npy_open(path, r, err, sizeof err);
   if (rc != 0) {
     cli_error("%s %s: %s%s", opt, path, err,
               rc == NPY_EDTYPE ? " (Q, K and V: '<f4', '<f2', or '<u2' holding bf16)" : "");
     return CLI_EXIT_USAGE;
   }
-  if (out->ndim != 4) {
+  const npy_array *a = &r->array;
+  int bad = a->ndim != 4;
+  if (bad) {
     char dims[128];
-    format_dims(out, dims, sizeof dims);
+    format_dims(a, dims, sizeof dims);
     cli_error("%s %s: expected a 4-D array [B,H,S,D], got shape %s", opt, path, dims);
-    return CLI_EXIT_USAGE;
   }
-  for (int i = 0; i < 4; i++)
-    if (out->shape[i] == 0 || out->shape[i] > 0x7fffffff) {
-      cli_error("%s %s: dimension %d is %zu", opt, path, i, out->shape[i]);
-      return CLI_EXIT_USAGE;
+  for (int i = 0; i < 4 && !bad; i++)
+    if (a->shape[i] == 0 || a->shape[i] > 0x7fffffff) {
+      cli_error("%s %s: dimension %d is %zu", opt, path, i, a->shape[i]);
+      bad = 1;
     }
-  return 0;
+  if (bad) npy_close(r);
+  return bad ? CLI_EXIT_USAGE : 0;
+}
+
+static int read_tensor(const char *opt, const char *path, npy_reader *r, npy_array *out) {
+  char err[512];
+  if (npy_read_data(r, out, err, sizeof err) == 0) return 0;
+  cli_error("%s %s: %s", opt, path, err);
+  return CLI_EXIT_USAGE;
+}
+
+int cli_load_tensor(const char *opt, const char *path, npy_array *out) {
+  npy_reader r;
+  memset(out, 0, sizeof *out);
+  const int rc = open_tensor(opt, path, &r);
+  return rc ? rc : read_tensor(opt, path, &r, out);
 }
 
 static int same_as_q(const char *opt, const char *path, const npy_array *x, const npy_array *q) {
@@ -120,13 +138,20 @@ static int input_shape(const cli_input_spec *spec, const npy_array *q, nabla_sha
 }
 
 int cli_inputs_load(const cli_input_spec *spec, cli_inputs *in) {
-  int rc = cli_load_tensor("--q", spec->q_path, &in->q);
-  if (!rc) rc = cli_load_tensor("--k", spec->k_path, &in->k);
-  if (!rc && spec->v_path) rc = cli_load_tensor("--v", spec->v_path, &in->v);
-  if (!rc) rc = same_as_q("--k", spec->k_path, &in->k, &in->q);
-  if (!rc && spec->v_path) rc = same_as_q("--v", spec->v_path, &in->v, &in->q);
-  if (!rc) rc = input_dtype(spec, &in->q, &in->dtype);
-  if (!rc) rc = input_shape(spec, &in->q, &in->shape);
+  /* Every header and every shape rule is checked before any tensor's data is allocated. */
+  npy_reader q, k, v;
+  memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v);
+  int rc = open_tensor("--q", spec->q_path, &q);
+  if (!rc) rc = open_tensor("--k", spec->k_path, &k);
+  if (!rc && spec->v_path) rc = open_tensor("--v", spec->v_path, &v);
+  if (!rc) rc = same_as_q("--k", spec->k_path, &k.array, &q.array);
+  if (!rc && spec->v_path) rc = same_as_q("--v", spec->v_path, &v.array, &q.array);
+  if (!rc) rc = input_dtype(spec, &q.array, &in->dtype);
+  if (!rc) rc = input_shape(spec, &q.array, &in->shape);
+  if (!rc) rc = read_tensor("--q", spec->q_path, &q, &in->q);
+  if (!rc) rc = read_tensor("--k", spec->k_path, &k, &in->k);
+  if (!rc && spec->v_path) rc = read_tensor("--v", spec->v_path, &v, &in->v);
+  npy_close(&q), npy_close(&k), npy_close(&v);
   if (rc) return rc;
   in->elems = cli_shape_elems(&in->shape);
   in->bytes = in->elems * nabla_dtype_size(in->dtype);

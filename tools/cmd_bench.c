@@ -58,6 +58,9 @@ typedef struct {
 
 static int parse(int argc, char **argv, bench_args *a) {
   const char *v[O_COUNT] = {0};
+  /* Every field starts at zero: an unset --warmup-ms left warmup_ms uninitialized, and each
+   * figure then warmed up for whatever the stack held (about 33 s each on PoCL). */
+  memset(a, 0, sizeof *a);
   cli_option options[O_COUNT];
   char variant_help[256];
   snprintf(variant_help, sizeof variant_help, "kernel variant (attention and mask map; default auto): %s",

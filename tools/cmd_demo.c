@@ -487,9 +487,11 @@ static int report(nabla_context *ctx, const demo_args *a, const demo_results *r)
 
 /* --png: the device mask of batch 0, head 0, renamed into place once written. */
 static int write_picture(const demo_args *a, const demo_results *r) {
-  char err[512], *temp = NULL;
-  if (mask_png_temp(a->v[OPT_PNG], &a->shape, r->bitmap, 0, 0, 0, &temp, err, sizeof err) != 0) {
-    cli_error("--png %s: %s", a->v[OPT_PNG], err);
+  char err[512], *temp = NULL, *target = cli_output_target(a->v[OPT_PNG]);
+  int failed = !target || mask_png_temp(target, &a->shape, r->bitmap, 0, 0, 0, &temp, err, sizeof err) != 0;
+  free(target);
+  if (failed) {
+    cli_error("--png %s: %s", a->v[OPT_PNG], target ? err : "out of memory");
     return CLI_EXIT_RUNTIME;
   }
   cli_outputs set = {0};

@@ -93,7 +93,11 @@ static int parse_args(int argc, char **argv, mask_args *a) {
   if (!rc && a->v[OPT_PNG_BATCH]) rc = cli_parse_int("--png-batch", a->v[OPT_PNG_BATCH], 0, 1 << 30, &a->png_batch);
   if (!rc && a->v[OPT_PNG_HEAD]) rc = cli_parse_int("--png-head", a->v[OPT_PNG_HEAD], 0, 1 << 30, &a->png_head);
   if (!rc && a->v[OPT_PNG_CELL]) rc = cli_parse_int("--png-cell", a->v[OPT_PNG_CELL], 1, 64, &a->png_cell);
-  return rc;
+  if (rc) return rc;
+  const cli_named_file outputs[] = {{"--mask-out", a->v[OPT_MASK_OUT]}, {"--csr-out", a->csr_num_path},
+                                    {"--csr-out", a->csr_idx_path}, {"--png", a->v[OPT_PNG]}};
+  const cli_named_file inputs[] = {{"--q", a->v[OPT_Q]}, {"--k", a->v[OPT_K]}};
+  return cli_check_distinct(outputs, 4, inputs, 2);
 }
 
 /* ---- device ----------------------------------------------------------------------------- */
@@ -238,10 +242,12 @@ static void report_human(const mask_args *a, const cli_inputs *in, const mask_re
 /* The --png picture of the chosen (batch, head), written under a temporary name. */
 static int add_picture(cli_outputs *set, const mask_args *a, const cli_inputs *in,
                        const mask_results *r) {
-  char err[512], *temp = NULL;
-  if (mask_png_temp(a->v[OPT_PNG], &in->shape, r->mask.bitmap, a->png_batch, a->png_head,
-                    a->png_cell, &temp, err, sizeof err) != 0) {
-    cli_error("--png %s: %s", a->v[OPT_PNG], err);
+  char err[512], *temp = NULL, *target = cli_output_target(a->v[OPT_PNG]);
+  int failed = !target || mask_png_temp(target, &in->shape, r->mask.bitmap, a->png_batch, a->png_head,
+                                        a->png_cell, &temp, err, sizeof err) != 0;
+  free(target);
+  if (failed) {
+    cli_error("--png %s: %s", a->v[OPT_PNG], target ? err : "out of memory");
     return CLI_EXIT_RUNTIME;
   }
   return cli_outputs_adopt(set, "--png", a->v[OPT_PNG], temp);

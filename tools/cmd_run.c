@@ -75,12 +75,13 @@ static int check_outputs(run_args *a) {
   int rc = 0;
   if (!rc && a->v[OPT_OUT]) rc = cli_check_output_path("--out", a->v[OPT_OUT]);
   if (!rc && a->v[OPT_MASK_OUT]) rc = cli_check_output_path("--mask-out", a->v[OPT_MASK_OUT]);
-  if (!rc && a->v[OPT_OUT] && a->v[OPT_MASK_OUT] && !strcmp(a->v[OPT_OUT], a->v[OPT_MASK_OUT])) {
-    cli_error("--mask-out %s: same file as --out", a->v[OPT_MASK_OUT]);
-    rc = CLI_EXIT_USAGE;
-  }
-  if (rc || !a->v[OPT_CSR_OUT]) return rc;
-  return cli_csr_paths(a->v[OPT_CSR_OUT], &a->csr_num_path, &a->csr_idx_path);
+  if (!rc && a->v[OPT_CSR_OUT]) rc = cli_csr_paths(a->v[OPT_CSR_OUT], &a->csr_num_path, &a->csr_idx_path);
+  if (rc) return rc;
+  const cli_named_file outputs[] = {{"--out", a->v[OPT_OUT]}, {"--mask-out", a->v[OPT_MASK_OUT]},
+                                    {"--csr-out", a->csr_num_path}, {"--csr-out", a->csr_idx_path}};
+  const cli_named_file inputs[] = {{"--q", a->v[OPT_Q]}, {"--k", a->v[OPT_K]}, {"--v", a->v[OPT_V]},
+                                   {"--mask-in", a->v[OPT_MASK_IN]}};
+  return cli_check_distinct(outputs, 4, inputs, 4);
 }
 
 static int parse_values(run_args *a) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define NPY_MAGIC "\x93NUMPY"
@@ -292,42 +293,114 @@ truncated:
   return -1;
 }
 
-static int read_data(FILE *f, npy_array *out, char *err, size_t err_len) {
-  size_t bytes = out->count * npy_dtype_size(out->dtype);
-  out->data = malloc(bytes ? bytes : 1);
-  if (!out->data) {
-    set_err(err, err_len, "out of memory for %zu bytes", bytes);
-    return -1;
+/* How many data bytes the file holds after the header: the rest of a regular file, or
+ * SIZE_MAX for a stream (pipe, device) whose length is unknown. */
+static int data_bytes_left(FILE *f, size_t *out) {
+  struct stat sb;
+  long at = ftell(f);
+  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || at < 0) {
+    *out = SIZE_MAX;
+    return 0;
   }
-  size_t got = fread(out->data, 1, bytes, f);
-  if (got != bytes) {
-    set_err(err, err_len, "truncated data: expected %zu bytes, found %zu", bytes, got);
-    return -1;
-  }
-  if (fgetc(f) != EOF) {
-    set_err(err, err_len, "data is longer than the header's shape says");
-    return -1;
-  }
-  if (!host_is_little_endian()) swap_bytes(out->data, out->count, npy_dtype_size(out->dtype));
+  if ((uint64_t)sb.st_size < (uint64_t)at) return -1;
+  *out = (uint64_t)sb.st_size - (uint64_t)at > SIZE_MAX ? SIZE_MAX : (size_t)(sb.st_size - at);
   return 0;
 }
 
-int npy_read(const char *path, npy_array *out, char *err, size_t err_len) {
-  memset(out, 0, sizeof *out);
-  FILE *f = fopen(path, "rb");
-  if (!f) {
+int npy_open(const char *path, npy_reader *r, char *err, size_t err_len) {
+  memset(r, 0, sizeof *r);
+  r->file = fopen(path, "rb");
+  if (!r->file) {
     set_err(err, err_len, "cannot open: %s", strerror(errno));
     return -1;
   }
-  int rc = read_header(f, out, err, err_len);
-  if (rc == 0) rc = read_data(f, out, err, err_len);
-  if (rc == 0 && ferror(f)) {
+  int rc = read_header(r->file, &r->array, err, err_len);
+  size_t left = 0, bytes = r->array.count * npy_dtype_size(r->array.dtype);
+  if (rc == 0 && data_bytes_left(r->file, &left) != 0) {
     set_err(err, err_len, "read error");
     rc = -1;
   }
-  fclose(f);
-  if (rc != 0) npy_free(out);
+  /* The header's claim against the file's real size, before anything is allocated for it. */
+  if (rc == 0 && left != SIZE_MAX && left < bytes) {
+    set_err(err, err_len, "truncated data: the header's shape needs %zu bytes, the file holds %zu", bytes, left);
+    rc = -1;
+  } else if (rc == 0 && left != SIZE_MAX && left > bytes) {
+    set_err(err, err_len, "data is longer than the header's shape says (%zu bytes, the file holds %zu)", bytes, left);
+    rc = -1;
+  }
+  if (rc != 0) npy_close(r);
   return rc;
+}
+
+/* Reads `bytes` from a stream of unknown length in chunks, so that a false claim fails at the
+ * stream's end having allocated little more than what was really there. */
+#define NPY_STREAM_CHUNK ((size_t)64 << 20)
+static int read_stream(FILE *f, size_t bytes, void **out, size_t *got) {
+  unsigned char *buf = NULL;
+  size_t have = 0;
+  *got = 0;
+  while (have < bytes) {
+    size_t step = bytes - have < NPY_STREAM_CHUNK ? bytes - have : NPY_STREAM_CHUNK;
+    unsigned char *grown = realloc(buf, have + step);
+    if (!grown) {
+      free(buf);
+      return -1;
+    }
+    buf = grown;
+    size_t n = fread(buf + have, 1, step, f);
+    have += n;
+    if (n < step) break;
+  }
+  if (!buf) buf = malloc(1);
+  if (!buf) return -1;
+  *out = buf;
+  *got = have;
+  return 0;
+}
+
+int npy_read_data(npy_reader *r, npy_array *out, char *err, size_t err_len) {
+  int rc = -1;
+  size_t bytes = r->array.count * npy_dtype_size(r->array.dtype), got = 0;
+  memset(out, 0, sizeof *out);
+  if (!r->file) {
+    set_err(err, err_len, "no open file");
+    return -1;
+  }
+  *out = r->array;
+  if (read_stream(r->file, bytes, &out->data, &got) != 0) {
+    set_err(err, err_len, "out of memory for %zu bytes", bytes);
+    goto done;
+  }
+  if (got != bytes) {
+    set_err(err, err_len, "truncated data: expected %zu bytes, found %zu", bytes, got);
+    goto done;
+  }
+  if (fgetc(r->file) != EOF) {
+    set_err(err, err_len, "data is longer than the header's shape says");
+    goto done;
+  }
+  if (ferror(r->file)) {
+    set_err(err, err_len, "read error");
+    goto done;
+  }
+  if (!host_is_little_endian()) swap_bytes(out->data, out->count, npy_dtype_size(out->dtype));
+  rc = 0;
+done:
+  if (rc != 0) npy_free(out);
+  npy_close(r);
+  return rc;
+}
+
+void npy_close(npy_reader *r) {
+  if (r->file) fclose(r->file);
+  memset(r, 0, sizeof *r);
+}
+
+int npy_read(const char *path, npy_array *out, char *err, size_t err_len) {
+  npy_reader r;
+  memset(out, 0, sizeof *out);
+  const int rc = npy_open(path, &r, err, err_len);
+  return rc != 0 ? rc : npy_read_data(&r, out, err, err_len);
 }
 
 void npy_free(npy_array *array) {

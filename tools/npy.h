@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum {
   NPY_F32 = 0,   /* '<f4' */
@@ -48,12 +49,36 @@ const char *npy_dtype_descr(npy_dtype dtype);
 size_t npy_dtype_size(npy_dtype dtype);
 
 /**
- * Reads a whole .npy file into *out (zeroed first; release with npy_free). Returns 0,
+ * Reads a whole .npy file into *out (zeroed first; release with npy_free): npy_open, then
+ * npy_read_data. The header's shape is checked against the file size before the data is
+ * allocated (a stream of unknown size is read in bounded chunks). Returns 0,
  * NPY_EDTYPE for a dtype not in npy_dtype, or -1 for any other failure (bad magic, unsupported
  * version, Fortran order, big-endian data, malformed header, truncated or oversized data), with
  * the reason in err.
  */
 int npy_read(const char *path, npy_array *out, char *err, size_t err_len);
+
+/** An opened .npy file whose header is read and checked (npy_open): `array` has the dtype,
+ * shape and count, no data yet. */
+typedef struct {
+  FILE *file;
+  npy_array array;
+} npy_reader;
+
+/**
+ * Opens a .npy file and reads its header: magic, version, dictionary, and, for a regular file,
+ * that the file holds exactly the bytes the shape needs. Nothing is allocated for the data, so
+ * a caller can check the shape before npy_read_data. Returns as npy_read; on failure nothing
+ * stays open.
+ */
+int npy_open(const char *path, npy_reader *r, char *err, size_t err_len);
+
+/** Reads the data of an opened file into *out (release with npy_free) and closes the reader,
+ * on success and on failure. Returns 0 or -1 with the reason in err. */
+int npy_read_data(npy_reader *r, npy_array *out, char *err, size_t err_len);
+
+/** Closes a reader without reading its data (a zeroed reader is fine). */
+void npy_close(npy_reader *r);
 
 /** Parses a header dictionary (the text after the length field); exposed for tests. Returns as
  * npy_read does. */

@@ -178,12 +178,25 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape) {
 
 /* ---- launch helpers ---------------------------------------------------------------------- */
 
+/* Builds (or finds) the variant's program; a kernel whose local memory does not fit the device
+ * makes the variant ineligible for the problem (NABLA_UNSUPPORTED, with the figures) before its
+ * launch could fail with a bare CL_OUT_OF_RESOURCES. */
 nabla_status nabla_variant_prepare(nabla_context *ctx, nabla_variant_call *call, int enqueue) {
   const nabla_variant_ops *ops = variant_ops[call->id];
-  if (ops->prepare) return ops->prepare(ctx, call, enqueue);
-  char options[512];
-  ops->options(ctx, call, options, sizeof options);
-  return nabla_program_get(ctx, ops->program, options, &call->program);
+  nabla_status st = NABLA_OK;
+  cl_kernel kernel = NULL;
+  if (ops->prepare) {
+    TRY(st, ops->prepare(ctx, call, enqueue));
+  } else {
+    char options[512];
+    ops->options(ctx, call, options, sizeof options);
+    TRY(st, nabla_program_get(ctx, ops->program, options, &call->program));
+  }
+  TRY(st, nabla_kernel_create(ctx, call->program, "attention", &kernel));
+  TRY(st, nabla_kernel_local_fits(ctx, kernel, nabla_variant_name(call->id)));
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
 }
 
 size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[11]) {

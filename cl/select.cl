@@ -95,6 +95,10 @@ NABLA_INLINE float2 row_max2(__local sel_scratch *sc, int r, int lt, float2 v) {
   return m;
 }
 
+#ifndef SEL_NV_BARRIER
+#define SEL_NV_BARRIER 0 /* 1 only where the host knows barriers are NVIDIA's bar.sync */
+#endif
+
 __kernel __attribute__((reqd_work_group_size(SEL_WG, 1, 1)))
 void select_cdf(__global float *logits, __global uchar *bitmap, __global int *row_ptr,
                 __global int *groups, int Nb, int ld, int rows, float thr, int sta, int Hb, int Wb, int rt, int rh, int rw) {
@@ -224,9 +228,16 @@ void select_cdf(__global float *logits, __global uchar *bitmap, __global int *ro
    * of the 32 work-items they cover. The logits of this row were read into registers above
    * and by no other work-group: the kept columns overwrite them (as ints), and csr_gather
    * copies them to their CSR place once row_ptr is scanned. The global fence orders every
-   * work-item's reads of the row before any of those writes (a local fence would not). */
+   * work-item's reads of the row before any of those writes (a local fence would not), except
+   * where SEL_NV_BARRIER says the device's barrier orders global memory by itself. */
   sc.km[r][lt] = km;
+#if SEL_NV_BARRIER
+  /* NVIDIA: bar.sync orders every memory access of the threads it joins (PTX ISA, "bar"), and
+   * the global fence costs a device-wide membar there (select 0.41 -> 0.51 ms at Wan 14B). */
+  barrier(CLK_LOCAL_MEM_FENCE);
+#else
   barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+#endif
   for (int wi = lt; wi < SEL_WORDS; wi += SEL_TPR) {
     const int c = wi / SEL_WPG, w0 = (wi % SEL_WPG) * 32;
     uint word = 0;

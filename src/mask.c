@@ -245,7 +245,8 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
   snprintf(options, sizeof options, "%s", nabla_dtype_define(dtype));
   nabla_params_options(sel, options, sizeof options);
   size_t used = strlen(options);
-  snprintf(options + used, sizeof options - used, " -DSEL_TPR=%zu -DSEL_PT=%d", tpr, per_thread);
+  snprintf(options + used, sizeof options - used, " -DSEL_TPR=%zu -DSEL_PT=%d%s", tpr, per_thread,
+           ctx->caps.vendor == NABLA_VENDOR_NVIDIA ? " -DSEL_NV_BARRIER=1" : "");
   TRY(st, nabla_program_get(ctx, "select", options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "select_cdf", &select));
   sta_window w = window_of(s, algo);

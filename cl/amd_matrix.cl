@@ -52,23 +52,23 @@ typedef float8 amd_acc;
 #endif
 
 /* Where lane l's fragment values sit: A's first column (B's first row) and accumulator r's row. */
-static inline int amd_a_k0(int l) { return AMD_MATRIX == 1 ? 4 * (l >> 4) : 0; }
-static inline int amd_acc_row(int l, int r) { return AMD_MATRIX == 1 ? 4 * (l >> 4) + r : 2 * r + (l >> 4); }
+NABLA_INLINE int amd_a_k0(int l) { return AMD_MATRIX == 1 ? 4 * (l >> 4) : 0; }
+NABLA_INLINE int amd_acc_row(int l, int r) { return AMD_MATRIX == 1 ? 4 * (l >> 4) + r : 2 * r + (l >> 4); }
 
 /* Value e of a fragment / accumulator, by index (the vector types have no run-time indexing). */
-static inline ushort amd_frag_get(amd_frag f, int e) {
+NABLA_INLINE ushort amd_frag_get(amd_frag f, int e) {
   __private ushort v[AMD_NA];
   *(__private amd_frag *)v = f;
   return v[e];
 }
-static inline float amd_acc_get(amd_acc c, int r) {
+NABLA_INLINE float amd_acc_get(amd_acc c, int r) {
   __private float v[AMD_NC];
   *(__private amd_acc *)v = c;
   return v[r];
 }
 
 /* The float value of a 16-bit input. */
-static inline float amd_in_float(ushort bits) {
+NABLA_INLINE float amd_in_float(ushort bits) {
 #if AMD_IN == 1
   __private ushort h = bits;
   return vload_half(0, (__private const half *)&h);
@@ -78,7 +78,7 @@ static inline float amd_in_float(ushort bits) {
 }
 
 /* A float rounded to the 16-bit input type (round to nearest even). */
-static inline ushort amd_in_bits(float x) {
+NABLA_INLINE ushort amd_in_bits(float x) {
 #if AMD_IN == 1
   __private ushort h;
   vstore_half_rte(x, 0, (__private half *)&h);
@@ -94,7 +94,7 @@ static inline ushort amd_in_bits(float x) {
 #define AMD_EMU_ARGS , __local float *emu, int lane
 #define AMD_EMU_PASS , emu, lane
 
-static inline amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c AMD_EMU_ARGS) {
+NABLA_INLINE amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c AMD_EMU_ARGS) {
   const int col = lane & 15, k0 = amd_a_k0(lane);
   barrier(CLK_LOCAL_MEM_FENCE); /* the previous call's reads are done */
   for (int e = 0; e < AMD_NA; e++) {
@@ -118,7 +118,7 @@ static inline amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c AMD_EMU_ARGS) {
 #if AMD_MATRIX == 1
 typedef half amd_half4 __attribute__((ext_vector_type(4)));
 typedef short amd_short4 __attribute__((ext_vector_type(4)));
-static inline amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
+NABLA_INLINE amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
 #if AMD_IN == 1
   return __builtin_amdgcn_mfma_f32_16x16x16f16(__builtin_bit_cast(amd_half4, a), __builtin_bit_cast(amd_half4, b), c,
                                                0, 0, 0);
@@ -130,7 +130,7 @@ static inline amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
 #else
 typedef half amd_half16 __attribute__((ext_vector_type(16)));
 typedef short amd_short16 __attribute__((ext_vector_type(16)));
-static inline amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
+NABLA_INLINE amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
 #if AMD_IN == 1
   return __builtin_amdgcn_wmma_f32_16x16x16_f16_w32(__builtin_bit_cast(amd_half16, a), __builtin_bit_cast(amd_half16, b), c);
 #else

@@ -51,7 +51,7 @@
 /* A fragment of the 16-bit matrix m (rows of HEAD_DIM words from `row0`): rows row0 + (l % 16),
  * columns c0 + amd_a_k0(l) .., zeros for rows at or past `rows`. Also serves K as the B operand
  * of Q Kᵀ (B[k][j] = K[j][k]: the same shape). */
-static inline amd_frag load_rowfrag(__global const ushort *m, size_t row0, int rows, int c0, int lane) {
+NABLA_INLINE amd_frag load_rowfrag(__global const ushort *m, size_t row0, int rows, int c0, int lane) {
   const int r = lane & 15;
   amd_frag f = (amd_frag)(0);
   if (r < rows) {

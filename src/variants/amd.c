@@ -24,19 +24,6 @@ static int amd_gpu(const nabla_device_caps *caps) { return caps->vendor == NABLA
 static int mfma_automatic(const nabla_device_caps *caps) { return amd_gpu(caps) && amd_arch_has(caps->arch, 1); }
 static int wmma_automatic(const nabla_device_caps *caps) { return amd_gpu(caps) && amd_arch_has(caps->arch, 2); }
 
-/* fp16 or bf16 storage, head dim a multiple of 16 up to 128. */
-static int amd_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {
-  if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
-    snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
-    return 0;
-  }
-  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
-    snprintf(why, len, "needs head_dim a multiple of 16 up to 128, not %d", shape->head_dim);
-    return 0;
-  }
-  return 1;
-}
-
 /* Small integers (-4..4): exact in fp16, bf16 and every fp32 sum; every position differs. */
 static int amat(int which, int r, int c) { return (r * (2 + 3 * which) + c * (4 + 3 * which) + which) % 9 - 4; }
 
@@ -133,7 +120,7 @@ static const nabla_kernel_source_desc amd_sources[] = {
 #define AMD_OPS(automatic_fn, rank_value, srcs)                                                \
   {                                                                                            \
     .stages = NABLA_STAGE_ATTENTION, .rank = rank_value, .automatic = automatic_fn,            \
-    .map_with = NABLA_VARIANT_PORTABLE, .eligible = amd_eligible, .probe = probe_amd,          \
+    .map_with = NABLA_VARIANT_PORTABLE, .eligible = nabla_variant_eligible_16x16, .probe = probe_amd,          \
     .program = "attention_amd", .options = amd_options, .work_sizes = amd_work_sizes,          \
     .sources = srcs,                                                                           \
   }

@@ -180,18 +180,6 @@ static void probe_intel_dpas_emulated(nabla_context *ctx, int id, nabla_variant_
 
 static int dpas_automatic(const nabla_device_caps *caps) { return caps->vendor == NABLA_VENDOR_INTEL; }
 
-static int dpas_eligible(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {
-  if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
-    snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
-    return 0;
-  }
-  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
-    snprintf(why, len, "needs head_dim a multiple of 16 up to 128, not %d", shape->head_dim);
-    return 0;
-  }
-  return 1;
-}
-
 static void dpas_options(nabla_context *ctx, const nabla_variant_call *call, char *buf, size_t len) {
   const nabla_intel_dpas_config cfg = nabla_intel_dpas_config_for(ctx, call->id);
   nabla_intel_dpas_options(&cfg, call->shape, call->dtype, call->dense, buf, len);
@@ -222,7 +210,7 @@ const nabla_variant_ops nabla_variant_intel_dpas = {
     .rank = 10,
     .automatic = dpas_automatic,
     .map_with = NABLA_VARIANT_PORTABLE,
-    .eligible = dpas_eligible,
+    .eligible = nabla_variant_eligible_16x16,
     .probe = probe_intel_dpas,
     .program = "attention_dpas",
     .options = dpas_options,
@@ -233,7 +221,7 @@ const nabla_variant_ops nabla_variant_intel_dpas = {
 const nabla_variant_ops nabla_variant_intel_dpas_emulated = {
     .stages = NABLA_STAGE_ATTENTION,
     .map_with = NABLA_VARIANT_PORTABLE,
-    .eligible = dpas_eligible,
+    .eligible = nabla_variant_eligible_16x16,
     .probe = probe_intel_dpas_emulated,
     .program = "attention_dpas",
     .options = dpas_options,

@@ -158,16 +158,9 @@ int nabla_nvidia_automatic(const nabla_device_caps *caps) { return caps->vendor 
 
 /* Whether the mma (or, wgmma set, the wgmma) kernel handles this problem; else writes why. */
 int nabla_mma_eligible(const nabla_shape *shape, nabla_dtype dtype, int wgmma, char *why, size_t len) {
-  if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
-    snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
-    return 0;
-  }
+  if (!nabla_variant_eligible_16x16(shape, dtype, why, len)) return 0;
   if (wgmma && shape->head_dim != 64 && shape->head_dim != 128) {
     snprintf(why, len, "needs head_dim 64 or 128, not %d", shape->head_dim);
-    return 0;
-  }
-  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
-    snprintf(why, len, "needs head_dim a multiple of 16 up to 128, not %d", shape->head_dim);
     return 0;
   }
   return 1;

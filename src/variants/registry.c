@@ -217,6 +217,18 @@ size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[
 
 /* ---- public API -------------------------------------------------------------------------- */
 
+int nabla_variant_eligible_16x16(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len) {
+  if (dtype != NABLA_F16 && dtype != NABLA_BF16) {
+    snprintf(why, len, "needs f16 or bf16 storage, not %s", nabla_dtype_name(dtype));
+    return 0;
+  }
+  if (shape->head_dim % 16 != 0 || shape->head_dim > 128) {
+    snprintf(why, len, "needs head_dim a multiple of 16 up to 128, not %d", shape->head_dim);
+    return 0;
+  }
+  return 1;
+}
+
 const char *nabla_variant_names(void) { return NABLA_VARIANT_NAMES; }
 
 int nabla_variant_supported(nabla_context *ctx, const char *variant) {

@@ -135,6 +135,10 @@ int nabla_map_variant_choose(nabla_context *ctx, const nabla_shape *shape);
 /* Builds call->program with the variant's prepare (enqueue 0: nothing is enqueued). */
 nabla_status nabla_variant_prepare(nabla_context *ctx, nabla_variant_call *call, int enqueue);
 
+/* The eligibility shared by the matrix-engine kernels (nvidia-mma, amd-*, intel-dpas): f16 or
+ * bf16 storage and a head dim that is a multiple of 16 up to 128; else the reason into why. */
+int nabla_variant_eligible_16x16(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len);
+
 /* The attention kernel's arguments for a call: q, k, v, o, block_start, row_ptr, col_idx, S,
  * Nb, scale_log2, then call->extra when has_extra is set. Returns the count (at most 11). */
 size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[11]);

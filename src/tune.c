@@ -79,12 +79,13 @@ void nabla_attention_portable_options(const nabla_context *ctx, nabla_dtype dtyp
 }
 
 int nabla_select_values_max(const nabla_context *ctx) {
-  /* AMD GPUs: at most 20 values per work-item. 36-48 (Wan 14B's rows with 32 work-items each)
-   * took 198-232 VGPRs and spilled SGPRs on gfx90a/gfx940 and spilled VGPRs on gfx1100
+  /* AMD GPUs: at most 16 values per work-item. 36-48 (Wan 14B's rows with 32 work-items each)
+   * took 198-232 VGPRs and spilled SGPRs on gfx90a/gfx940 and spilled VGPRs on gfx1100, and 20
+   * spilled 10-18 SGPRs there once the row's reads were fenced from its writes
    * (docs/variants.md, "AMD GPUs"). Elsewhere 48: more work-items per row measured slower on
    * the H100 (1050 blocks: 128 per row took 1.8 ms against 0.9 ms for 32), since every one of
    * them joins each row reduction. */
-  return ctx->caps.vendor == NABLA_VENDOR_AMD && !ctx->caps.is_cpu ? 20 : 48;
+  return ctx->caps.vendor == NABLA_VENDOR_AMD && !ctx->caps.is_cpu ? 16 : 48;
 }
 
 /* ---- select (cl/select.cl) ------------------------------------------------------------ */

@@ -707,7 +707,8 @@ NABLA_API const char *nabla_variant_last(const nabla_context *ctx);
  * knob or a value out of range. */
 NABLA_API nabla_status nabla_knob_set(nabla_context *ctx, const char *name, const char *value);
 
-/** The knob's value on this context as text ("" when not set: the kernels' own default).
+/** The knob's value on this context as text: the value set, else its default where the knob has
+ * one (WG_BULK: "2"), else "" (the kernels choose, e.g. MMA_QPW by mask kind).
  * NABLA_INVALID_ARGUMENT for an unknown knob, NABLA_BUFFER_TOO_SMALL when it does not fit. */
 NABLA_API nabla_status nabla_knob_get(nabla_context *ctx, const char *name, char *buf, size_t len);
 

@@ -23,7 +23,6 @@ Example (Wan2.1-14B, 1280x640, 81 frames):
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 
@@ -32,26 +31,14 @@ from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
 import nablacl
 import nablacl.torch as ntorch
+from compare_torch import median_ms
 
 
 def timed(fn, repeat, warmup_ms):
-    """Median and all of `repeat` event-timed calls after `warmup_ms` of untimed calls (the
-    GPU's clock settles at its power cap under sustained load within about a second)."""
-    fn()
-    torch.cuda.synchronize()
-    until = time.perf_counter() + warmup_ms * 1e-3
-    while time.perf_counter() < until:
-        fn()
-        torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), times
+    """Median of `repeat` event-timed calls after `warmup_ms` of untimed calls (the GPU's clock
+    settles at its power cap under sustained load within about a second): compare_torch's
+    measurement, so both scripts time alike."""
+    return median_ms(fn, warmup_ms=warmup_ms, repeat=repeat)
 
 
 def sta_blocks(T, Hb, Wb, wt, wh, ww, device):
@@ -145,13 +132,13 @@ def main():
     record("variant", ntorch.context().last_variant)
     num, _idx = ntorch.mask(q, k, grid, algo)
     record("density_nablacl", float(num.sum()) / (B * H * nb * nb))
-    record("dropin_ms", timed(ours_call, r, w)[0])
-    record("mask_only_ms", timed(lambda: ntorch.block_mask(q, k, grid, algo), r, w)[0])
+    record("dropin_ms", timed(ours_call, r, w))
+    record("mask_only_ms", timed(lambda: ntorch.block_mask(q, k, grid, algo), r, w))
     record("mask_only_with_q_blocks_ms", timed(
-        lambda: ntorch.block_mask(q, k, grid, algo, compute_q_blocks=True), r, w)[0])
-    record("mask_kv_tensors_ms", timed(lambda: ntorch.mask(q, k, grid, algo), r, w)[0])
+        lambda: ntorch.block_mask(q, k, grid, algo, compute_q_blocks=True), r, w))
+    record("mask_kv_tensors_ms", timed(lambda: ntorch.mask(q, k, grid, algo), r, w))
     record("density_reference", float(ref_mask().full_kv_num_blocks.sum()) / (B * H * nb * nb))
-    record("reference_mask_ms", timed(ref_mask, r, w)[0])
+    record("reference_mask_ms", timed(ref_mask, r, w))
     record("mask_only_ratio", fig["mask_only_ms"] / fig["reference_mask_ms"])
 
     # The reference's attention call, compiled as the model compiles it.
@@ -167,15 +154,15 @@ def main():
     out_same = flex(q, k, v, block_mask=bm)
     record("max_abs_vs_flex_same_mask", float((out_ours.float() - out_same.float()).abs().max()))
     record("max_abs_vs_reference_output", float((out_ours.float() - out_ref.float()).abs().max()))
-    record("reference_call_ms", timed(ref_call, r, w)[0])
+    record("reference_call_ms", timed(ref_call, r, w))
     record("dropin_ratio", fig["dropin_ms"] / fig["reference_call_ms"])
-    record("flex_same_mask_ms", timed(lambda: flex(q, k, v, block_mask=bm), r, w)[0])
-    record("dropin_ms_again", timed(ours_call, r, w)[0])
+    record("flex_same_mask_ms", timed(lambda: flex(q, k, v, block_mask=bm), r, w))
+    record("dropin_ms_again", timed(ours_call, r, w))
     if args.plain_compile:
         plain = torch.compile(flex_attention)
         opts = {"BLOCK_M": 64, "BLOCK_N": 64}
         record("flex_plain_same_mask_ms", timed(
-            lambda: plain(q, k, v, block_mask=bm, kernel_options=opts), r, w)[0])
+            lambda: plain(q, k, v, block_mask=bm, kernel_options=opts), r, w))
 
 if __name__ == "__main__":
     main()

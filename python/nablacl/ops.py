@@ -178,7 +178,7 @@ class Mask:
         return self._flex()[1]
 
     def write_flex(self, kv_num_blocks: Any, kv_indices: Any) -> Tuple[Any, Any]:
-        """Writes FlexAttention's layout into pyopencl arrays on the device, no host round trip
+        """Writes FlexAttention's layout into pyopencl arrays on the device, never via the host
         (``nabla_mask_write_flex``): int32, C-contiguous, [B, H, Nb] and [B, H, Nb, Nb], in this
         mask's OpenCL context. Enqueued after their pending events; their ``events`` then say
         when it is done. Returns the two arrays."""

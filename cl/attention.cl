@@ -88,12 +88,40 @@
 #define PV_F4 (TILE_V * D4 + BQ * P_S4)
 #define SLOT_F4 (QK_F4 > PV_F4 ? QK_F4 : PV_F4) /* one staging buffer */
 
-/* The item loops of a key block stay loops on AMD's compiler: LLVM 19 unrolled them at
- * HEAD_DIM 64 and spilled 110-130 VGPRs on gfx90a and gfx942 (LLVM 15 did not unroll them). */
+/* The item loops of a key block, and the head-dim loop of a Q·Kᵀ item, stay loops on AMD's
+ * compiler: LLVM 19 unrolled the item loops at HEAD_DIM 64 and spilled 110-130 VGPRs on gfx90a
+ * and gfx942 (LLVM 15 did not unroll them), and the unrolled head-dim loop issued all of an
+ * item's local reads at once (32 VGPRs more at TILE_D 8). exp2 there is v_exp_f32 with a
+ * fix-up for results below 2^-126 that holds three constants in VGPRs; native_exp2 is the bare
+ * instruction (1 ulp, as exp2), and a probability below 2^-126 next to its row's maximum (whose
+ * own is 1) adds nothing representable to a row sum of at least 1. */
 #ifdef __AMDGCN__
 #define ITEM_LOOP _Pragma("unroll 1")
+#define EXP2 native_exp2
 #else
 #define ITEM_LOOP
+#define EXP2 exp2
+#endif
+
+/* One staged item: compute from the current buffer, store the next item's fetched vectors into
+ * the other. With 256 work-items (AMD GPUs) the store comes first: the stores are conditional
+ * (not every work-item holds a vector, or P values of the item), and LLVM's AMDGPU pipeline
+ * sinks the computation's FMAs below such branches to the loop latch while the local reads
+ * that feed them stay above, so an item's 8-12 float4 reads were all live across the stores:
+ * 146-149 VGPRs at HEAD_DIM 128 instead of 127, one wave per SIMD less (docs/variants.md,
+ * "AMD GPUs"). The global loads still overlap the previous item's barrier wait. */
+#if NT == 256
+#define STAGE(compute, store) \
+  do {                        \
+    store;                    \
+    compute;                  \
+  } while (0)
+#else
+#define STAGE(compute, store) \
+  do {                        \
+    compute;                  \
+    store;                    \
+  } while (0)
 #endif
 
 /* Stores the fp32 values of a fetched vector at dst[0], dst[1]. */
@@ -163,6 +191,7 @@ NABLA_INLINE void store_p(__local float4 *slot, float s[RA][CB], int c, int tx, 
 /* s += the Q·Kᵀ item's contribution to this work-item's scores. */
 NABLA_INLINE void qk_product(__local const float4 *item, float s[RA][CB], int tx, int ty) {
   __local const float4 *qs = item, *ks = item + BQ * QK_S4;
+  ITEM_LOOP
   for (int d4 = 0; d4 < TD / 4; d4++) {
     float4 kv[CB];
     for (int b = 0; b < CB; b++) kv[b] = ks[(tx + 16 * b) * QK_S4 + d4];
@@ -222,6 +251,13 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
   const size_t bh = get_group_id(2);
   const size_t base = bh * (size_t)S * HEAD_DIM;
   const int q0 = block_start[qb], qn = block_start[qb + 1] - q0;
+  /* This work-item's slots of the row reduction: written at red_w + rows, read (its rows'
+   * 16 partials) at red_r + rows. Row offsets are added to these two bases, and key and row
+   * bounds compared as tx < kn - 16 b (a uniform right-hand side): written as functions of
+   * ty + TYN a, AMD's compiler kept each of the RA row indices and their addresses in VGPRs
+   * of their own through the key-block loop (about 25 at RA = 4). */
+  __local float *red_w = red + ty * (4 * RED_S4) + tx;
+  __local const float4 *red_r = red4 + ty * RED_S4;
   const int aligned = (((size_t)q | (size_t)k | (size_t)v) & 15) == 0;
 
   float m[RA], l[RA];
@@ -264,33 +300,31 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
     ITEM_LOOP
     for (int c = 0; c + 1 < NQK; c++) {
       fetch_qk(pre, lid, c + 1, q, k, base, q0, qn, k0, kn, aligned);
-      qk_product(CUR(c), s, tx, ty);
-      store_qk(NXT(c), pre, lid);
+      STAGE(qk_product(CUR(c), s, tx, ty), store_qk(NXT(c), pre, lid));
       barrier(CLK_LOCAL_MEM_FENCE);
     }
     fetch_v(pre, lid, 0, v, base, k0, kn, aligned);
-    qk_product(CUR(NQK - 1), s, tx, ty);
-    store_v(NXT(NQK - 1), pre, lid);
+    STAGE(qk_product(CUR(NQK - 1), s, tx, ty), store_v(NXT(NQK - 1), pre, lid));
     for (int a = 0; a < RA; a++) {
       float mx = -INFINITY;
       for (int b = 0; b < CB; b++) {
-        s[a][b] = (tx + 16 * b < kn) ? s[a][b] * scale_log2 : -INFINITY;
+        s[a][b] = (tx < kn - 16 * b) ? s[a][b] * scale_log2 : -INFINITY;
         mx = fmax(mx, s[a][b]);
       }
-      red[(ty + TYN * a) * (4 * RED_S4) + tx] = mx;
+      red_w[a * (TYN * 4 * RED_S4)] = mx;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
     /* Online softmax: the row max over the 16 owners of a row, rescale, P = exp2(S - max). */
     for (int a = 0; a < RA; a++) {
-      __local const float4 *rr = red4 + (ty + TYN * a) * RED_S4;
+      __local const float4 *rr = red_r + a * (TYN * RED_S4);
       float4 x = fmax(fmax(rr[0], rr[1]), fmax(rr[2], rr[3]));
       float mx = fmax(fmax(fmax(x.x, x.y), fmax(x.z, x.w)), m[a]);
-      float alpha = (m[a] == -INFINITY) ? 0.0f : exp2(m[a] - mx);
+      float alpha = (m[a] == -INFINITY) ? 0.0f : EXP2(m[a] - mx);
       m[a] = mx;
       float sum = 0.0f;
       for (int b = 0; b < CB; b++) {
-        float pv = (s[a][b] == -INFINITY) ? 0.0f : exp2(s[a][b] - mx);
+        float pv = (s[a][b] == -INFINITY) ? 0.0f : EXP2(s[a][b] - mx);
         s[a][b] = pv;
         sum += pv;
       }
@@ -306,16 +340,14 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
     ITEM_LOOP
     for (int c = 0; c + 1 < NPV; c++) {
       fetch_v(pre, lid, c + 1, v, base, k0, kn, aligned);
-      pv_product(CUR(NQK + c), acc, tx, ty);
-      store_v(NXT(NQK + c), pre, lid);
-      store_p(NXT(NQK + c), s, c + 1, tx, ty);
+      STAGE(pv_product(CUR(NQK + c), acc, tx, ty),
+            (store_v(NXT(NQK + c), pre, lid), store_p(NXT(NQK + c), s, c + 1, tx, ty)));
       barrier(CLK_LOCAL_MEM_FENCE);
     }
     {
       const int kb1 = p + 1 < p1 ? KEY_BLOCK(p + 1) : kb, k1 = block_start[kb1];
       fetch_qk(pre, lid, 0, q, k, base, q0, qn, k1, block_start[kb1 + 1] - k1, aligned);
-      pv_product(CUR(NQK + NPV - 1), acc, tx, ty);
-      store_qk(NXT(NQK + NPV - 1), pre, lid);
+      STAGE(pv_product(CUR(NQK + NPV - 1), acc, tx, ty), store_qk(NXT(NQK + NPV - 1), pre, lid));
       barrier(CLK_LOCAL_MEM_FENCE);
     }
 #undef CUR
@@ -323,12 +355,12 @@ void attention(__global const STORE_T *q, __global const STORE_T *k, __global co
   }
 
   /* Row sums over the 16 owners of each row (red's last reads are behind a barrier). */
-  for (int a = 0; a < RA; a++) red[(ty + TYN * a) * (4 * RED_S4) + tx] = l[a];
+  for (int a = 0; a < RA; a++) red_w[a * (TYN * 4 * RED_S4)] = l[a];
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int a = 0; a < RA; a++) {
-    int r = ty + TYN * a;
-    if (r >= qn) continue;
-    __local const float4 *rr = red4 + r * RED_S4;
+    const int r = ty + TYN * a;
+    if (ty >= qn - TYN * a) continue; /* r >= qn */
+    __local const float4 *rr = red_r + a * (TYN * RED_S4);
     float4 x = (rr[0] + rr[1]) + (rr[2] + rr[3]);
     float sum = (x.x + x.y) + (x.z + x.w);
     float inv = sum == 0.0f ? 0.0f : 1.0f / sum; /* no kept block: zeros; NaN stays NaN */

@@ -11,8 +11,7 @@ the compiler's figure: registers and LDS both limit it) and the count of matrix 
 
 It fails when a default configuration (what the library builds untuned) does not build, and
 except on gfx1100 (see check) when it spills, uses scratch or falls below 2 waves per SIMD, or
-when clang-15's portable attention falls below 4 waves per SIMD on gfx90a or gfx940; clang-19's
-figure for the portable attention on CDNA is reported in the "note" column where it is below 4.
+when the portable attention falls below 4 waves per SIMD on CDNA (gfx90a, gfx940, gfx942).
 
 Debian 12's rocm-device-libs (5.2.3) lack the one target-specific bitcode file of gfx11 (and of
 gfx942), oclc_isa_version_<n>.bc, which holds a single constant (__oclc_ISA_version); the script
@@ -154,22 +153,10 @@ def check(row, opt):
         return f"spills (VGPR {row.get('vgpr_spill')}, SGPR {row.get('sgpr_spill')}, scratch {row.get('scratch')} B/lane)"
     if row.get("occupancy", 0) < 2:
         return f"occupancy {row.get('occupancy')} waves/SIMD < 2"
-    if portable_attention_on_cdna(row) and LLVM == "15" and row.get("occupancy", 0) < 4:
+    # 512 VGPRs + AGPRs per lane and SIMD: at most 128 per work-item (docs/variants.md, AMD GPUs).
+    if row["stage"] == "attention" and row["target"] in CDNA and row.get("occupancy", 0) < 4:
         return f"portable attention at {row.get('occupancy')} waves/SIMD < 4"
     return None
-
-
-def portable_attention_on_cdna(row):
-    """The portable attention's default build for a CDNA target, which must keep 4 waves per SIMD
-    (512 VGPRs + AGPRs per lane and SIMD, so at most 128 per work-item) with clang-15."""
-    return row["default"] and row["stage"] == "attention" and row["target"] in CDNA and not row["error"]
-
-
-def note(row):
-    """Targets the gate reports without failing on them."""
-    if portable_attention_on_cdna(row) and LLVM != "15" and row.get("occupancy", 0) < 4:
-        return f"portable attention at {row.get('occupancy')} waves/SIMD, below the 4 clang-15 keeps"
-    return ""
 
 
 def short_options(options):
@@ -252,11 +239,10 @@ def main():
     for row in rows:
         why = check(row, args.opt)
         row["gate"] = why or ""
-        row["note"] = note(row)
         if why:
             failures.append(f"{row['target']} {row['stage']}/{row['kernel']} [{row['options']}]: {why}")
     with open(os.path.join(args.work, "report.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS + ["gate", "note"], restval="")
+        w = csv.DictWriter(f, fieldnames=COLUMNS + ["gate"], restval="")
         w.writeheader()
         w.writerows(rows)
     with open(os.path.join(args.work, "report.json"), "w") as f:

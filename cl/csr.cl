@@ -5,8 +5,10 @@
  *   csr_fill:  col_idx[row_ptr[r] ..] = kept columns of row r, ascending
  *   csr_gather: the same from the per-row lists the NABLA selection compacted, with offsets
  *              from the selection's per-work-group totals
+ *   csr_flex:  FlexAttention's layout of a finished CSR: kv_num_blocks[r] = the row's length,
+ *              kv_indices[r][0 .. Nb) = its columns, then zeros
  * count and fill give each row CSR_TPR work-items, each owning a contiguous chunk of the row,
- * CSR_WG / CSR_TPR rows per work-group.
+ * CSR_WG / CSR_TPR rows per work-group; flex gives each row CSR_TPR work-items too, striding.
  */
 #ifndef CSR_WG
 #define CSR_WG 256
@@ -129,4 +131,19 @@ void csr_gather(__global const int *cols, __global const int *groups, __global i
     __global const int *src = cols + (size_t)(r0 + i) * ld;
     for (int e = lt; e < n; e += CSR_TPR) col_idx[p0 + e] = src[e];
   }
+}
+
+/* Every one of a row's Nb outputs is written, the kept columns first: CSR_TPR work-items per row
+ * stride over it, so a row's writes (and its reads of col_idx) go out in contiguous runs of
+ * CSR_TPR ints, whatever the density. */
+__kernel __attribute__((reqd_work_group_size(CSR_WG, 1, 1)))
+void csr_flex(__global const int *row_ptr, __global const int *col_idx, __global int *kv_num_blocks,
+              __global int *kv_indices, int Nb, int R) {
+  const int lid = get_local_id(0), lt = lid % CSR_TPR;
+  const int r = get_group_id(0) * CSR_ROWS + lid / CSR_TPR;
+  if (r >= R) return;
+  const int p0 = row_ptr[r], n = row_ptr[r + 1] - p0;
+  __global int *out = kv_indices + (size_t)r * Nb;
+  for (int j = lt; j < Nb; j += CSR_TPR) out[j] = j < n ? col_idx[p0 + j] : 0;
+  if (lt == 0) kv_num_blocks[r] = n;
 }

@@ -475,8 +475,9 @@ NABLA_API uint16_t nabla_f32_to_bf16(float x);
 NABLA_API float nabla_bf16_to_f32(uint16_t b);
 
 /* ==== Advanced ==============================================================================
- * Kernel configuration, tuning and the on-disk caches, profiling, kernel variants, knobs and the
- * float64 reference: for measuring, tuning and testing the library itself. Stable too, but an
+ * Kernel configuration, the mask in FlexAttention's layout on the device, tuning and the on-disk
+ * caches, profiling, kernel variants, knobs and the float64 reference: for measuring, tuning and
+ * testing the library itself, and for handing masks to other frameworks. Stable too, but an
  * application that only attends needs none of it.
  * ========================================================================================== */
 
@@ -491,6 +492,21 @@ NABLA_API float nabla_bf16_to_f32(uint16_t b);
 NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *stage,
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
+
+/* ---- Mask export ------------------------------------------------------------------------ */
+
+/**
+ * Writes the mask in FlexAttention's layout into caller-owned device buffers of this context:
+ * `kv_num_blocks` int32 [B,H,Nb] (each row's kept count) and `kv_indices` int32 [B,H,Nb,Nb]
+ * (each row's kept key blocks ascending, the rest of the row zero), what nabla_mask_read_flex
+ * reads. One kernel, enqueued after the wait list (and after the mask's build, by queue order);
+ * nothing is read back. NABLA_BUFFER_TOO_SMALL for a buffer under its size; NABLA_INVALID_ARGUMENT
+ * for a NULL, foreign-context, read-only or overlapping buffer, or one of the mask's own.
+ */
+NABLA_API nabla_status nabla_mask_write_flex(nabla_context *ctx, const nabla_mask *mask,
+                                             cl_mem kv_num_blocks, cl_mem kv_indices,
+                                             cl_uint num_wait, const cl_event *wait,
+                                             cl_event *done);
 
 /* ---- Tuning and caches ------------------------------------------------------------------ */
 /*

@@ -269,6 +269,10 @@ const char *nabla_dtype_define(nabla_dtype dtype);
 double nabla_event_ms(cl_event first, cl_event last);
 
 /* Argument checks shared by the operations (no enqueue happens before these pass). */
+/* A caller's cl_mem: not NULL, valid, of this context, at least `need` bytes (`layout` names
+ * what it must hold, e.g. "[2,4,5] int32", in the message). */
+nabla_status nabla_check_buffer(nabla_context *ctx, const char *what, cl_mem buf, size_t need,
+                                const char *layout);
 nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf,
                                 const nabla_shape *shape, nabla_dtype dtype);
 nabla_status nabla_check_common(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,

@@ -4,7 +4,8 @@
  * softmax + CDF select with the STA window ORed in and the row lengths counted -> CSR gather
  * (offsets from the selection's group totals, rows copied from its compacted lists). Pure STA
  * and dense masks fill the bitmap, OR the window, count, scan and fill.
- * Everything stays on the device; nothing is read back unless asked for. Pooled Q/K and the
+ * Everything stays on the device; nothing is read back unless asked for. FlexAttention's
+ * layout is expanded from the CSR on the device too (csr_flex), into the caller's buffers. Pooled Q/K and the
  * reduced map live in the context's workspace, reused by the next build.
  */
 #include <math.h>
@@ -293,14 +294,18 @@ done:
  * the compacted columns: one gather whose work-groups add up the selection's work-group totals
  * before their own (one per group_rows rows, far fewer than rows) and the lengths inside it,
  * and copy the columns. */
+/* cl/csr.cl's work-groups (CSR_WG, CSR_TPR there): CSR_WG work-items, CSR_ROWS rows each. */
+#define CSR_WG 256
+#define CSR_ROWS (CSR_WG / 32)
+
 static nabla_status enqueue_csr(nabla_context *ctx, nabla_mask *m, const selection *sel, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   cl_program prog = NULL;
   cl_kernel count = NULL, scan = NULL, fill = NULL;
   const nabla_shape *s = &m->shape;
   cl_int Nb = m->nblocks, R = s->batch * s->heads * m->nblocks;
-  size_t wg = 256, rows_per_group = 256 / 32, scan_wg = 256;
-  size_t global = ((size_t)R + rows_per_group - 1) / rows_per_group * wg;
+  size_t wg = CSR_WG, scan_wg = CSR_WG;
+  size_t global = ((size_t)R + CSR_ROWS - 1) / CSR_ROWS * wg;
   TRY(st, nabla_program_get(ctx, "csr", "", &prog));
   if (sel) {
     cl_int G = (R + sel->group_rows - 1) / sel->group_rows;
@@ -482,11 +487,77 @@ done:
   return st;
 }
 
+/* The memory object `buf` lives in (itself, or a sub-buffer's parent) and its offset there. */
+static void mem_base(cl_mem buf, cl_mem *base, size_t *offset) {
+  cl_mem parent = NULL;
+  *base = buf;
+  *offset = 0;
+  if (clGetMemObjectInfo(buf, CL_MEM_ASSOCIATED_MEMOBJECT, sizeof parent, &parent, NULL) == CL_SUCCESS && parent &&
+      clGetMemObjectInfo(buf, CL_MEM_OFFSET, sizeof *offset, offset, NULL) == CL_SUCCESS)
+    *base = parent;
+  else
+    *offset = 0;
+}
+
+/* kv_num_blocks and kv_indices (already valid and large enough): writable, apart from each
+ * other and from the mask's own buffers, which the kernel reads. */
+static nabla_status check_flex_outputs(nabla_context *ctx, const nabla_mask *m, cl_mem num, size_t num_bytes,
+                                       cl_mem idx, size_t idx_bytes) {
+  const char *names[2] = {"kv_num_blocks", "kv_indices"};
+  cl_mem bufs[2] = {num, idx}, base[2];
+  size_t off[2], bytes[2] = {num_bytes, idx_bytes};
+  for (int i = 0; i < 2; i++) {
+    cl_mem_flags flags = 0;
+    if (clGetMemObjectInfo(bufs[i], CL_MEM_FLAGS, sizeof flags, &flags, NULL) == CL_SUCCESS &&
+        (flags & CL_MEM_READ_ONLY))
+      return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s was created CL_MEM_READ_ONLY; the kernel writes it", names[i]);
+    mem_base(bufs[i], &base[i], &off[i]);
+    if (base[i] == m->row_ptr || base[i] == m->col_idx || base[i] == m->bitmap || base[i] == m->block_start)
+      return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s is one of the mask's own buffers", names[i]);
+  }
+  if (base[0] == base[1] && off[0] < off[1] + bytes[1] && off[1] < off[0] + bytes[0])
+    return nabla_fail(ctx, NABLA_INVALID_ARGUMENT,
+                      "kv_num_blocks and kv_indices overlap (bytes %zu..%zu and %zu..%zu of one buffer)", off[0],
+                      off[0] + bytes[0], off[1], off[1] + bytes[1]);
+  return NABLA_OK;
+}
+
+nabla_status nabla_mask_write_flex(nabla_context *ctx, const nabla_mask *mask, cl_mem kv_num_blocks,
+                                   cl_mem kv_indices, cl_uint num_wait, const cl_event *wait,
+                                   cl_event *done_event) {
+  nabla_status st = NABLA_OK;
+  cl_program prog = NULL;
+  cl_kernel kernel = NULL;
+  char layout[96];
+  TRY(st, check_mask(ctx, mask));
+  TRY(st, nabla_check_common(ctx, &mask->shape, NABLA_F32, num_wait, wait)); /* the wait list */
+  const nabla_shape *s = &mask->shape;
+  cl_int Nb = mask->nblocks, R = (cl_int)mask_rows(mask);
+  size_t num_bytes = (size_t)R * sizeof(cl_int), idx_bytes = num_bytes * (size_t)Nb;
+  snprintf(layout, sizeof layout, "[%d,%d,%d] int32", s->batch, s->heads, Nb);
+  TRY(st, nabla_check_buffer(ctx, "kv_num_blocks", kv_num_blocks, num_bytes, layout));
+  snprintf(layout, sizeof layout, "[%d,%d,%d,%d] int32", s->batch, s->heads, Nb, Nb);
+  TRY(st, nabla_check_buffer(ctx, "kv_indices", kv_indices, idx_bytes, layout));
+  TRY(st, check_flex_outputs(ctx, mask, kv_num_blocks, num_bytes, kv_indices, idx_bytes));
+  size_t wg = CSR_WG, global = ((size_t)R + CSR_ROWS - 1) / CSR_ROWS * wg;
+  TRY(st, nabla_program_get(ctx, "csr", "", &prog));
+  TRY(st, nabla_kernel_create(ctx, prog, "csr_flex", &kernel));
+  TRY(st, NABLA_SET_ARGS(ctx, kernel, "csr_flex", NABLA_ARG(mask->row_ptr), NABLA_ARG(mask->col_idx),
+                         NABLA_ARG(kv_num_blocks), NABLA_ARG(kv_indices), NABLA_ARG(Nb), NABLA_ARG(R)));
+  cl_event *slot = nabla_profile_slot(ctx, "flex");
+  TRY_CL(st, ctx, clEnqueueNDRangeKernel(ctx->queue, kernel, 1, NULL, &global, &wg, num_wait, wait,
+                                         NABLA_EVENT_OUT(slot, done_event)));
+  nabla_profile_share(slot, done_event);
+done:
+  if (kernel) clReleaseKernel(kernel);
+  return st;
+}
+
 nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask,
                                   int32_t *kv_num_blocks, size_t num_cap, int32_t *kv_indices,
                                   size_t idx_cap) {
   nabla_status st = NABLA_OK;
-  int32_t *row_ptr = NULL, *col_idx = NULL;
+  cl_mem num = NULL, idx = NULL;
   TRY(st, check_mask(ctx, mask));
   size_t rows = mask_rows(mask), nb = (size_t)mask->nblocks;
   if (!kv_num_blocks || !kv_indices || num_cap < rows || idx_cap < rows * nb) {
@@ -494,22 +565,15 @@ nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask,
                     "kv_num_blocks needs %zu entries and kv_indices %zu", rows, rows * nb);
     goto done;
   }
-  row_ptr = malloc((rows + 1) * sizeof *row_ptr);
-  col_idx = malloc((rows * nb + 1) * sizeof *col_idx);
-  if (!row_ptr || !col_idx) {
-    st = nabla_fail(ctx, NABLA_OUT_OF_MEMORY, "out of memory");
-    goto done;
-  }
-  TRY(st, nabla_mask_read_csr(ctx, mask, row_ptr, rows + 1, col_idx, rows * nb));
-  memset(kv_indices, 0, rows * nb * sizeof *kv_indices);
-  for (size_t r = 0; r < rows; r++) {
-    int32_t n = row_ptr[r + 1] - row_ptr[r];
-    kv_num_blocks[r] = n;
-    memcpy(kv_indices + r * nb, col_idx + row_ptr[r], (size_t)n * sizeof *col_idx);
-  }
+  /* Expanded on the device (nabla_mask_write_flex), then read: one conversion for both. */
+  TRY(st, nabla_buffer_new(ctx, rows * sizeof(cl_int), "kv_num_blocks", &num));
+  TRY(st, nabla_buffer_new(ctx, rows * nb * sizeof(cl_int), "kv_indices", &idx));
+  TRY(st, nabla_mask_write_flex(ctx, mask, num, idx, 0, NULL, NULL));
+  TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, num, CL_TRUE, 0, rows * sizeof(cl_int), kv_num_blocks, 0, NULL, NULL));
+  TRY_CL(st, ctx, clEnqueueReadBuffer(ctx->queue, idx, CL_TRUE, 0, rows * nb * sizeof(cl_int), kv_indices, 0, NULL, NULL));
 done:
-  free(row_ptr);
-  free(col_idx);
+  if (num) clReleaseMemObject(num);
+  if (idx) clReleaseMemObject(idx);
   return st;
 }
 

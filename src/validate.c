@@ -22,8 +22,8 @@ nabla_status nabla_check_common(nabla_context *ctx, const nabla_shape *shape, na
   return NABLA_OK;
 }
 
-nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf,
-                                const nabla_shape *shape, nabla_dtype dtype) {
+nabla_status nabla_check_buffer(nabla_context *ctx, const char *what, cl_mem buf, size_t need,
+                                const char *layout) {
   if (!buf) return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s is NULL", what);
   size_t size = 0;
   cl_context owner = NULL;
@@ -32,10 +32,17 @@ nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf
     return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s is not a valid cl_mem", what);
   if (owner != ctx->cl_ctx)
     return nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "%s belongs to another cl_context", what);
-  size_t need = (size_t)shape->batch * shape->heads * shape->seq * shape->head_dim * nabla_dtype_size(dtype);
   if (size < need)
-    return nabla_fail(ctx, NABLA_BUFFER_TOO_SMALL,
-                      "%s holds %zu bytes but [%d,%d,%d,%d] %s needs %zu", what, size, shape->batch,
-                      shape->heads, shape->seq, shape->head_dim, nabla_dtype_name(dtype), need);
+    return nabla_fail(ctx, NABLA_BUFFER_TOO_SMALL, "%s holds %zu bytes but %s needs %zu", what, size,
+                      layout, need);
   return NABLA_OK;
+}
+
+nabla_status nabla_check_tensor(nabla_context *ctx, const char *what, cl_mem buf,
+                                const nabla_shape *shape, nabla_dtype dtype) {
+  char layout[96];
+  snprintf(layout, sizeof layout, "[%d,%d,%d,%d] %s", shape->batch, shape->heads, shape->seq,
+           shape->head_dim, nabla_dtype_name(dtype));
+  size_t need = (size_t)shape->batch * shape->heads * shape->seq * shape->head_dim * nabla_dtype_size(dtype);
+  return nabla_check_buffer(ctx, what, buf, need, layout);
 }

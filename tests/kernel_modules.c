@@ -7,9 +7,10 @@
  * clCreateProgramWithSource and clBuildProgram are wrapped (-Wl,--wrap): each program the
  * library builds is recorded (source text and options) and built with " -cl-opt-disable"
  * appended, unless --optimize. With the disk cache off every module is built from source. The
- * run covers every stage: mask builds (pool, reduced map, select, STA, CSR) and dense and
- * sparse attention with each variant that runs on any device (portable, cpu-rows and the
- * registry's test aids, the tensor-core kernels emulated) in f32, f16 and bf16, and the reorder.
+ * run covers every stage: mask builds (pool, reduced map, select, STA, CSR, FlexAttention's
+ * layout) and dense and sparse attention with each variant that runs on any device (portable,
+ * cpu-rows and the registry's test aids, the tensor-core kernels emulated) in f32, f16 and bf16,
+ * and the reorder.
  * Every attention output is compared with the float64 reference. It fails unless every stage
  * file was built (the probes of the real tensor-core variants only on their hardware).
  *
@@ -150,6 +151,7 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
   double *x = malloc(3 * n * sizeof *x), *ref = malloc(n * sizeof *ref);
   uint8_t *bitmap = malloc(rows * nb);
   int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(rows * nb * sizeof *col_idx);
+  int32_t *kv_num = malloc(rows * sizeof *kv_num), *kv_idx = malloc(rows * nb * sizeof *kv_idx);
   void *host[3] = {NULL, NULL, NULL}, *out = malloc(n * nabla_dtype_size(dt));
   cl_mem buf[4] = {NULL, NULL, NULL, NULL};
   nabla_mask *mask = NULL;
@@ -158,7 +160,7 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
   int bad = 1;
   nabla_status st = NABLA_OK;
   cl_int rc = CL_SUCCESS;
-  if (!x || !ref || !bitmap || !row_ptr || !col_idx || !out) goto done;
+  if (!x || !ref || !bitmap || !row_ptr || !col_idx || !kv_num || !kv_idx || !out) goto done;
   for (size_t i = 0; i < 3 * n; i++) x[i] = uniform();
   quantize(x, 3 * n, dt);
   for (int t = 0; t < 4; t++) {
@@ -177,6 +179,21 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
     bad = fail(ctx, what, st);
     goto done;
   }
+  /* FlexAttention's layout (csr_flex) against the reference CSR of that bitmap. */
+  snprintf(what, sizeof what, "%s %s flex layout", variant, nabla_dtype_name(dt));
+  if ((st = nabla_mask_read_flex(ctx, mask, kv_num, rows, kv_idx, rows * nb)) != NABLA_OK) {
+    bad = fail(ctx, what, st);
+    goto done;
+  }
+  nabla_ref_csr(&s, bitmap, row_ptr, col_idx);
+  for (size_t r = 0; r < rows; r++)
+    for (int j = 0; j < nb; j++) {
+      int32_t n_r = row_ptr[r + 1] - row_ptr[r];
+      if (kv_num[r] != n_r || kv_idx[r * nb + j] != (j < n_r ? col_idx[row_ptr[r] + j] : 0)) {
+        fprintf(stderr, "kernel_modules: %s differs from the reference CSR at row %zu\n", what, r);
+        goto done;
+      }
+    }
   for (int dense = 0; dense < 2; dense++) {
     snprintf(what, sizeof what, "%s %s %s attention", variant, nabla_dtype_name(dt), dense ? "dense" : "sparse");
     if (dense) memset(bitmap, 1, rows * nb);
@@ -228,7 +245,7 @@ done:
   for (int t = 0; t < 4; t++)
     if (buf[t]) clReleaseMemObject(buf[t]);
   for (int t = 0; t < 3; t++) free(host[t]);
-  free(x), free(ref), free(bitmap), free(row_ptr), free(col_idx), free(out);
+  free(x), free(ref), free(bitmap), free(row_ptr), free(col_idx), free(kv_num), free(kv_idx), free(out);
   return bad;
 }
 

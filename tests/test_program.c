@@ -241,19 +241,18 @@ static void check_recovers(fixture *f, damage_fn damage, const char *what) {
   damage(path);
   void *bad = read_file(path, &bad_len);
   assert_true(bad_len != good_len || memcmp(good, bad, good_len) != 0);
-  struct stat sb;
-  assert_int_equal(stat(path, &sb), 0);
-  ino_t damaged_ino = sb.st_ino;
 
   fresh_run(NABLA_F32);
   listing after = list_programs(f->root);
   assert_int_equal(after.count, 1);
   assert_int_equal(after.temps, 0);
-  if (listed_ino(&after, before.name[0]) == damaged_ino) fail_msg("%s: the damaged entry was not rewritten", what);
   assert_int_equal(valid_entries(f->root), 1);
+  /* Rewritten: the bytes differ from the damaged ones. (Not the inode: a file system may hand
+   * the removed entry's inode number to its replacement, as the GPU host's did.) */
   size_t new_len = 0;
   void *rewritten = read_file(path, &new_len);
-  assert_true(new_len != bad_len || memcmp(rewritten, bad, bad_len) != 0);
+  if (new_len == bad_len && memcmp(rewritten, bad, bad_len) == 0)
+    fail_msg("%s: the damaged entry was not rewritten", what);
   print_message("%s: entry rewritten, %s the original bytes\n", what,
                 new_len == good_len && memcmp(rewritten, good, good_len) == 0 ? "identical to" : "differs from");
   /* ... and it is a hit now. */

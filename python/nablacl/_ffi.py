@@ -103,6 +103,8 @@ nabla_status nabla_mask_read_csr(nabla_context *ctx, const nabla_mask *mask, int
 nabla_status nabla_mask_read_bitmap(nabla_context *ctx, const nabla_mask *mask, uint8_t *bitmap, size_t cap);
 nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask, int32_t *kv_num_blocks,
                                   size_t num_cap, int32_t *kv_indices, size_t idx_cap);
+nabla_status nabla_mask_write_flex(nabla_context *ctx, const nabla_mask *mask, cl_mem kv_num_blocks,
+                                   cl_mem kv_indices, cl_uint num_wait, const cl_event *wait, cl_event *done);
 
 nabla_status nabla_attend(nabla_context *ctx, const nabla_shape *shape, nabla_dtype dtype,
                           const nabla_mask *mask, cl_mem q, cl_mem k, cl_mem v, cl_mem o,

@@ -51,7 +51,8 @@ class Mask:
     The host views are read on first use (blocking) and kept: ``row_ptr`` [B*H*Nb + 1] and
     ``col_idx`` [kept] (int32), ``bitmap`` [B, H, Nb, Nb] (uint8 0/1), and FlexAttention's
     ``kv_num_blocks`` [B, H, Nb] / ``kv_indices`` [B, H, Nb, Nb] (int32; each row's kept blocks
-    ascending, then zeros), ready for ``BlockMask.from_kv_blocks``. ``block_starts`` [Nb + 1]
+    ascending, then zeros; expanded on the device), ready for ``BlockMask.from_kv_blocks``;
+    :meth:`write_flex` writes those into pyopencl arrays instead. ``block_starts`` [Nb + 1]
     gives each block's first token (tile order). Pass the mask to :func:`attention` to attend
     with it; :meth:`release` frees the device copy (or let it be garbage-collected).
     """
@@ -175,6 +176,31 @@ class Mask:
     def kv_indices(self) -> np.ndarray:
         """FlexAttention's kv_indices [B, H, Nb, Nb] (int32)."""
         return self._flex()[1]
+
+    def write_flex(self, kv_num_blocks: Any, kv_indices: Any) -> Tuple[Any, Any]:
+        """Writes FlexAttention's layout into pyopencl arrays on the device, never via the host
+        (``nabla_mask_write_flex``): int32, C-contiguous, [B, H, Nb] and [B, H, Nb, Nb], in this
+        mask's OpenCL context. Enqueued after their pending events; their ``events`` then say
+        when it is done. Returns the two arrays."""
+        arrays, names = (kv_num_blocks, kv_indices), ("kv_num_blocks", "kv_indices")
+        nb = self.blocks
+        shapes = ((self.batch, self.heads, nb), (self.batch, self.heads, nb, nb))
+        for a, n, want in zip(arrays, names, shapes):
+            if not T.is_pyopencl(a):
+                raise InvalidArgument(f"{n}: expected a pyopencl.array.Array, got {type(a).__name__} "
+                                      "(the kv_num_blocks and kv_indices properties give NumPy arrays)")
+            if a.dtype != np.int32 or tuple(a.shape) != want:
+                raise InvalidArgument(f"{n}: expected int32 {want}, got {a.dtype} {tuple(a.shape)}")
+            if not a.flags.c_contiguous or a.offset != 0:
+                raise InvalidArgument(f"{n}: expected a whole C-contiguous array")
+        bufs = [T.borrow(self.context, a, n) for a, n in zip(arrays, names)]
+        nw, wl, _keep = T.wait_list(arrays)
+        done = ffi.new("cl_event *")
+        self.context.check(lib.nabla_mask_write_flex(self.context.ptr, self.ptr, bufs[0].mem,
+                                                     bufs[1].mem, nw, wl, done),
+                           "nabla_mask_write_flex")
+        T.adopt_event(done[0], arrays)
+        return kv_num_blocks, kv_indices
 
     @property
     def block_starts(self) -> np.ndarray:

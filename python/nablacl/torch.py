@@ -21,10 +21,11 @@ is ``"nabla-0.4_sta-11-3-3"`` here; its grid is the latent's (T, H, W) in tokens
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import weakref
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -32,7 +33,7 @@ from . import _cuda
 from . import _tensors as T
 from ._ffi import cl, ffi, lib, string
 from .context import Context, devices
-from .errors import InvalidArgument, NablaError, OpenCLError, Unsupported, error_for
+from .errors import InvalidArgument, NablaError, Unsupported, error_for
 
 _DTYPES = {torch.float32: (T.F32, "<f4"), torch.float16: (T.F16, "<f2"),
            torch.bfloat16: (T.BF16, "<i2")}
@@ -165,11 +166,12 @@ class _Runner:
             self.staging[key] = s
         return s
 
-    def output(self, shape: Tuple[int, ...], dtype: torch.dtype) -> _Shared:
-        """An output staging tensor no caller holds any more (a new one when all are held)."""
-        key = (shape, dtype)
+    def output(self, role: str, shape: Tuple[int, ...], dtype: torch.dtype) -> _Shared:
+        """An output staging tensor of `role` no caller holds any more (a new one when all are
+        held). Each role has its own pool, so calls alternating between roles keep theirs."""
+        key = (role, shape, dtype)
         if key not in self.outputs:
-            for old in list(self.outputs):  # another shape: let go of the old pool
+            for old in [k for k in self.outputs if k[0] == role]:  # another shape: let go of the old pool
                 self.outputs.pop(old)
             self.outputs[key] = []
         pool = self.outputs[key]
@@ -191,6 +193,17 @@ class _Runner:
         arr = ffi.new("cl_mem[]", list(mems))
         self.ctx.check(lib.nabla_external_end(self.ctx.ptr, len(mems), arr, 0, ffi.NULL, 0,
                                               ffi.NULL, ffi.NULL), "nabla_external_end")
+
+    @contextlib.contextmanager
+    def opencl(self, mems: Sequence[Any]) -> Iterator[None]:
+        """The imported tensors belong to OpenCL inside the block: acquired at its start, released
+        and waited for at its end (also when it raises), so CUDA reads them only afterwards."""
+        self.begin(mems)
+        try:
+            yield
+        finally:
+            self.end(mems)
+            self.finish()
 
     def finish(self) -> None:
         code = cl.clFinish(lib.nabla_context_queue(self.ctx.ptr))
@@ -309,18 +322,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: Optional[
             raise InvalidArgument("out: expected a contiguous tensor of q's shape, dtype and device")
     r = _runner(device)
     sq, sk, sv = (r.shared(n, shape4, tdtype) for n in ("q", "k", "v"))
-    so = r.shared("o", shape4, tdtype) if out is not None else r.output(shape4, tdtype)
+    so = r.shared("o", shape4, tdtype) if out is not None else r.output("o", shape4, tdtype)
     stream = torch.cuda.current_stream(device)
     sq.tensor.copy_(q)
     sk.tensor.copy_(k)
     sv.tensor.copy_(v)
     stream.synchronize()  # the copies are in memory before OpenCL reads it
-    mems = [sq.mem, sk.mem, sv.mem, so.mem]
-    r.begin(mems)
-    r.ctx.check(lib.nabla_attention(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, sv.mem, so.mem,
-                                    0, ffi.NULL, ffi.NULL), "nabla_attention")
-    r.end(mems)
-    r.finish()  # the output is in memory before CUDA reads it
+    with r.opencl([sq.mem, sk.mem, sv.mem, so.mem]):  # the output is in memory before CUDA reads it
+        r.ctx.check(lib.nabla_attention(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, sv.mem,
+                                        so.mem, 0, ffi.NULL, ffi.NULL), "nabla_attention")
     if out is None:
         return so.view(owner=so)  # the staging memory itself: no copy out
     out.copy_(so.tensor)
@@ -331,53 +341,35 @@ def mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str =
          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The block mask of ``algo`` as FlexAttention's ``(kv_num_blocks [B, H, Nb],
     kv_indices [B, H, Nb, Nb])`` int32 CUDA tensors (each row's kept blocks ascending, then
-    zeros), built by nablacl from Q and K; arguments as :func:`attention`."""
+    zeros), built by nablacl from Q and K; arguments as :func:`attention`.
+
+    Both are written on the GPU straight into staging memory (``nabla_mask_write_flex``) and
+    handed over as they are, ready on the current stream; like :func:`attention`'s output, that
+    memory is not reused while any tensor refers to it."""
     shape, dtype, shape4, tdtype, device, _g = _check([q, k], ["q", "k"], grid)
     algo_s = T.parse_algo(algo)
     B, H = shape4[0], shape4[1]
     nb = int(lib.nabla_shape_blocks(shape))
-    rows = B * H * nb
     r = _runner(device)
     sq, sk = r.shared("q", shape4, tdtype), r.shared("k", shape4, tdtype)
-    sptr = r.shared("row_ptr", (rows + 1,), torch.int32)
-    scol = r.shared("col_idx", (rows * nb,), torch.int32)
+    snum = r.output("kv_num_blocks", (B, H, nb), torch.int32)
+    sidx = r.output("kv_indices", (B, H, nb, nb), torch.int32)
     stream = torch.cuda.current_stream(device)
     sq.tensor.copy_(q)
     sk.tensor.copy_(k)
+    # The copies are in memory before OpenCL reads it, and work queued earlier on this stream
+    # (which may still read an earlier mask now let go of) is done before OpenCL rewrites it.
     stream.synchronize()
-    mems = [sq.mem, sk.mem, sptr.mem, scol.mem]
-    r.begin(mems)
-    handle = ffi.new("nabla_mask **")
-    r.ctx.check(lib.nabla_mask_build(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, handle, 0,
-                                     ffi.NULL, ffi.NULL), "nabla_mask_build")
-    try:
-        row_ptr, col_idx = ffi.new("cl_mem *"), ffi.new("cl_mem *")
-        r.ctx.check(lib.nabla_mask_buffers(handle[0], row_ptr, col_idx), "nabla_mask_buffers")
-        queue = lib.nabla_context_queue(r.ctx.ptr)
-        kept = ffi.new("int32_t *")
-        code = cl.clEnqueueReadBuffer(queue, row_ptr[0], 1, rows * 4, 4, kept, 0, ffi.NULL, ffi.NULL)
-        if code == 0:
-            code = cl.clEnqueueCopyBuffer(queue, row_ptr[0], sptr.mem, 0, 0, (rows + 1) * 4, 0,
-                                          ffi.NULL, ffi.NULL)
-        if code == 0 and kept[0] > 0:
-            code = cl.clEnqueueCopyBuffer(queue, col_idx[0], scol.mem, 0, 0, int(kept[0]) * 4, 0,
-                                          ffi.NULL, ffi.NULL)
-        if code != 0:
-            raise OpenCLError(f"copying the mask to CUDA memory failed with CL error {code}")
-        r.end(mems)
-        r.finish()
-    finally:
-        lib.nabla_mask_release(handle[0])
-    nnz = int(kept[0])
-    ptr = sptr.tensor.to(torch.int64)
-    counts = ptr[1:] - ptr[:-1]
-    num = counts.to(torch.int32).view(B, H, nb)
-    idx = torch.zeros(rows, nb, dtype=torch.int32, device=device)
-    if nnz:
-        row_of = torch.repeat_interleave(torch.arange(rows, device=device), counts, output_size=nnz)
-        slot = torch.arange(nnz, device=device) - ptr[row_of]
-        idx[row_of, slot] = scol.tensor[:nnz]
-    return num, idx.view(B, H, nb, nb)
+    with r.opencl([sq.mem, sk.mem, snum.mem, sidx.mem]):
+        handle = ffi.new("nabla_mask **")
+        r.ctx.check(lib.nabla_mask_build(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, handle,
+                                         0, ffi.NULL, ffi.NULL), "nabla_mask_build")
+        try:
+            r.ctx.check(lib.nabla_mask_write_flex(r.ctx.ptr, handle[0], snum.mem, sidx.mem, 0,
+                                                  ffi.NULL, ffi.NULL), "nabla_mask_write_flex")
+        finally:
+            lib.nabla_mask_release(handle[0])  # the queued kernels keep its buffers alive
+    return snum.view(owner=snum), sidx.view(owner=sidx)
 
 
 def block_mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str = "nabla-0.7",

@@ -92,6 +92,40 @@ def test_mask_layouts_agree(ctx, rng):
     assert starts[0] == 0 and starts[-1] == SHAPE[2] and len(starts) == nb + 1
 
 
+def flex_of(bitmap):
+    """FlexAttention's layout of a block bitmap, made here from its rows (the oracle)."""
+    b, h, nb, _ = bitmap.shape
+    rows = bitmap.reshape(-1, nb) != 0
+    idx = np.zeros((rows.shape[0], nb), np.int32)
+    for r, row in enumerate(rows):
+        cols = np.flatnonzero(row)
+        idx[r, :len(cols)] = cols
+    return rows.sum(1).astype(np.int32).reshape(b, h, nb), idx.reshape(b, h, nb, nb)
+
+
+@pytest.mark.parametrize("algo", ["nabla-0.5", "sta-1-3-3", "nabla-0.3_sta-1-1-1", "dense"])
+def test_flex_layout_is_the_csr_expanded(ctx, rng, algo):
+    q, k, _ = video_inputs(rng, (2, 3, SHAPE[2], 32), GRID, "f32")
+    m = nablacl.mask(q, k, algo, grid=GRID, context=ctx)
+    num, idx = flex_of(m.bitmap)
+    assert np.array_equal(m.kv_num_blocks, num) and np.array_equal(m.kv_indices, idx)
+    assert np.array_equal(m.kv_num_blocks.reshape(-1), np.diff(m.row_ptr))
+
+
+def test_flex_layout_of_adversarial_masks(ctx, rng):
+    nb = 12
+    bits = rng.random((2, 3, nb, nb)) < 0.3
+    bits[0, 0] = False             # every row empty
+    bits[0, 1] = True              # every row full
+    bits[1, 0] = False
+    bits[1, 0, :, -1] = True       # the last block alone
+    bits[1, 1, ::2] = False        # every other row empty
+    bits[1, 2, :, 0] = True        # the first block in every row
+    m = nablacl.Mask.from_bitmap(bits, SHAPE[2], GRID, context=ctx)
+    num, idx = flex_of(bits)
+    assert np.array_equal(m.kv_num_blocks, num) and np.array_equal(m.kv_indices, idx)
+
+
 def test_mask_from_bitmap_drives_attention(ctx, rng):
     q, k, v = video_inputs(rng, SHAPE, GRID, "f32")
     nb = 12

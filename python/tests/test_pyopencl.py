@@ -107,3 +107,40 @@ def test_another_queue_waits_for_the_arrays_events(queue, rng):
                                order="raster", context=other)
     assert np.allclose(out.get(), expect, rtol=1e-5, atol=1e-6)
     other.close()
+
+
+def test_write_flex_on_the_device(queue, nctx, rng):
+    """FlexAttention's layout written into pyopencl arrays equals the host one and the CSR,
+    after the arrays' pending work."""
+    host = video_inputs(rng, (2, 2, SHAPE[2], 64), GRID, "f32")
+    q, k = (cla.to_device(queue, t) for t in host[:2])
+    m = nablacl.mask(q, k, "nabla-0.5_sta-1-3-3", grid=GRID, context=nctx)
+    nb = m.blocks
+    num = cla.empty(queue, (2, 2, nb), np.int32)
+    idx = cla.zeros(queue, (2, 2, nb, nb), np.int32) + 7  # pending work the write waits for
+    assert idx.events
+    got = m.write_flex(num, idx)
+    assert got[0] is num and got[1] is idx and num.events
+    assert np.array_equal(num.get(), m.kv_num_blocks)
+    assert np.array_equal(idx.get(), m.kv_indices)
+    assert np.array_equal(num.get().reshape(-1), np.diff(m.row_ptr))
+
+
+def test_write_flex_refusals(queue, nctx, rng):
+    host = video_inputs(rng, SHAPE, GRID, "f32")
+    m = nablacl.mask(*host[:2], "nabla-0.5", grid=GRID, context=nctx)
+    nb = m.blocks
+    num = cla.empty(queue, (1, 2, nb), np.int32)
+    idx = cla.empty(queue, (1, 2, nb, nb), np.int32)
+    with pytest.raises(nablacl.InvalidArgument, match="kv_num_blocks: expected a pyopencl"):
+        m.write_flex(np.zeros((1, 2, nb), np.int32), idx)
+    with pytest.raises(nablacl.InvalidArgument, match="kv_indices: expected int32"):
+        m.write_flex(num, cla.empty(queue, (1, 2, nb, nb), np.int64))
+    with pytest.raises(nablacl.InvalidArgument, match="kv_num_blocks: expected int32"):
+        m.write_flex(cla.empty(queue, (1, 2, nb + 1), np.int32), idx)
+    big = cla.empty(queue, (2, 2, nb, nb), np.int32)
+    with pytest.raises(nablacl.InvalidArgument, match="kv_indices: expected a whole"):
+        m.write_flex(num, big[1:])
+    other = cl.CommandQueue(cl.Context(devices=[queue.device]))
+    with pytest.raises(nablacl.InvalidArgument, match="another OpenCL context"):
+        m.write_flex(num, cla.empty(other, (1, 2, nb, nb), np.int32))

@@ -94,6 +94,101 @@ def test_mask_matches_the_numpy_path():
     assert 0.0 < m.density < 1.0
 
 
+def test_flex_layout_is_what_blockmask_reads():
+    """The library's kv_num_blocks / kv_indices (here from the NumPy path, any device) make a
+    BlockMask whose dense form is the mask's bitmap, as block_mask builds it."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    if not nablacl.devices():
+        pytest.skip("no OpenCL device")
+    rng = np.random.default_rng(3)
+    q, k = (rng.standard_normal((2, 2, SHAPE[2], 32)).astype(np.float32) for _ in range(2))
+    m = nablacl.mask(q, k, "nabla-0.5_sta-1-3-3", grid=GRID)
+    num, idx = torch.from_numpy(m.kv_num_blocks), torch.from_numpy(m.kv_indices)
+    bm = BlockMask.from_kv_blocks(torch.zeros_like(num), idx, num, idx, BLOCK_SIZE=64)
+    assert np.array_equal(bm.to_dense().numpy() != 0, m.bitmap != 0)
+
+
+def test_output_pools_are_kept_per_role(monkeypatch):
+    """Calls alternating between attention's output and the mask's two keep each role's pool
+    (no new staging memory per call); a new shape replaces its own role's pool alone."""
+    import nablacl.torch as nt
+
+    made = []
+
+    class FakeShared:
+        def __init__(self, runner, shape, dtype):
+            self.shape, self.dtype, self.held = shape, dtype, False
+            made.append(self)
+
+        def in_use(self):
+            return self.held
+
+    monkeypatch.setattr(nt, "_Shared", FakeShared)
+    r = object.__new__(nt._Runner)
+    r.outputs = {}
+    o = r.output("o", (1, 2, 64, 8), torch.bfloat16)
+    n = r.output("kv_num_blocks", (1, 2, 1), torch.int32)
+    i = r.output("kv_indices", (1, 2, 1, 1), torch.int32)
+    assert len(made) == 3
+    assert r.output("o", (1, 2, 64, 8), torch.bfloat16) is o
+    assert r.output("kv_indices", (1, 2, 1, 1), torch.int32) is i
+    i.held = True
+    i2 = r.output("kv_indices", (1, 2, 1, 1), torch.int32)
+    assert i2 is not i and len(made) == 4
+    assert r.output("kv_num_blocks", (1, 2, 1), torch.int32) is n
+    n2 = r.output("kv_num_blocks", (1, 2, 2), torch.int32)
+    assert n2 is not n and ("kv_num_blocks", (1, 2, 1), torch.int32) not in r.outputs
+    assert r.output("o", (1, 2, 64, 8), torch.bfloat16) is o
+    assert r.output("kv_indices", (1, 2, 1, 1), torch.int32) is i2
+
+
+def test_opencl_section_hands_back_even_when_the_call_fails():
+    """The imported tensors go back to CUDA and the queue is waited for after the library's
+    calls, also when one of them raises."""
+    import nablacl.torch as nt
+
+    calls = []
+
+    class FakeRunner:
+        def begin(self, mems):
+            calls.append(("begin", list(mems)))
+
+        def end(self, mems):
+            calls.append(("end", list(mems)))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    with nt._Runner.opencl(FakeRunner(), ["a", "b"]):
+        calls.append(("work",))
+    assert calls == [("begin", ["a", "b"]), ("work",), ("end", ["a", "b"]), ("finish",)]
+    calls.clear()
+    with pytest.raises(nablacl.InvalidArgument):
+        with nt._Runner.opencl(FakeRunner(), ["a"]):
+            raise nablacl.InvalidArgument("refused")
+    assert calls == [("begin", ["a"]), ("end", ["a"]), ("finish",)]
+
+
+@needs_cuda
+def test_mask_outputs_are_not_reused_while_held():
+    import nablacl.torch as nt
+
+    q, k, _ = inputs()
+    num, idx = nt.mask(q, k, GRID, "nabla-0.5")
+    assert num.dtype == idx.dtype == torch.int32 and idx.is_contiguous()
+    num_copy, idx_copy, idx_ptr = num.clone(), idx.clone(), idx.data_ptr()
+    num2, idx2 = nt.mask(q, k, GRID, "dense")
+    assert idx2.data_ptr() != idx_ptr and torch.equal(idx, idx_copy) and torch.equal(num, num_copy)
+    nb = idx2.shape[-1]
+    assert bool((num2 == nb).all())
+    assert torch.equal(idx2[0, 0, 0], torch.arange(nb, dtype=torch.int32, device=idx2.device))
+    del num, idx
+    num3, idx3 = nt.mask(q, k, GRID, "nabla-0.5")
+    assert idx3.data_ptr() == idx_ptr, "the first free output is reused"
+    assert torch.equal(idx3, idx_copy) and torch.equal(num3, num_copy)
+
+
 @needs_cuda
 def test_outputs_are_not_reused_while_held():
     import nablacl.torch as nt

@@ -8,6 +8,10 @@
  * row is read by neighbouring work-items and every work-item has all its loads in flight at
  * once; the TS partial sums meet in local memory.
  *
+ * POOL_UNIT=1: the inputs are already block means (fp32 [B H][Nb][D], nabla_mask_build_from_means):
+ * block i is the one row i, S = Nb, and block_start is not read; the pass only converts (and
+ * splits) them as the map wants.
+ *
  * POOL_SPLIT=1 (for the tensor-core map, cl/map_mma.cl): each pooled row is written as a
  * power-of-two scale s and two fp16 vectors hi, lo with x ~= s (hi + lo): row r's 4 D bytes
  * hold hi[0..D) then lo[0..D) (Q rows with their pairs of values reordered for the map's
@@ -41,6 +45,10 @@ typedef nabla_raw8 pool_raw;
 #define POOL_SPLIT 0
 #endif
 
+#ifndef POOL_UNIT
+#define POOL_UNIT 0
+#endif
+
 #ifndef POOL_TS
 #define POOL_TS 16 /* token slices: get_local_size(1), set by the host */
 #endif
@@ -54,7 +62,7 @@ __kernel void pool(__global const STORE_T *q, __global const STORE_T *k, __globa
   const int i = get_group_id(1), z = get_group_id(2);
   const int is_k = z >= BH;
   __global const STORE_T *x = is_k ? k : q;
-  const int t0 = block_start[i], t1 = block_start[i + 1];
+  const int t0 = POOL_UNIT ? i : block_start[i], t1 = POOL_UNIT ? i + 1 : block_start[i + 1];
   const size_t base = (size_t)(z - (is_k ? BH : 0)) * S * D + (size_t)v * PV;
   const int al = ((size_t)x & 15) == 0; /* whole 16-byte loads (see nabla_fetch8) */
   /* All POOL_LPB loads are issued before any is summed, whatever the block's length (loads

@@ -493,7 +493,22 @@ NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *sta
                                              const nabla_shape *shape, nabla_dtype dtype,
                                              char *buf, size_t len);
 
-/* ---- Mask export ------------------------------------------------------------------------ */
+/* ---- Masks from block means, and mask export -------------------------------------------- */
+
+/**
+ * nabla_mask_build from the block means of Q and K instead of Q and K: `q_means` and `k_means`
+ * are fp32 [B, H, Nb, D] (tile-order block i's mean over its tokens: 64, fewer in ragged edge
+ * blocks; nabla_shape_block_starts), on this context. The same mask as from Q and K up to the
+ * rounding of the means, for callers that pool where Q and K already are (nablacl.torch pools
+ * in PyTorch and hands over Nb * D floats a head instead of copying S * D values). Dense and
+ * pure STA algorithms read neither buffer.
+ */
+NABLA_API nabla_status nabla_mask_build_from_means(nabla_context *ctx, const nabla_algo *algo,
+                                                   const nabla_shape *shape, cl_mem q_means,
+                                                   cl_mem k_means, nabla_mask **out,
+                                                   cl_uint num_wait, const cl_event *wait,
+                                                   cl_event *done);
+
 
 /**
  * Writes the mask in FlexAttention's layout into caller-owned device buffers of this context:

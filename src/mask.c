@@ -147,16 +147,17 @@ static size_t map_stride(cl_int Nb) { return ((size_t)Nb + 31) / 32 * 32; }
 
 /* Enqueues the pooling of Q and K and the reduced map into the workspace; *logits receives the
  * map buffer (row-major [B H][Nb][map_stride(Nb)] fp32, scaled by 1 / sqrt(D)). blas: the map
- * through CLBlast's batched GEMM (blas.c) instead of a map kernel. */
+ * through CLBlast's batched GEMM (blas.c) instead of a map kernel. means: q and k are already
+ * the fp32 block means [B H][Nb][D] (the pooling pass only converts them for the map). */
 static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem block_start,
-                                nabla_dtype dtype, cl_mem q, cl_mem k, int blas, cl_uint num_wait,
-                                const cl_event *wait, cl_mem *logits) {
+                                nabla_dtype dtype, int means, cl_mem q, cl_mem k, int blas,
+                                cl_uint num_wait, const cl_event *wait, cl_mem *logits) {
   nabla_status st = NABLA_OK;
   cl_mem pooled = NULL;
   cl_kernel pool = NULL, map = NULL;
   cl_program prog = NULL;
-  cl_int S = s->seq, D = s->head_dim, Nb = nabla_shape_blocks(s), BH = s->batch * s->heads;
-  cl_int ld = (cl_int)map_stride(Nb);
+  cl_int D = s->head_dim, Nb = nabla_shape_blocks(s), BH = s->batch * s->heads;
+  cl_int S = means ? Nb : s->seq, ld = (cl_int)map_stride(Nb);
   size_t rows = (size_t)BH * (size_t)Nb;
   int split = 0; /* pooled rows as fp16 hi + lo and a scale each, for the tensor-core map */
   if (!blas) TRY(st, map_kernel(ctx, s, &map, &split));
@@ -167,7 +168,8 @@ static nabla_status enqueue_map(nabla_context *ctx, const nabla_shape *s, cl_mem
   size_t pool_local[3], pool_global[3];
   pool_local_size(ctx, D, dtype, pool_local);
   char pool_options[128];
-  snprintf(pool_options, sizeof pool_options, "%s -DPOOL_SPLIT=%d -DPOOL_TS=%zu", nabla_dtype_define(dtype), split, pool_local[1]);
+  snprintf(pool_options, sizeof pool_options, "%s -DPOOL_SPLIT=%d -DPOOL_TS=%zu%s", nabla_dtype_define(dtype), split,
+           pool_local[1], means ? " -DPOOL_UNIT=1" : "");
   TRY(st, nabla_program_get(ctx, "pool", pool_options, &prog));
   TRY(st, nabla_kernel_create(ctx, prog, "pool", &pool));
   pool_global[0] = pool_local[0], pool_global[1] = (size_t)Nb * pool_local[1], pool_global[2] = 2 * (size_t)BH;
@@ -208,7 +210,7 @@ done:
 /* Enqueues the pooling and the reduced map (enqueue_map), then the selection (with the STA window)
  * into m->bitmap, the row lengths into m->row_ptr[1..] and each row's kept columns over its
  * reduced map and the work-groups' totals, both described in *out (for enqueue_csr). */
-static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype,
+static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype dtype, int means,
                                   const nabla_algo *algo, cl_mem q, cl_mem k,
                                   const nabla_params *sel, cl_uint num_wait, const cl_event *wait,
                                   selection *out) {
@@ -235,8 +237,8 @@ static nabla_status enqueue_nabla(nabla_context *ctx, nabla_mask *m, nabla_dtype
                     "tune SEL_WG to at least %zu", Nb, per_thread, fit);
     goto done;
   }
-  TRY(st, enqueue_map(ctx, s, m->block_start, dtype, q, k, nabla_params_get(sel, "MAP_BLAS", 0) == 1, num_wait,
-                      wait, &logits));
+  TRY(st, enqueue_map(ctx, s, m->block_start, dtype, means, q, k, nabla_params_get(sel, "MAP_BLAS", 0) == 1,
+                      num_wait, wait, &logits));
   /* The mask's own buffers now, while the device pools: creating them is host work. */
   TRY(st, mask_lists(ctx, m));
   size_t rows_per_group = sel_wg / tpr, sel_groups = (rows + rows_per_group - 1) / rows_per_group;
@@ -346,10 +348,11 @@ nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const 
   return nabla_mask_build_params(ctx, algo, shape, dtype, q, k, &sel, out, num_wait, wait, done_event);
 }
 
-nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
-                                     const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
-                                     cl_mem k, const nabla_params *sel, nabla_mask **out,
-                                     cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+/* The mask build behind nabla_mask_build_params and nabla_mask_build_from_means (means: q and k
+ * are fp32 block means [B, H, Nb, D], checked as such). */
+static nabla_status mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
+                               nabla_dtype dtype, int means, cl_mem q, cl_mem k, const nabla_params *sel,
+                               nabla_mask **out, cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
   nabla_status st = NABLA_OK;
   nabla_mask *m = NULL;
   if (out) *out = NULL; /* on every failure, checks included */
@@ -360,13 +363,14 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
   }
   TRY(st, check_algo(ctx, algo, shape));
   if (algo->nabla) {
-    TRY(st, nabla_check_tensor(ctx, "q", q, shape, dtype));
-    TRY(st, nabla_check_tensor(ctx, "k", k, shape, dtype));
+    nabla_shape pooled = {shape->batch, shape->heads, nabla_shape_blocks(shape), shape->head_dim, 0, 0, 0};
+    TRY(st, nabla_check_tensor(ctx, means ? "q_means" : "q", q, means ? &pooled : shape, dtype));
+    TRY(st, nabla_check_tensor(ctx, means ? "k_means" : "k", k, means ? &pooled : shape, dtype));
   }
   TRY(st, mask_new(ctx, shape, &m));
   selection chosen = {NULL, NULL, 0, 0}; /* NABLA only */
   if (algo->nabla) {
-    TRY(st, enqueue_nabla(ctx, m, dtype, algo, q, k, sel, num_wait, wait, &chosen));
+    TRY(st, enqueue_nabla(ctx, m, dtype, means, algo, q, k, sel, num_wait, wait, &chosen));
   } else {
     TRY(st, mask_lists(ctx, m));
     cl_uchar value = algo->sta ? 0 : 1; /* pure STA starts empty; dense keeps everything */
@@ -380,6 +384,24 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
 done:
   nabla_mask_release(m);
   return st;
+}
+
+nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
+                                     const nabla_shape *shape, nabla_dtype dtype, cl_mem q,
+                                     cl_mem k, const nabla_params *sel, nabla_mask **out,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  return mask_build(ctx, algo, shape, dtype, 0, q, k, sel, out, num_wait, wait, done_event);
+}
+
+nabla_status nabla_mask_build_from_means(nabla_context *ctx, const nabla_algo *algo,
+                                         const nabla_shape *shape, cl_mem q_means, cl_mem k_means,
+                                         nabla_mask **out, cl_uint num_wait, const cl_event *wait,
+                                         cl_event *done_event) {
+  nabla_params sel;
+  if (out) *out = NULL; /* on every failure, checks included */
+  if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
+  nabla_params_lookup(ctx, "select", NABLA_F32, shape->head_dim, nabla_shape_class(shape), &sel);
+  return mask_build(ctx, algo, shape, NABLA_F32, 1, q_means, k_means, &sel, out, num_wait, wait, done_event);
 }
 
 nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape,
@@ -587,7 +609,7 @@ nabla_status nabla_reduced_map_read(nabla_context *ctx, const nabla_shape *shape
   cl_int Nb = nabla_shape_blocks(shape);
   size_t nb = (size_t)Nb, rows = (size_t)shape->batch * shape->heads * nb;
   TRY(st, nabla_block_starts_buffer(ctx, shape, &starts));
-  TRY(st, enqueue_map(ctx, shape, starts, dtype, q, k, blas, 0, NULL, &map));
+  TRY(st, enqueue_map(ctx, shape, starts, dtype, 0, q, k, blas, 0, NULL, &map));
   const size_t origin[3] = {0, 0, 0}, region[3] = {nb * sizeof(float), rows, 1};
   TRY_CL(st, ctx, clEnqueueReadBufferRect(ctx->queue, map, CL_TRUE, origin, origin, region,
                                           map_stride(Nb) * sizeof(float), 0, nb * sizeof(float), 0,

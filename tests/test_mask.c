@@ -68,6 +68,25 @@ static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, c
     for (size_t r = 0; r < rows; r++) assert_true(row_ptr[r + 1] > row_ptr[r]);
 
   nabla_mask_release(mask);
+
+  /* The same mask from the block means (fp32, computed here in float64): every row equal to the
+   * reference's but those near the threshold. */
+  size_t pn = rows * s.head_dim;
+  double *qp = malloc(pn * sizeof *qp), *kp = malloc(pn * sizeof *kp);
+  nabla_ref_pool(&s, q, qp);
+  nabla_ref_pool(&s, k, kp);
+  cl_mem mq = tu_buffer_from(ctx, qp, pn, NABLA_F32), mk = tu_buffer_from(ctx, kp, pn, NABLA_F32);
+  if (nabla_mask_build_from_means(ctx, &algo, &s, mq, mk, &mask, 0, NULL, NULL) != NABLA_OK)
+    fail_msg("nabla_mask_build_from_means(%s): %s", algo_text, nabla_last_error(ctx));
+  assert_int_equal(nabla_mask_read_bitmap(ctx, mask, dev, cells), NABLA_OK);
+  for (size_t r = 0; r < rows; r++)
+    if (memcmp(ref + r * nb, dev + r * nb, nb) != 0 && !near[r])
+      fail_msg("%s from means: row %zu differs from the reference and is not near the threshold", algo_text, r);
+  nabla_mask_release(mask);
+  clReleaseMemObject(mq);
+  clReleaseMemObject(mk);
+  free(qp), free(kp);
+
   clReleaseMemObject(dq);
   clReleaseMemObject(dk);
   free(q), free(k), free(tmp), free(ref), free(dev), free(near), free(row_ptr), free(col_idx);
@@ -270,6 +289,36 @@ static void test_thr_one_equals_dense(void **state) {
   free(q), free(k), free(v), free(dense), free(sparse);
 }
 
+/* Means buffers are checked as fp32 [B, H, Nb, D]: Q-sized bf16 thinking (2 bytes a value) or
+ * a missing buffer is refused with the layout named, and nothing is returned. */
+static void test_means_refused(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {2, 3, 4 * 16 * 16, 64, 4, 16, 16}; /* Nb = 16 */
+  nabla_algo algo;
+  char err[128];
+  assert_int_equal(nabla_algo_parse("nabla-0.7", &algo, err, sizeof err), NABLA_OK);
+  size_t need = 2 * 3 * 16 * 64 * sizeof(float);
+  cl_int rc = CL_SUCCESS;
+  cl_mem ok = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, need, NULL, &rc);
+  cl_mem small = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, need / 2, NULL, &rc);
+  assert_int_equal(rc, CL_SUCCESS);
+  nabla_mask *m = (nabla_mask *)&s; /* must come back NULL */
+  assert_int_equal(nabla_mask_build_from_means(ctx, &algo, &s, ok, small, &m, 0, NULL, NULL), NABLA_BUFFER_TOO_SMALL);
+  assert_null(m);
+  assert_non_null(strstr(nabla_last_error(ctx), "k_means"));
+  assert_non_null(strstr(nabla_last_error(ctx), "[2,3,16,64] f32"));
+  m = (nabla_mask *)&s;
+  assert_int_equal(nabla_mask_build_from_means(ctx, &algo, &s, NULL, ok, &m, 0, NULL, NULL), NABLA_INVALID_ARGUMENT);
+  assert_null(m);
+  assert_non_null(strstr(nabla_last_error(ctx), "q_means"));
+  /* Dense reads neither. */
+  assert_int_equal(nabla_algo_parse("dense", &algo, err, sizeof err), NABLA_OK);
+  assert_int_equal(nabla_mask_build_from_means(ctx, &algo, &s, NULL, NULL, &m, 0, NULL, NULL), NABLA_OK);
+  nabla_mask_release(m);
+  clReleaseMemObject(ok);
+  clReleaseMemObject(small);
+}
+
 /* A row longer than 64 values per work-item of the selection is refused with a reason, before
  * any kernel runs: 2,112 blocks at SEL_WG=32 need 66 (68 after rounding). */
 static void test_row_too_long_for_select(void **state) {
@@ -375,6 +424,7 @@ int main(void) {
       cmocka_unit_test(test_flex_layout),
       cmocka_unit_test(test_thr_one_equals_dense),
       cmocka_unit_test(test_row_too_long_for_select),
+      cmocka_unit_test(test_means_refused),
       cmocka_unit_test(test_reduced_map_accuracy),
   };
   return cmocka_run_group_tests(tests, tu_group_setup, tu_group_teardown);

@@ -93,6 +93,10 @@ nabla_status nabla_reorder(nabla_context *ctx, const nabla_shape *shape, nabla_d
 nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
                               nabla_dtype dtype, cl_mem q, cl_mem k, nabla_mask **out,
                               cl_uint num_wait, const cl_event *wait, cl_event *done);
+nabla_status nabla_mask_build_from_means(nabla_context *ctx, const nabla_algo *algo,
+                                         const nabla_shape *shape, cl_mem q_means, cl_mem k_means,
+                                         nabla_mask **out, cl_uint num_wait, const cl_event *wait,
+                                         cl_event *done);
 nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape,
                                     const uint8_t *bitmap, nabla_mask **out);
 void nabla_mask_release(nabla_mask *mask);

@@ -343,27 +343,42 @@ def mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str =
     kv_indices [B, H, Nb, Nb])`` int32 CUDA tensors (each row's kept blocks ascending, then
     zeros), built by nablacl from Q and K; arguments as :func:`attention`.
 
-    Both are written on the GPU straight into staging memory (``nabla_mask_write_flex``) and
-    handed over as they are, ready on the current stream; like :func:`attention`'s output, that
-    memory is not reused while any tensor refers to it."""
+    Where every block holds 64 tokens, Q and K are not copied: their block means are summed in
+    fp32 by PyTorch where they are (reading them once) into staging memory, and nablacl builds the
+    mask from those (``nabla_mask_build_from_means``). Ragged grids copy Q and K and pool in
+    nablacl. The result is written on the GPU straight into staging memory
+    (``nabla_mask_write_flex``) and handed over as it is, ready on the current stream; like
+    :func:`attention`'s output, that memory is not reused while any tensor refers to it."""
     shape, dtype, shape4, tdtype, device, _g = _check([q, k], ["q", "k"], grid)
     algo_s = T.parse_algo(algo)
-    B, H = shape4[0], shape4[1]
+    B, H, S, D = shape4
     nb = int(lib.nabla_shape_blocks(shape))
     r = _runner(device)
-    sq, sk = r.shared("q", shape4, tdtype), r.shared("k", shape4, tdtype)
+    means = S == 64 * nb  # every block holds 64 tokens (none holds more): block i is 64 i .. 64 i + 63
+    if means:
+        sq = r.shared("q_means", (B, H, nb, D), torch.float32)
+        sk = r.shared("k_means", (B, H, nb, D), torch.float32)
+        if algo_s.nabla:  # dense and pure STA read neither
+            for src, dst in ((q, sq), (k, sk)):
+                torch.sum(src.unflatten(2, (nb, 64)), dim=3, dtype=torch.float32, out=dst.tensor)
+                dst.tensor.mul_(1.0 / 64.0)  # exact: a power of two
+    else:
+        sq, sk = r.shared("q", shape4, tdtype), r.shared("k", shape4, tdtype)
+        sq.tensor.copy_(q)
+        sk.tensor.copy_(k)
     snum = r.output("kv_num_blocks", (B, H, nb), torch.int32)
     sidx = r.output("kv_indices", (B, H, nb, nb), torch.int32)
-    stream = torch.cuda.current_stream(device)
-    sq.tensor.copy_(q)
-    sk.tensor.copy_(k)
-    # The copies are in memory before OpenCL reads it, and work queued earlier on this stream
+    # The inputs are in memory before OpenCL reads them, and work queued earlier on this stream
     # (which may still read an earlier mask now let go of) is done before OpenCL rewrites it.
-    stream.synchronize()
+    torch.cuda.current_stream(device).synchronize()
     with r.opencl([sq.mem, sk.mem, snum.mem, sidx.mem]):
         handle = ffi.new("nabla_mask **")
-        r.ctx.check(lib.nabla_mask_build(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, handle,
-                                         0, ffi.NULL, ffi.NULL), "nabla_mask_build")
+        if means:
+            r.ctx.check(lib.nabla_mask_build_from_means(r.ctx.ptr, algo_s, shape, sq.mem, sk.mem, handle,
+                                                        0, ffi.NULL, ffi.NULL), "nabla_mask_build_from_means")
+        else:
+            r.ctx.check(lib.nabla_mask_build(r.ctx.ptr, algo_s, shape, dtype, sq.mem, sk.mem, handle,
+                                             0, ffi.NULL, ffi.NULL), "nabla_mask_build")
         try:
             r.ctx.check(lib.nabla_mask_write_flex(r.ctx.ptr, handle[0], snum.mem, sidx.mem, 0,
                                                   ffi.NULL, ffi.NULL), "nabla_mask_write_flex")

@@ -13,22 +13,24 @@
 /* ---- attention (cl/attention.cl) ------------------------------------------------------ */
 
 /* Mirrors cl/attention.cl: 64x64 blocks, work-groups of ATT_WG, two staging buffers that each
- * hold either a Q·Kᵀ item (64 Q and 64 K rows of TD = min(TILE_D, HEAD_DIM) floats, padded by 4)
- * or a P·V item (TILE_V rows of HEAD_DIM floats of V and 64 rows of TILE_V + 4 floats of P), and
- * a row reduction buffer of 64 x 20 floats (64 x 16 with 256 work-items). */
+ * hold either a Q·Kᵀ item (64 Q and 64 K rows of TD = min(TILE_D, HEAD_DIM) floats, padded by 4;
+ * with 256 work-items K unpadded, as TD rows of 64 keys) or a P·V item (TILE_V rows of HEAD_DIM
+ * floats of V and 64 rows of TILE_V + 4 floats of P), and a row reduction buffer of 64 x 20
+ * floats (64 x 16 with 256 work-items). */
 enum { ATT_BQ = 64, ATT_BK = 64 };
 
 int nabla_attention_work_group(const nabla_context *ctx) {
   /* AMD GPUs: 256 work-items holding half the rows each. With 128, the kernel took 256 VGPRs and
    * 82-226 AGPRs on gfx90a/gfx940 (one wave per SIMD) and spilled on gfx1030; with 256 (and the
-   * default tiles below) 165-183 VGPRs, no spill (docs/variants.md, "AMD GPUs"). */
+   * default tiles below, and the kernel's shape for 256) at most 128 VGPRs with clang-15 and 19:
+   * four waves per SIMD, no spill (docs/variants.md, "AMD GPUs"). */
   return ctx->caps.vendor == NABLA_VENDOR_AMD && !ctx->caps.is_cpu && ctx->caps.max_wg >= 256 ? 256 : 128;
 }
 
 /* Bytes of __local memory the attention kernel declares with work-groups of wg. */
 static size_t attention_local_bytes(int tile_d, int tile_v, int head_dim, int wg) {
   size_t td = (size_t)(tile_d < head_dim ? tile_d : head_dim);
-  size_t qk = 2u * ATT_BQ * (td + 4);
+  size_t qk = wg == 256 ? ATT_BQ * (td + 4) + td * ATT_BK : 2u * ATT_BQ * (td + 4);
   size_t pv = (size_t)tile_v * (size_t)head_dim + (size_t)ATT_BQ * (size_t)(tile_v + 4);
   return 4u * (2u * (qk > pv ? qk : pv) + (size_t)ATT_BQ * (wg == 256 ? 16u : 20u));
 }
@@ -146,8 +148,8 @@ static const nabla_kernel_space kernel_spaces[] = {
      attention_fits,
      attention_build,
      "TILE_D a multiple of 8, TILE_V a multiple of 4, 64 % TILE_V == 0; with TD = min(TILE_D, HEAD_DIM): "
-     "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes (64*16 for the last term with 256 "
-     "work-items) <= CL_DEVICE_LOCAL_MEM_SIZE; work-groups of 128 (256 on AMD GPUs): CL_KERNEL_WORK_GROUP_SIZE at "
+     "4*(2*max(2*64*(TD+4), TILE_V*HEAD_DIM + 64*(TILE_V+4)) + 64*20) bytes (64*(2*TD+4) for the first term and "
+     "64*16 for the last with 256 work-items) <= CL_DEVICE_LOCAL_MEM_SIZE; work-groups of 128 (256 on AMD GPUs): CL_KERNEL_WORK_GROUP_SIZE at "
      "least that; a VARIANT only where its probe passed"},
     {"select",
      {{"SEL_WG", 256, 4, {32, 64, 128, 256}, NULL, "work-items per work-group of the softmax + CDF selection (32 per row)"},
@@ -173,7 +175,7 @@ static const builtin_default builtin_defaults[] = {
     {-1, 1, "select", "default-cpu", "SEL_WG=64"},
     {NABLA_VENDOR_NVIDIA, 0, "attention", "default-gpu-nvidia", "TILE_D=32 TILE_V=16"},
     {NABLA_VENDOR_NVIDIA, 0, "select", "default-gpu-nvidia", "SEL_WG=256"},
-    /* With the work-groups of 256 (nabla_attention_work_group): 16 KiB of local memory at head
+    /* With the work-groups of 256 (nabla_attention_work_group): 14 KiB of local memory at head
      * dims 64 and 128, room for four work-groups per compute unit (docs/variants.md). */
     {NABLA_VENDOR_AMD, 0, "attention", "default-gpu-amd", "TILE_D=8 TILE_V=4"},
     {NABLA_VENDOR_AMD, 0, "select", "default-gpu-amd", "SEL_WG=256"},

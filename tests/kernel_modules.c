@@ -2,7 +2,7 @@
  * kernel_modules — builds and runs every kernel module the library makes on this device with
  * the library's own build options, plus -cl-opt-disable, and optionally writes each module out.
  *
- *   kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]]
+ *   kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]] [--amd]
  *
  * clCreateProgramWithSource and clBuildProgram are wrapped (-Wl,--wrap): each program the
  * library builds is recorded (source text and options) and built with " -cl-opt-disable"
@@ -21,6 +21,11 @@
  * --only runs just one variant (and dtype) on a smaller problem (one head of two blocks), e.g.
  * for an interpreter such as oclgrind; the check that every stage was built is then skipped.
  *
+ * --amd makes the library choose as on an AMD GPU (the context's vendor, work-group limit and
+ * local memory replaced, as tests/kernel_dump does): work-groups of 256 and the AMD tuning
+ * defaults, so the portable attention's AMD shape runs here (under oclgrind, say). The real
+ * variants' probes are then left out.
+ *
  * Exit status: 0 all built and correct, 1 a failure (printed), 2 bad usage, 77 no device.
  */
 #include <errno.h>
@@ -30,6 +35,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "internal.h"
 #include "kernels.h"
 #include "nablacl.h"
 #include "registry.h"
@@ -264,12 +270,14 @@ static int dump(const char *dir) {
 
 int main(int argc, char **argv) {
   const char *dump_dir = NULL, *only = NULL;
+  int amd = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--optimize")) opt_disable = 0;
+    else if (!strcmp(argv[i], "--amd")) amd = 1;
     else if (!strcmp(argv[i], "--dump") && i + 1 < argc) dump_dir = argv[++i];
     else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      fprintf(stderr, "usage: kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]]\n");
+      fprintf(stderr, "usage: kernel_modules [--optimize] [--dump DIR] [--only VARIANT[,DTYPE]] [--amd]\n");
       return 2;
     }
   }
@@ -280,6 +288,11 @@ int main(int argc, char **argv) {
   if (nabla_context_create(&ctx, NULL, err, sizeof err) != NABLA_OK) {
     fprintf(stderr, "kernel_modules: no device: %s\n", err);
     return 77;
+  }
+  if (amd) {
+    ctx->caps.vendor = NABLA_VENDOR_AMD;
+    ctx->caps.is_cpu = 0, ctx->caps.is_gpu = 1, ctx->caps.local_mem = 65536, ctx->caps.max_wg = 256;
+    snprintf(ctx->caps.arch, sizeof ctx->caps.arch, "gfx90a");
   }
   /* Every variant that runs on any device: portable, cpu-rows and the registry's test aids (the
    * tensor-core kernels with their instructions emulated). */
@@ -311,7 +324,7 @@ int main(int argc, char **argv) {
   }
   /* The real variants' probes (built only where their instructions exist). */
 #define KM_PROBE(id, ENUM, name, ops, aid) \
-  if (!aid) nabla_variant_supported(ctx, name);
+  if (!aid && !amd) nabla_variant_supported(ctx, name);
   NABLA_VARIANT_LIST(KM_PROBE)
 #undef KM_PROBE
   for (size_t i = 0; i < nabla_kernel_source_count && !only; i++) {

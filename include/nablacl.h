@@ -312,7 +312,8 @@ NABLA_API nabla_status nabla_mask_read_bitmap(nabla_context *ctx, const nabla_ma
 
 /**
  * Reads the mask in FlexAttention's layout: kv_num_blocks [B,H,Nb] and kv_indices [B,H,Nb,Nb]
- * (each row's kept key blocks ascending, the rest of the row zero). Blocking.
+ * (each row's kept key blocks ascending, the rest of the row zero). Blocking; written on the
+ * device first (nabla_mask_write_flex into temporary buffers of those sizes), then read.
  */
 NABLA_API nabla_status nabla_mask_read_flex(nabla_context *ctx, const nabla_mask *mask,
                                             int32_t *kv_num_blocks, size_t num_cap,
@@ -501,7 +502,7 @@ NABLA_API nabla_status nabla_config_describe(nabla_context *ctx, const char *sta
  * blocks; nabla_shape_block_starts), on this context. The same mask as from Q and K up to the
  * rounding of the means, for callers that pool where Q and K already are (nablacl.torch pools
  * in PyTorch and hands over Nb * D floats a head instead of copying S * D values). Dense and
- * pure STA algorithms read neither buffer.
+ * pure STA algorithms read neither buffer. The selection's tuned parameters are those of f32.
  */
 NABLA_API nabla_status nabla_mask_build_from_means(nabla_context *ctx, const nabla_algo *algo,
                                                    const nabla_shape *shape, cl_mem q_means,

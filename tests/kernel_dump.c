@@ -137,21 +137,27 @@ done:
   return ok;
 }
 
-/* Only the mask build, at a plain sequence of nb blocks (the selection's split depends on nb). */
+/* Only the mask build, at a plain sequence of nb blocks (the selection's split depends on nb),
+ * from Q and K and from block means (nabla_mask_build_from_means: fp32, the pooling's
+ * POOL_UNIT pass). */
 static int run_mask(nabla_context *ctx, int nb, nabla_dtype dtype) {
   nabla_shape s = {1, 1, 64 * nb, 64, 0, 0, 0};
-  size_t n = (size_t)s.seq * s.head_dim;
+  size_t n = (size_t)s.seq * s.head_dim, pn = (size_t)nb * s.head_dim;
   nabla_algo algo;
-  nabla_mask *mask = NULL;
+  nabla_mask *mask = NULL, *from_means = NULL;
   char err[64];
   cl_mem q = random_buffer(ctx, n, dtype, 5), k = random_buffer(ctx, n, dtype, 6);
-  int ok = q && k && nabla_algo_parse("nabla-0.7", &algo, err, sizeof err) == NABLA_OK &&
+  cl_mem qm = random_buffer(ctx, pn, NABLA_F32, 7), km = random_buffer(ctx, pn, NABLA_F32, 8);
+  int ok = q && k && qm && km && nabla_algo_parse("nabla-0.7", &algo, err, sizeof err) == NABLA_OK &&
            nabla_mask_build(ctx, &algo, &s, dtype, q, k, &mask, 0, NULL, NULL) == NABLA_OK &&
+           nabla_mask_build_from_means(ctx, &algo, &s, qm, km, &from_means, 0, NULL, NULL) == NABLA_OK &&
            clFinish(nabla_context_queue(ctx)) == CL_SUCCESS;
   if (!ok) fprintf(stderr, "kernel_dump: mask of %d blocks: %s\n", nb, nabla_last_error(ctx));
   nabla_mask_release(mask);
-  if (q) clReleaseMemObject(q);
-  if (k) clReleaseMemObject(k);
+  nabla_mask_release(from_means);
+  cl_mem bufs[4] = {q, k, qm, km};
+  for (int i = 0; i < 4; i++)
+    if (bufs[i]) clReleaseMemObject(bufs[i]);
   return ok;
 }
 

@@ -153,14 +153,19 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
   int32_t *row_ptr = malloc((rows + 1) * sizeof *row_ptr), *col_idx = malloc(rows * nb * sizeof *col_idx);
   int32_t *kv_num = malloc(rows * sizeof *kv_num), *kv_idx = malloc(rows * nb * sizeof *kv_idx);
   void *host[3] = {NULL, NULL, NULL}, *out = malloc(n * nabla_dtype_size(dt));
-  cl_mem buf[4] = {NULL, NULL, NULL, NULL};
+  const size_t pn = rows * (size_t)s.head_dim; /* block means of Q, then of K */
+  double *means = malloc(2 * pn * sizeof *means);
+  uint8_t *want = malloc(rows * nb), *near = malloc(rows);
+  void *mhost[2] = {NULL, NULL};
+  cl_mem buf[4] = {NULL, NULL, NULL, NULL}, mbuf[2] = {NULL, NULL};
   nabla_mask *mask = NULL;
   nabla_algo algo;
   char err[256], what[160];
   int bad = 1;
   nabla_status st = NABLA_OK;
   cl_int rc = CL_SUCCESS;
-  if (!x || !ref || !bitmap || !row_ptr || !col_idx || !kv_num || !kv_idx || !out) goto done;
+  if (!x || !ref || !bitmap || !row_ptr || !col_idx || !kv_num || !kv_idx || !out || !means || !want || !near)
+    goto done;
   for (size_t i = 0; i < 3 * n; i++) x[i] = uniform();
   quantize(x, 3 * n, dt);
   for (int t = 0; t < 4; t++) {
@@ -193,6 +198,32 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
         fprintf(stderr, "kernel_modules: %s differs from the reference CSR at row %zu\n", what, r);
         goto done;
       }
+    }
+  /* The same mask from block means (pool.cl's POOL_UNIT pass, and the variant's map): rows
+   * equal to the reference's but those within 1e-6 of the threshold. */
+  snprintf(what, sizeof what, "%s mask from means", variant);
+  nabla_ref_pool(&s, x, means);
+  nabla_ref_pool(&s, x + n, means + pn);
+  for (int t = 0; t < 2; t++) {
+    if (!(mhost[t] = pack(means + t * pn, pn, NABLA_F32))) goto done;
+    mbuf[t] = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                             pn * sizeof(float), mhost[t], &rc);
+    if (rc != CL_SUCCESS) goto done;
+  }
+  nabla_mask *from_means = NULL;
+  if ((st = nabla_mask_build_from_means(ctx, &algo, &s, mbuf[0], mbuf[1], &from_means, 0, NULL, NULL)) != NABLA_OK ||
+      (st = nabla_mask_read_bitmap(ctx, from_means, want, rows * nb)) != NABLA_OK) {
+    nabla_mask_release(from_means);
+    bad = fail(ctx, what, st);
+    goto done;
+  }
+  nabla_mask_release(from_means);
+  uint8_t *ref_bits = (uint8_t *)ref; /* ref is free until the attention below */
+  nabla_ref_mask(&s, &algo, x, x + n, ref_bits, near, 1e-6);
+  for (size_t r = 0; r < rows; r++)
+    if (!near[r] && memcmp(want + r * nb, ref_bits + r * nb, (size_t)nb) != 0) {
+      fprintf(stderr, "kernel_modules: %s differs from the reference at row %zu\n", what, r);
+      goto done;
     }
   for (int dense = 0; dense < 2; dense++) {
     snprintf(what, sizeof what, "%s %s %s attention", variant, nabla_dtype_name(dt), dense ? "dense" : "sparse");
@@ -245,6 +276,11 @@ done:
   for (int t = 0; t < 4; t++)
     if (buf[t]) clReleaseMemObject(buf[t]);
   for (int t = 0; t < 3; t++) free(host[t]);
+  for (int t = 0; t < 2; t++) {
+    if (mbuf[t]) clReleaseMemObject(mbuf[t]);
+    free(mhost[t]);
+  }
+  free(means), free(want), free(near);
   free(x), free(ref), free(bitmap), free(row_ptr), free(col_idx), free(kv_num), free(kv_idx), free(out);
   return bad;
 }

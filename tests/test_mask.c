@@ -300,6 +300,7 @@ static void test_means_refused(void **state) {
   size_t need = 2 * 3 * 16 * 64 * sizeof(float);
   cl_int rc = CL_SUCCESS;
   cl_mem ok = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, need, NULL, &rc);
+  assert_int_equal(rc, CL_SUCCESS);
   cl_mem small = clCreateBuffer(nabla_context_cl_context(ctx), CL_MEM_READ_WRITE, need / 2, NULL, &rc);
   assert_int_equal(rc, CL_SUCCESS);
   nabla_mask *m = (nabla_mask *)&s; /* must come back NULL */

@@ -226,7 +226,7 @@ static void test_miss_then_hit(void **state) {
 }
 
 /* Damages the single entry with `damage`, then checks: a fresh context still gets correct
- * results, the entry is rewritten (new inode) and valid, and the next context hits it. */
+ * results, the entry is rewritten (other bytes) and valid, and the next context hits it. */
 typedef void (*damage_fn)(const char *path);
 
 static void check_recovers(fixture *f, damage_fn damage, const char *what) {

@@ -202,8 +202,10 @@ class _Runner:
         try:
             yield
         finally:
-            self.end(mems)
-            self.finish()
+            try:
+                self.end(mems)
+            finally:
+                self.finish()  # also when end() raised: nothing of this call runs on afterwards
 
     def finish(self) -> None:
         code = cl.clFinish(lib.nabla_context_queue(self.ctx.ptr))
@@ -364,8 +366,9 @@ def mask(q: torch.Tensor, k: torch.Tensor, grid: Optional[GridLike], algo: str =
                 dst.tensor.mul_(1.0 / 64.0)  # exact: a power of two
     else:
         sq, sk = r.shared("q", shape4, tdtype), r.shared("k", shape4, tdtype)
-        sq.tensor.copy_(q)
-        sk.tensor.copy_(k)
+        if algo_s.nabla:
+            sq.tensor.copy_(q)
+            sk.tensor.copy_(k)
     snum = r.output("kv_num_blocks", (B, H, nb), torch.int32)
     sidx = r.output("kv_indices", (B, H, nb, nb), torch.int32)
     # The inputs are in memory before OpenCL reads them, and work queued earlier on this stream

@@ -3,24 +3,30 @@
  * RDNA3), 16-bit storage (fp16 or bf16), fp32 accumulation and online softmax; the same CSR mask,
  * ragged blocks, scale and results as cl/attention.cl.
  *
- * One work-group of four waves (256 work-items with MFMA, 128 with WMMA) computes one query block
- * (<= 64 rows) of one (b, h); wave w owns the query rows 16w .. 16w + 15. For every kept key block:
- *   1. all work-items copy the block's V rows into local memory (vs, raw 16-bit words);
- *   2. each wave forms its 16 x 64 scores S = Q Kᵀ as four 16 x 16 tiles, HEAD_DIM / 16 matrix
- *      operations each: its Q fragments stay in registers for the whole row, K fragments come
- *      straight from global memory (a lane's A/B values are consecutive elements of one row);
- *   3. scale, mask the ragged tail, and the row maxima: every lane holds one column of a few
- *      rows per tile, so the 16 lanes of a row meet through a 64 x 16 local buffer (red);
+ * One work-group of 256 work-items computes one query block (<= 64 rows) of one (b, h): MFMA four
+ * waves of 64, wave w owning the query rows 16w .. 16w + 15; WMMA eight waves of 32, two per 16
+ * rows (AMD_SPLIT), which share the rows' score tiles and output tiles. For every kept key block:
+ *   1. all work-items copy the block's V rows into local memory (raw 16-bit words; WMMA
+ *      transposed, so that a B fragment is one read);
+ *   2. each wave forms its share of the 16 x 64 scores S = Q Kᵀ (MFMA all four 16 x 16 tiles,
+ *      WMMA two), HEAD_DIM / 16 matrix operations a tile; Q fragments stay in registers (MFMA) or
+ *      come from local memory (WMMA, qs), K fragments straight from global memory (a lane's A/B
+ *      values are consecutive elements of one row);
+ *   3. scale, mask the ragged tail, and the row maxima: every lane holds one column of a few rows
+ *      per tile; MFMA's 16 lanes of a row meet through local memory (red), WMMA's reduce by DPP
+ *      first and the two waves meet there;
  *   4. P = exp2(S - max) in fp32, rounded to the 16-bit input type into local memory (ps), the
  *      accumulators rescaled, per-lane partial row sums kept in fp32;
- *   5. O += P V: HEAD_DIM / 16 output tiles of 16 x 16 per wave, 4 matrix operations each (P
- *      from ps, V from vs).
+ *   5. O += P V: the wave's output tiles of 16 x 16 (MFMA HEAD_DIM / 16, WMMA half of them), 4
+ *      matrix operations each (P from ps, V from local memory).
  * Three barriers per key block. The output is divided by the row sums (zero rows stay zero) and
  * stored. Matrix operations per 64 x 64 block: 2 x 64 x 64 x HEAD_DIM / 4096 = HEAD_DIM / 2 per
- * wave (64 at HEAD_DIM 128), the figure the compile gate reads from the disassembly.
+ * MFMA wave, HEAD_DIM / 4 per WMMA wave (32 at HEAD_DIM 128), the figure the compile gate reads
+ * from the disassembly.
  *
- * Local memory: 2 (64 (HEAD_DIM + 8) + 64 x 72) + 4 x 64 x 17 bytes (33 KiB at HEAD_DIM 128), so
- * that two work-groups share a 64 KiB compute unit.
+ * Local memory: MFMA 2 (64 (HEAD_DIM + 8) + 64 x 72) + 4 x 64 x 17 bytes (30 KiB at HEAD_DIM
+ * 128), WMMA 2 (64 (HEAD_DIM + 8) + 72 HEAD_DIM + 64 x 72) + 4 x 64 x 2 bytes (Q, V, P, maxima:
+ * 44.5 KiB at 128, so that two work-groups share gfx11's 128 KiB per WGP).
  */
 #ifndef HEAD_DIM
 #define HEAD_DIM 64
@@ -42,14 +48,16 @@
 #else
 #define AMD_TILE_FENCE() __builtin_amdgcn_sched_barrier(0)
 #endif
+/* WMMA: a fence after every operation too, or LLVM loads all of a tile's D/16 fragment pairs
+ * first (gfx1100, clang-19: 138 VGPRs without at HEAD_DIM 64, 93 with; 219 and 109 at 128). */
 #if AMD_MATRIX == 2
 #define AMD_STEP_FENCE() AMD_TILE_FENCE()
 #else
 #define AMD_STEP_FENCE()
 #endif
-/* Waves per 16 query rows. WMMA: two, which split S's key tiles and O's column tiles, so that
- * a lane holds at most 4 + 8 of 8-VGPR tiles and Q stays in local memory (gfx1100, clang-19:
- * one wave per 16 rows with Q in registers spilled 58 VGPRs at HEAD_DIM 64, 427 at 128). */
+/* Waves per 16 query rows. WMMA: two, which split S's key tiles and O's column tiles, so that a
+ * lane holds 2 S tiles and at most 4 O tiles of 8 VGPRs, with Q in local memory (one wave per
+ * 16 rows held 4 + 8 tiles and 64 VGPRs of Q fragments at HEAD_DIM 128). */
 #if AMD_MATRIX == 2
 #define AMD_SPLIT 2
 #else
@@ -127,6 +135,15 @@ void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global 
   const int q0 = block_start[qb], qn = block_start[qb + 1] - q0;
   /* This wave's first row in the block and its share (h) of the tiles. */
   const int r0 = 16 * (wave / AMD_SPLIT), h = wave % AMD_SPLIT;
+  /* red's row of this lane's accumulator r, from one pointer (clang-15 otherwise keeps a second
+   * index live through the loop and spills it at HEAD_DIM 128). */
+#if AMD_MATRIX == 2
+  __local float *const red_row = red + (r0 + amd_acc_row(lane, 0)) * RED_S;
+#define RED_ROW(r) (red_row + (amd_acc_row(lane, r) - amd_acc_row(lane, 0)) * RED_S)
+#define RED_AT(r, rr, j) RED_ROW(r)[j]
+#else
+#define RED_AT(r, rr, j) red[(rr) * RED_S + (j)]
+#endif
 
 #if AMD_MATRIX == 2
   /* Q rows into qs (zeros past the ragged tail); A fragments are read from there per step. */
@@ -198,7 +215,7 @@ void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global 
       }
 #if AMD_MATRIX == 2
       mx = amd_row_max(mx AMD_EMU_PASS);
-      if (col == 0) red[(r0 + amd_acc_row(lane, r)) * RED_S + h] = mx;
+      if (col == 0) RED_ROW(r)[h] = mx;
 #else
       red[(r0 + amd_acc_row(lane, r)) * RED_S + col] = mx;
 #endif
@@ -208,7 +225,7 @@ void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global 
     for (int r = 0; r < AMD_NC; r++) {
       const int rr = r0 + amd_acc_row(lane, r);
       float mx = m[r];
-      for (int j = 0; j < RED_N; j++) mx = fmax(mx, red[rr * RED_S + j]);
+      for (int j = 0; j < RED_N; j++) mx = fmax(mx, RED_AT(r, rr, j));
       const float alpha = m[r] == -INFINITY ? 0.0f : exp2(m[r] - mx);
       m[r] = mx;
       float sum = 0.0f;
@@ -256,7 +273,7 @@ void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global 
   for (int r = 0; r < AMD_NC; r++) {
 #if AMD_MATRIX == 2
     const float lr = amd_row_sum(l[r] AMD_EMU_PASS);
-    if (col == 0) red[(r0 + amd_acc_row(lane, r)) * RED_S + h] = lr;
+    if (col == 0) RED_ROW(r)[h] = lr;
 #else
     red[(r0 + amd_acc_row(lane, r)) * RED_S + col] = l[r];
 #endif
@@ -266,7 +283,7 @@ void attention(__global const STORE_T *qg, __global const STORE_T *kg, __global 
     const int rr = r0 + amd_acc_row(lane, r);
     if (rr >= qn) continue;
     float sum = 0.0f;
-    for (int j = 0; j < RED_N; j++) sum += red[rr * RED_S + j];
+    for (int j = 0; j < RED_N; j++) sum += RED_AT(r, rr, j);
     const float inv = sum == 0.0f ? 0.0f : 1.0f / sum;
     for (int i = 0; i < NO; i++) {
       const int c = h + AMD_SPLIT * i;

@@ -111,6 +111,26 @@ NABLA_INLINE amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c AMD_EMU_ARGS) {
   }
   return *(__private amd_acc *)d;
 }
+#if AMD_MATRIX == 2
+/* The maximum and the sum of x over lanes 16 (l / 16) .. 16 (l / 16) + 15: those holding
+ * one row of an accumulator. */
+NABLA_INLINE float amd_row_max(float x AMD_EMU_ARGS) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  emu[lane] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float y = emu[lane & 16];
+  for (int j = 1; j < 16; j++) y = fmax(y, emu[(lane & 16) + j]);
+  return y;
+}
+NABLA_INLINE float amd_row_sum(float x AMD_EMU_ARGS) {
+  barrier(CLK_LOCAL_MEM_FENCE);
+  emu[lane] = x;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float y = emu[lane & 16];
+  for (int j = 1; j < 16; j++) y += emu[(lane & 16) + j];
+  return y;
+}
+#endif
 #else
 #define AMD_EMU_ARGS
 #define AMD_EMU_PASS
@@ -137,6 +157,20 @@ NABLA_INLINE amd_acc amd_mma(amd_frag a, amd_frag b, amd_acc c) {
   return __builtin_amdgcn_wmma_f32_16x16x16_bf16_w32(__builtin_bit_cast(amd_short16, a),
                                                      __builtin_bit_cast(amd_short16, b), c);
 #endif
+}
+/* Butterflies over the 16 lanes of a DPP row (row_xmask, gfx10+: lane l reads lane l ^ n). */
+#define AMD_XMASK(x, n) as_float(__builtin_amdgcn_update_dpp(0, as_int(x), 0x160 + (n), 0xf, 0xf, false))
+NABLA_INLINE float amd_row_max(float x) {
+  x = fmax(x, AMD_XMASK(x, 1));
+  x = fmax(x, AMD_XMASK(x, 2));
+  x = fmax(x, AMD_XMASK(x, 4));
+  return fmax(x, AMD_XMASK(x, 8));
+}
+NABLA_INLINE float amd_row_sum(float x) {
+  x += AMD_XMASK(x, 1);
+  x += AMD_XMASK(x, 2);
+  x += AMD_XMASK(x, 4);
+  return x + AMD_XMASK(x, 8);
 }
 #endif
 #endif

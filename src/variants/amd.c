@@ -101,12 +101,12 @@ static void amd_options(nabla_context *ctx, const nabla_variant_call *call, char
            call->shape->head_dim, call->dense, amd_matrix(call->id), amd_emulated(call->id) ? " -DAMD_EMULATE" : "");
 }
 
-/* One work-group of four waves per query block (dimension 1) and (b, h) (dimension 2): 256
- * work-items with MFMA, 128 with WMMA. */
+/* One work-group of 256 work-items per query block (dimension 1) and (b, h) (dimension 2): four
+ * waves of 64 with MFMA, eight of 32 with WMMA (two per 16 query rows). */
 static nabla_status amd_work_sizes(nabla_context *ctx, const nabla_variant_call *call, cl_kernel kernel,
                                    size_t global[3], size_t local[3]) {
   (void)ctx, (void)kernel;
-  local[0] = global[0] = amd_matrix(call->id) == 1 ? 256 : 128, local[1] = local[2] = 1;
+  local[0] = global[0] = 256, local[1] = local[2] = 1;
   global[1] = (size_t)call->blocks, global[2] = (size_t)call->shape->batch * call->shape->heads;
   return NABLA_OK;
 }

@@ -338,17 +338,7 @@ done:
   return st;
 }
 
-nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
-                              nabla_dtype dtype, cl_mem q, cl_mem k, nabla_mask **out,
-                              cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
-  nabla_params sel;
-  if (out) *out = NULL; /* on every failure, checks included */
-  if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
-  nabla_params_lookup(ctx, "select", dtype, shape->head_dim, nabla_shape_class(shape), &sel);
-  return nabla_mask_build_params(ctx, algo, shape, dtype, q, k, &sel, out, num_wait, wait, done_event);
-}
-
-/* The mask build behind nabla_mask_build_params and nabla_mask_build_from_means (means: q and k
+/* The mask build behind nabla_mask_build_params and mask_build_tuned (means: q and k
  * are fp32 block means [B, H, Nb, D], checked as such). */
 static nabla_status mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
                                nabla_dtype dtype, int means, cl_mem q, cl_mem k, const nabla_params *sel,
@@ -393,15 +383,28 @@ nabla_status nabla_mask_build_params(nabla_context *ctx, const nabla_algo *algo,
   return mask_build(ctx, algo, shape, dtype, 0, q, k, sel, out, num_wait, wait, done_event);
 }
 
+/* mask_build with the selection's tuned parameters for (dtype, head dim, shape class). */
+static nabla_status mask_build_tuned(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
+                                     nabla_dtype dtype, int means, cl_mem q, cl_mem k, nabla_mask **out,
+                                     cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  nabla_params sel;
+  if (out) *out = NULL; /* on every failure, checks included */
+  if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
+  nabla_params_lookup(ctx, "select", dtype, shape->head_dim, nabla_shape_class(shape), &sel);
+  return mask_build(ctx, algo, shape, dtype, means, q, k, &sel, out, num_wait, wait, done_event);
+}
+
+nabla_status nabla_mask_build(nabla_context *ctx, const nabla_algo *algo, const nabla_shape *shape,
+                              nabla_dtype dtype, cl_mem q, cl_mem k, nabla_mask **out,
+                              cl_uint num_wait, const cl_event *wait, cl_event *done_event) {
+  return mask_build_tuned(ctx, algo, shape, dtype, 0, q, k, out, num_wait, wait, done_event);
+}
+
 nabla_status nabla_mask_build_from_means(nabla_context *ctx, const nabla_algo *algo,
                                          const nabla_shape *shape, cl_mem q_means, cl_mem k_means,
                                          nabla_mask **out, cl_uint num_wait, const cl_event *wait,
                                          cl_event *done_event) {
-  nabla_params sel;
-  if (out) *out = NULL; /* on every failure, checks included */
-  if (!ctx || !shape) return ctx ? nabla_fail(ctx, NABLA_INVALID_ARGUMENT, "shape is NULL") : NABLA_INVALID_ARGUMENT;
-  nabla_params_lookup(ctx, "select", NABLA_F32, shape->head_dim, nabla_shape_class(shape), &sel);
-  return mask_build(ctx, algo, shape, NABLA_F32, 1, q_means, k_means, &sel, out, num_wait, wait, done_event);
+  return mask_build_tuned(ctx, algo, shape, NABLA_F32, 1, q_means, k_means, out, num_wait, wait, done_event);
 }
 
 nabla_status nabla_mask_from_bitmap(nabla_context *ctx, const nabla_shape *shape,

@@ -303,16 +303,24 @@ static void damage_header_only(const char *path) {
   free(data);
 }
 
+/* The cache key stored in an entry's bytes (its length at byte 12, little-endian; the key from
+ * byte 32), as a string the caller frees. */
+static char *entry_key(const unsigned char *data) {
+  uint32_t key_len = (uint32_t)data[12] | (uint32_t)data[13] << 8 | (uint32_t)data[14] << 16 |
+                     (uint32_t)data[15] << 24;
+  char *key = malloc(key_len + 1);
+  assert_non_null(key);
+  memcpy(key, data + 32, key_len);
+  key[key_len] = '\0';
+  return key;
+}
+
 /* A well-formed entry (correct key and checksum) whose payload is not a binary the driver
  * accepts: clCreateProgramWithBinary / clBuildProgram must fail and the library rebuild. */
 static void damage_bad_binary(const char *path) {
   size_t len = 0;
   unsigned char *data = read_file(path, &len);
-  uint32_t key_len = (uint32_t)data[12] | (uint32_t)data[13] << 8 | (uint32_t)data[14] << 16 |
-                     (uint32_t)data[15] << 24;
-  char *key = malloc(key_len + 1);
-  memcpy(key, data + 32, key_len);
-  key[key_len] = '\0';
+  char *key = entry_key(data);
   const char *root = getenv("NABLACL_CACHE_DIR");
   unsigned char junk[2048];
   uint64_t seed = 7;
@@ -333,11 +341,7 @@ static void damage_bad_binary(const char *path) {
 static void damage_truncated_rechecksummed(const char *path) {
   size_t len = 0;
   unsigned char *data = read_file(path, &len);
-  uint32_t key_len = (uint32_t)data[12] | (uint32_t)data[13] << 8 | (uint32_t)data[14] << 16 |
-                     (uint32_t)data[15] << 24;
-  char *key = malloc(key_len + 1);
-  memcpy(key, data + 32, key_len);
-  key[key_len] = '\0';
+  char *key = entry_key(data);
   const char *root = getenv("NABLACL_CACHE_DIR");
   void *payload = NULL;
   size_t payload_len = 0;

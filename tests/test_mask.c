@@ -13,8 +13,8 @@
 
 /* Builds the mask of `algo_text` on the device and compares it with the reference: rows must be
  * identical except rows the reference flags as within 1e-6 of the threshold. Returns density. */
-static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, const char *algo_text,
-                         uint64_t seed, int video_like) {
+static double check_mask_params(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, const char *algo_text,
+                                uint64_t seed, int video_like, const nabla_params *params) {
   nabla_algo algo;
   char err[256];
   assert_int_equal(nabla_algo_parse(algo_text, &algo, err, sizeof err), NABLA_OK);
@@ -40,8 +40,9 @@ static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, c
 
   cl_mem dq = tu_buffer_from(ctx, q, n, dtype), dk = tu_buffer_from(ctx, k, n, dtype);
   nabla_mask *mask = NULL;
-  if (nabla_mask_build(ctx, &algo, &s, dtype, dq, dk, &mask, 0, NULL, NULL) != NABLA_OK)
-    fail_msg("nabla_mask_build(%s): %s", algo_text, nabla_last_error(ctx));
+  nabla_status st = params ? nabla_mask_build_params(ctx, &algo, &s, dtype, dq, dk, params, &mask, 0, NULL, NULL)
+                           : nabla_mask_build(ctx, &algo, &s, dtype, dq, dk, &mask, 0, NULL, NULL);
+  if (st != NABLA_OK) fail_msg("nabla_mask_build(%s): %s", algo_text, nabla_last_error(ctx));
   assert_int_equal(nabla_mask_read_bitmap(ctx, mask, dev, cells), NABLA_OK);
   size_t differing = 0, near_rows = 0;
   for (size_t r = 0; r < rows; r++) {
@@ -94,6 +95,12 @@ static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, c
   return density;
 }
 
+/* check_mask_params with the tuned selection parameters. */
+static double check_mask(nabla_context *ctx, nabla_shape s, nabla_dtype dtype, const char *algo_text,
+                         uint64_t seed, int video_like) {
+  return check_mask_params(ctx, s, dtype, algo_text, seed, video_like, NULL);
+}
+
 static void test_thresholds_ragged_grid(void **state) {
   CTX_OR_SKIP(state);
   nabla_shape s = {1, 3, 720, 64, 3, 12, 20};
@@ -127,6 +134,20 @@ static void test_many_rows(void **state) {
   check_mask(ctx, s, NABLA_F16, "nabla-0.6", 73, 0);
   nabla_shape g = {1, 2, 3 * 12 * 20, 32, 3, 12, 20};
   check_mask(ctx, g, NABLA_F32, "nabla-0.5", 74, 1);
+}
+
+/* The selection's work-group sizes: one row per work-group (SEL_WG 32) and rows sharing a
+ * work-group (64, 256): 126 rows of 63 blocks (spare rows in the last group of 8), and 720 rows
+ * of 720 blocks with the window fused in (24 values per work-item). */
+static void test_selection_groups(void **state) {
+  CTX_OR_SKIP(state);
+  nabla_shape s = {2, 1, 3 * 20 * 52, 16, 3, 20, 52}, g = {1, 1, 12 * 44 * 76, 8, 12, 44, 76};
+  const int wgs[] = {32, 64, 256};
+  for (int i = 0; i < 3; i++) {
+    nabla_params p = {1, {"SEL_WG"}, {wgs[i]}, "test"};
+    check_mask_params(ctx, s, NABLA_BF16, "nabla-0.6", 80 + i, 1, &p);
+    check_mask_params(ctx, g, NABLA_F32, "nabla-0.5_sta-3-3-3", 90 + i, 1, &p);
+  }
 }
 
 static void test_config_forms_and_dtypes(void **state) {
@@ -420,6 +441,7 @@ int main(void) {
       cmocka_unit_test(test_sta_densities_exact),
       cmocka_unit_test(test_long_rows),
       cmocka_unit_test(test_many_rows),
+      cmocka_unit_test(test_selection_groups),
       cmocka_unit_test(test_near_threshold_rows),
       cmocka_unit_test(test_nan_rows_keep_everything),
       cmocka_unit_test(test_flex_layout),

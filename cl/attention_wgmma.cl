@@ -25,6 +25,16 @@
  * copies tile images the host packed first (pack_tiles) with plain bulk copies; WG_BULK=0 stages
  * rows with cp.async. Two query blocks per work-group (MMA_QPW=2) halve the K/V traffic from L2
  * when their rows keep the same blocks.
+ *
+ * WG_SPLIT=2 (MMA_QPW=1): two work-groups per query block, one for the kept key blocks below
+ * Nb / 2 and one for the rest. Work-group g of (b, h) takes half g / Nb of query block g % Nb, so
+ * every query block of a head takes its first half before any takes its second, and the
+ * work-groups in flight read K and V from half of the head's keys: at long sequences one head's
+ * K and V outgrow L2, and a row's blocks spread over all of them miss it. Where both halves of
+ * a row keep blocks, each work-group ends with an unnormalized partial (O accumulators, maxima,
+ * sums; fp32); the first to end leaves it in `split` and the second merges it and stores O
+ * (split_merge). A row with keys in one half only is stored by that half; an empty row by the
+ * first.
  */
 #if NABLA_DTYPE != 1 && NABLA_DTYPE != 2
 #error "attention_wgmma needs fp16 or bf16 storage"
@@ -43,6 +53,12 @@
 #endif
 #if MMA_QPW != 1 && MMA_QPW != 2
 #error "MMA_QPW must be 1 or 2"
+#endif
+#ifndef WG_SPLIT
+#define WG_SPLIT 1 /* work-groups per query block, each with its share of the key blocks: 1 or 2 */
+#endif
+#if WG_SPLIT != 1 && (WG_SPLIT != 2 || MMA_QPW != 1)
+#error "WG_SPLIT must be 1, or 2 with MMA_QPW 1"
 #endif
 #ifndef WG_BULK
 #define WG_BULK 0 /* 0: rows by cp.async; 1: tile images (pack_tiles) by bulk copies; 2: tensor copies */
@@ -137,13 +153,68 @@ NABLA_INLINE void bulk_wait(uint mbar, uint *phase) {
 #define WG_MMA_PV wg_mma_n64t
 #endif
 
+#if WG_SPLIT == 2
+/* split: one int per row (B H Nb of them), zero before the launch and again after it, then the
+ * rows' partial slots (SPLIT_SLOT floats each, from float SPLIT_BASE): OREGS accumulators and
+ * the maxima and sums ma, mb, la, lb of each of the 128 work-items, work-item-minor. */
+#define SPLIT_SLOT ((OREGS + 4) * 128)
+#define SPLIT_BASE(rows) (((rows) + 63) / 64 * 64)
+
+/* Both halves of row `row` keep blocks: the row's counter orders its two work-groups. The first
+ * to end (counter 0 before its increment) writes its partial, makes it visible device-wide and
+ * adds 256 to the counter; it returns 0. The second waits for that, reads the partial and merges
+ * it into its own (the larger maximum becomes the reference of both), resets the counter and
+ * returns 1: it stores O. The wait is safe: the first has passed its increment, so it is running
+ * and needs no one to finish. *flag: local scratch. */
+NABLA_INLINE int split_merge(float *acc, float *ma, float *mb, float *la, float *lb, __global int *split,
+                             size_t rows, size_t row, int lid, __local int *flag) {
+  __global volatile int *count = (__global volatile int *)split + row;
+  /* Volatile: the second's loads go to L2, past an L1 line it may hold from before. */
+  __global volatile float *slot = (__global volatile float *)split + SPLIT_BASE(rows) + row * SPLIT_SLOT + lid;
+  if (lid == 0) *flag = atomic_inc(count) & 255;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  if (*flag == 0) {
+    for (int i = 0; i < OREGS; i++) slot[i * 128] = acc[i];
+    slot[OREGS * 128] = *ma, slot[(OREGS + 1) * 128] = *mb;
+    slot[(OREGS + 2) * 128] = *la, slot[(OREGS + 3) * 128] = *lb;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    if (lid == 0) atomic_add(count, 256);
+    return 0;
+  }
+  if (lid == 0) {
+    while (atomic_add(count, 0) < 256) {
+    }
+    atomic_xchg(count, 0);
+  }
+  barrier(CLK_GLOBAL_MEM_FENCE);
+  mem_fence(CLK_GLOBAL_MEM_FENCE);
+  const float pa = slot[OREGS * 128], pb = slot[(OREGS + 1) * 128];
+  const float na = fmax(*ma, pa), nb = fmax(*mb, pb);
+  /* Scale factors of own and partial; -inf: a row with nothing yet weighs nothing. */
+  const float sa = *ma == -INFINITY ? 0.0f : exp2(*ma - na), qa = pa == -INFINITY ? 0.0f : exp2(pa - na);
+  const float sb = *mb == -INFINITY ? 0.0f : exp2(*mb - nb), qb = pb == -INFINITY ? 0.0f : exp2(pb - nb);
+  *la = *la * sa + slot[(OREGS + 2) * 128] * qa;
+  *lb = *lb * sb + slot[(OREGS + 3) * 128] * qb;
+  for (int i = 0; i < OREGS; i++) { /* acc[4j], acc[4j + 1]: row ra; acc[4j + 2], acc[4j + 3]: row rb */
+    const int b = i & 2;
+    acc[i] = acc[i] * (b ? sb : sa) + slot[i * 128] * (b ? qb : qa);
+  }
+  *ma = na, *mb = nb;
+  return 1;
+}
+#endif
+
 MMA_ATTENTION_KERNEL
 void attention(__global const ushort *q, __global const ushort *k, __global const ushort *v,
                __global ushort *o, __global const int *block_start,
                __global const int *row_ptr, __global const int *col_idx, int S, int Nb,
-               float scale_log2, __global const ulong *tmaps) {
+               float scale_log2, __global const ulong *tmaps, __global int *split) {
   __local uint4 arena_raw[(2 * TILE_BYTES + 1024) / 16];
   __local uchar *arena = (__local uchar *)arena_raw;
+#if WG_SPLIT == 2
+  __local int split_flag;
+#endif
 #ifdef NABLA_NO_PTX
   __local uint wgemu_all[MMA_QPW * WG_EMU_WORDS];
   __local uint emu_all[4 * MMA_QPW * EMU_WORDS];
@@ -180,7 +251,11 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   barrier(CLK_LOCAL_MEM_FENCE);
 #endif
 
+#if WG_SPLIT == 2
+  const int kh = get_group_id(0) / Nb, qb0 = get_group_id(0) % Nb, qb = qb0; /* kh: the half of the keys */
+#else
   const int qb0 = get_group_id(0) * MMA_QPW, qb = qb0 + sub;
+#endif
   const size_t bh = get_group_id(1);
   const size_t base = bh * (size_t)S * HEAD_DIM; /* element offset of this (b, h) */
 #if MMA_QPW == 1
@@ -203,6 +278,24 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
 
   mma_rows rows = mma_rows_of(row_ptr, bh, qb0, Nb);
+#if WG_SPLIT == 2
+  /* This work-group's half of the row (ascending): entries before mid, the first at or past
+   * block Nb / 2, or from mid on. */
+#if NABLA_DENSE
+  const int mid = Nb / 2;
+#else
+  int mid = rows.pa;
+  for (int hi = rows.ea; mid < hi;) {
+    const int m = (mid + hi) >> 1;
+    if (col_idx[m] < Nb / 2) mid = m + 1;
+    else hi = m;
+  }
+#endif
+  const int both = rows.pa < mid && mid < rows.ea;
+  const int alone = !both && (kh ? mid < rows.ea : mid > rows.pa || rows.pa == rows.ea);
+  if (kh) rows.pa = mid;
+  else rows.ea = mid;
+#endif
 
 #if WG_BULK == 1
   __global const uint4 *kg = (__global const uint4 *)k + bh * Nb * TILE_CHUNKS; /* tile images */
@@ -298,6 +391,14 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
     kb = next;
   }
 
+#if WG_SPLIT == 2
+  if (both) {
+    if (!split_merge(acc, &ma, &mb, &la, &lb, split, get_num_groups(1) * (size_t)Nb, bh * Nb + qb, lid, &split_flag))
+      return;
+  } else if (!alone) {
+    return;
+  }
+#endif
   mma_store_o((__global uint *)(o + base + (size_t)q0 * HEAD_DIM), acc, la, lb, ra, rb, qn, t EMU_PASS);
 }
 

@@ -86,7 +86,7 @@ static nabla_status enqueue_variant(nabla_context *ctx, int variant, const nabla
   TRY(st, nabla_kernel_create(ctx, call.program, "attention", &kernel));
   size_t global[3], local[3];
   TRY(st, ops->work_sizes(ctx, &call, kernel, global, local));
-  nabla_kernel_arg args[11];
+  nabla_kernel_arg args[12];
   const size_t nargs = nabla_variant_args(&call, args);
   TRY(st, nabla_set_args(ctx, kernel, "the attention kernel", args, nargs));
   cl_event *slot = nabla_profile_slot(ctx, mask ? "attention" : "attention-dense");

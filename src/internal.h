@@ -90,6 +90,7 @@ typedef enum {
   NABLA_KNOB_MMA_SMEM,
   NABLA_KNOB_MMA_MAXRREG,
   NABLA_KNOB_INTEL_DPAS_SG16,
+  NABLA_KNOB_WG_SPLIT,
   NABLA_KNOB_COUNT
 } nabla_knob_id;
 #define NABLA_KNOB_UNSET INT_MIN
@@ -122,6 +123,7 @@ typedef enum {
   NABLA_WS_KTILES,
   NABLA_WS_VTILES,
   NABLA_WS_TMAPS, /* the wgmma kernel's two tensor maps (tensormap.h) */
+  NABLA_WS_SPLIT, /* the wgmma kernel's row counters and partials (WG_SPLIT 2) */
   NABLA_WS_COUNT
 } nabla_workspace_slot;
 typedef struct {

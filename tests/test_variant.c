@@ -493,6 +493,23 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, odd, NABLA_BF16, -1.0, 17, emu);
   run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
   KNOB(ctx, "MMA_QPW", NULL);
+  /* Two work-groups per query block, one per half of the key blocks, merged through the split
+   * workspace: rows kept in both halves, in one, none (density 0.15 on 10 blocks), dense, a
+   * single block, maxima that differ wildly between the halves; then the workspace given back. */
+  KNOB(ctx, "WG_SPLIT", "2");
+  const nabla_shape one = {1, 2, 50, 64, 0, 0, 0};
+  run_poisoned_tails(ctx, NABLA_BF16, 128, emu);
+  run_case(ctx, ragged, NABLA_BF16, 0.4, 31, emu);
+  run_case(ctx, ragged, NABLA_F16, 0.15, 32, emu);
+  run_case(ctx, seq, NABLA_F16, -1.0, 33, emu);
+  run_case(ctx, one, NABLA_BF16, -1.0, 34, emu);
+  run_case_q(ctx, ragged, NABLA_F16, 0.7, 16.0, 35, emu);
+  KNOB(ctx, "WG_BULK", "0");
+  run_case(ctx, seq, NABLA_BF16, 0.5, 36, emu);
+  KNOB(ctx, "WG_BULK", NULL);
+  assert_int_equal(nabla_context_trim(ctx, &freed), NABLA_OK);
+  assert_true(freed >= (size_t)seq.heads * nabla_shape_blocks(&seq) * (64 + 4) * 128 * sizeof(float));
+  KNOB(ctx, "WG_SPLIT", NULL);
   KNOB(ctx, "WG_BULK", "0"); /* rows staged from K and V */
   run_poisoned_tails(ctx, NABLA_F16, 128, emu);
   run_case(ctx, ragged, NABLA_BF16, 0.4, 19, emu);
@@ -599,8 +616,20 @@ static void test_nvidia_wgmma_matches_reference(void **state) {
           run_case(ctx, shapes[i], dts[d], -1.0, 300 + 10 * i + d, "nvidia-wgmma");
         }
     }
-  KNOB(ctx, "WG_BULK", NULL);
   KNOB(ctx, "MMA_QPW", NULL);
+  KNOB(ctx, "WG_SPLIT", "2"); /* two work-groups per query block, merged through the workspace */
+  for (int bulk = 0; bulk <= 2; bulk++) {
+    KNOB(ctx, "WG_BULK", stagings[bulk]);
+    print_message("nvidia-wgmma staging %d, two halves of the keys\n", bulk);
+    run_poisoned_tails(ctx, NABLA_BF16, 128, "nvidia-wgmma");
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+      run_case(ctx, shapes[i], NABLA_BF16, i == 4 ? 0.1 : 0.4, 500 + 10 * i, "nvidia-wgmma");
+      run_case(ctx, shapes[i], NABLA_F16, -1.0, 600 + 10 * i, "nvidia-wgmma");
+      run_case_q(ctx, shapes[i], NABLA_F16, 0.3, 16.0, 700 + 10 * i, "nvidia-wgmma");
+    }
+  }
+  KNOB(ctx, "WG_SPLIT", NULL);
+  KNOB(ctx, "WG_BULK", NULL);
   print_message("nvidia-wgmma huge logits, running and lazy maxima\n");
   for (int lazy = 0; lazy <= 2; lazy++) { /* running maxima, tau = 8, the default */
     if (lazy < 2) KNOB(ctx, "MMA_LAZY_RESCALE", lazy ? "8" : "0");

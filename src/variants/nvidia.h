@@ -49,6 +49,11 @@ enum { NABLA_WG_ROWS = 0, NABLA_WG_IMAGES = 1, NABLA_WG_TENSOR = 2 };
  * be had falls back to the next one down. */
 int nabla_attention_wgmma_staging(const nabla_context *ctx);
 
+/* Work-groups per query block of the wgmma kernel (its WG_SPLIT, 1 or 2): the knob WG_SPLIT,
+ * else 2 where one (b, h)'s K and V exceed NABLA_WG_SPLIT_BYTES; always 1 with MMA_QPW 2. */
+#define NABLA_WG_SPLIT_BYTES ((size_t)24 << 20)
+int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_shape *shape, int dense);
+
 /* Build options of the wgmma attention kernel (variant 4 or 5); MMA_QPW as for the mma kernel;
  * staging: NABLA_WG_ROWS, _IMAGES or _TENSOR. */
 void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,

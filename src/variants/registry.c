@@ -199,7 +199,7 @@ done:
   return st;
 }
 
-size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[11]) {
+size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[12]) {
   size_t n = 0;
   args[n++] = NABLA_ARG(call->q);
   args[n++] = NABLA_ARG(call->k);
@@ -211,7 +211,7 @@ size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[
   args[n++] = NABLA_ARG(call->seq);
   args[n++] = NABLA_ARG(call->blocks);
   args[n++] = NABLA_ARG(call->scale_log2);
-  if (call->has_extra) args[n++] = NABLA_ARG(call->extra);
+  for (int i = 0; i < call->extras; i++) args[n++] = NABLA_ARG(call->extra[i]);
   return n;
 }
 

@@ -31,7 +31,7 @@ enum { NABLA_STAGE_ATTENTION = 1, NABLA_STAGE_MAP = 2 };
 
 /* One attention launch as the variant's operations see it. attention.c fills the problem and
  * the kernel's inputs; `prepare` builds the program and may stage k and v elsewhere (replacing
- * them), consume the wait list and set `extra` (an additional kernel argument). */
+ * them), consume the wait list and set `extra` (up to two additional kernel arguments). */
 typedef struct {
   int id;
   const nabla_shape *shape;
@@ -44,8 +44,8 @@ typedef struct {
   cl_int seq, blocks;             /* S and Nb, kernel arguments */
   cl_float scale_log2;            /* log2(e) / sqrt(head_dim) */
   cl_program program;             /* set by prepare */
-  cl_mem extra;                   /* set by prepare with has_extra when the kernel takes one */
-  int has_extra;                  /* more argument (which may be NULL) */
+  cl_mem extra[2];                /* set by prepare: more arguments of the kernel (each may be */
+  int extras;                     /* NULL), and how many */
 } nabla_variant_call;
 
 /* A kernel source of a variant (cl/<name>.cl) and the cl/ files put before it, after
@@ -140,8 +140,8 @@ nabla_status nabla_variant_prepare(nabla_context *ctx, nabla_variant_call *call,
 int nabla_variant_eligible_16x16(const nabla_shape *shape, nabla_dtype dtype, char *why, size_t len);
 
 /* The attention kernel's arguments for a call: q, k, v, o, block_start, row_ptr, col_idx, S,
- * Nb, scale_log2, then call->extra when has_extra is set. Returns the count (at most 11). */
-size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[11]);
+ * Nb, scale_log2, then the call's extras. Returns the count (at most 12). */
+size_t nabla_variant_args(const nabla_variant_call *call, nabla_kernel_arg args[12]);
 
 /* The operations tables, one per file under src/variants/ (the list's fourth column). */
 #define NABLA_VARIANT_DECLARE_(id, e, name, ops, aid) extern const nabla_variant_ops ops;

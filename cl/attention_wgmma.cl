@@ -160,24 +160,37 @@ NABLA_INLINE void bulk_wait(uint mbar, uint *phase) {
 #define SPLIT_SLOT ((OREGS + 4) * 128)
 #define SPLIT_BASE(rows) (((rows) + 63) / 64 * 64)
 
+/* The partial's words. On NVIDIA, plain stores and loads (volatile: the second's loads go to L2,
+ * past an L1 line it may hold from before) ordered by fence.acq_rel.gpu and the counter, as
+ * PTX's memory model defines; the emulation moves them as atomics, since OpenCL 1.2 orders nothing
+ * else between work-groups (and oclgrind's race detector holds it to that). */
+#ifdef NABLA_NO_PTX
+#define SPLIT_PUT(p, x) atomic_xchg((__global volatile int *)(p), as_int(x))
+#define SPLIT_GET(p) as_float(atomic_or((__global volatile int *)(p), 0))
+#define SPLIT_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#else
+#define SPLIT_PUT(p, x) (*(__global volatile float *)(p) = (x))
+#define SPLIT_GET(p) (*(__global volatile const float *)(p))
+#define SPLIT_FENCE() asm volatile("fence.acq_rel.gpu;" ::: "memory")
+#endif
+
 /* Both halves of row `row` keep blocks: the row's counter orders its two work-groups. The first
- * to end (counter 0 before its increment) writes its partial, makes it visible device-wide and
- * adds 256 to the counter; it returns 0. The second waits for that, reads the partial and merges
- * it into its own (the larger maximum becomes the reference of both), resets the counter and
- * returns 1: it stores O. The wait is safe: the first has passed its increment, so it is running
- * and needs no one to finish. *flag: local scratch. */
+ * to end (counter 0 before its increment) writes its partial, fences, and after the work-group's
+ * barrier adds 256 to the counter; it returns 0. The second waits for that, fences, reads the
+ * partial and merges it into its own (the larger maximum becomes the reference of both), resets
+ * the counter and returns 1: it stores O. The wait is safe: the first has passed its increment,
+ * so it is running and needs no one to finish. *flag: local scratch. */
 NABLA_INLINE int split_merge(float *acc, float *ma, float *mb, float *la, float *lb, __global int *split,
                              size_t rows, size_t row, int lid, __local int *flag) {
   __global volatile int *count = (__global volatile int *)split + row;
-  /* Volatile: the second's loads go to L2, past an L1 line it may hold from before. */
-  __global volatile float *slot = (__global volatile float *)split + SPLIT_BASE(rows) + row * SPLIT_SLOT + lid;
+  __global float *slot = (__global float *)split + SPLIT_BASE(rows) + row * SPLIT_SLOT + lid;
   if (lid == 0) *flag = atomic_inc(count) & 255;
   barrier(CLK_LOCAL_MEM_FENCE);
   if (*flag == 0) {
-    for (int i = 0; i < OREGS; i++) slot[i * 128] = acc[i];
-    slot[OREGS * 128] = *ma, slot[(OREGS + 1) * 128] = *mb;
-    slot[(OREGS + 2) * 128] = *la, slot[(OREGS + 3) * 128] = *lb;
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    for (int i = 0; i < OREGS; i++) SPLIT_PUT(slot + i * 128, acc[i]);
+    SPLIT_PUT(slot + OREGS * 128, *ma), SPLIT_PUT(slot + (OREGS + 1) * 128, *mb);
+    SPLIT_PUT(slot + (OREGS + 2) * 128, *la), SPLIT_PUT(slot + (OREGS + 3) * 128, *lb);
+    SPLIT_FENCE();
     barrier(CLK_GLOBAL_MEM_FENCE);
     if (lid == 0) atomic_add(count, 256);
     return 0;
@@ -188,17 +201,17 @@ NABLA_INLINE int split_merge(float *acc, float *ma, float *mb, float *la, float 
     atomic_xchg(count, 0);
   }
   barrier(CLK_GLOBAL_MEM_FENCE);
-  mem_fence(CLK_GLOBAL_MEM_FENCE);
-  const float pa = slot[OREGS * 128], pb = slot[(OREGS + 1) * 128];
+  SPLIT_FENCE();
+  const float pa = SPLIT_GET(slot + OREGS * 128), pb = SPLIT_GET(slot + (OREGS + 1) * 128);
   const float na = fmax(*ma, pa), nb = fmax(*mb, pb);
   /* Scale factors of own and partial; -inf: a row with nothing yet weighs nothing. */
   const float sa = *ma == -INFINITY ? 0.0f : exp2(*ma - na), qa = pa == -INFINITY ? 0.0f : exp2(pa - na);
   const float sb = *mb == -INFINITY ? 0.0f : exp2(*mb - nb), qb = pb == -INFINITY ? 0.0f : exp2(pb - nb);
-  *la = *la * sa + slot[(OREGS + 2) * 128] * qa;
-  *lb = *lb * sb + slot[(OREGS + 3) * 128] * qb;
+  *la = *la * sa + SPLIT_GET(slot + (OREGS + 2) * 128) * qa;
+  *lb = *lb * sb + SPLIT_GET(slot + (OREGS + 3) * 128) * qb;
   for (int i = 0; i < OREGS; i++) { /* acc[4j], acc[4j + 1]: row ra; acc[4j + 2], acc[4j + 3]: row rb */
     const int b = i & 2;
-    acc[i] = acc[i] * (b ? sb : sa) + slot[i * 128] * (b ? qb : qa);
+    acc[i] = acc[i] * (b ? sb : sa) + SPLIT_GET(slot + i * 128) * (b ? qb : qa);
   }
   *ma = na, *mb = nb;
   return 1;

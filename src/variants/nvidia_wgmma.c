@@ -136,7 +136,7 @@ int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_sh
   const int v = ctx->knobs[NABLA_KNOB_WG_SPLIT];
   if (v == 1 || v == 2) return v;
   const size_t kv = 2 * (size_t)shape->seq * (size_t)shape->head_dim * 2; /* bytes of one (b, h) */
-  return kv > NABLA_WG_SPLIT_BYTES ? 2 : 1;
+  return NABLA_WG_SPLIT_AUTO && kv > NABLA_WG_SPLIT_BYTES ? 2 : 1;
 }
 
 void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,

@@ -46,7 +46,7 @@ static const knob_desc knob_table[NABLA_KNOB_COUNT] = {
                                     "1: the emulated intel-dpas kernel takes Xe-HPC's layout (sub-groups of 16, "
                                     "8-row tiles) instead of Xe-HPG's (8, 4-row tiles)"},
     [NABLA_KNOB_WG_SPLIT] = {"WG_SPLIT", "NABLACL_WG_SPLIT", 1, 2, NABLA_KNOB_UNSET,
-                             "1", V(NVIDIA_WGMMA) | V(WGMMA_EMULATED),
+                             "2 where one head's K and V pass 40 MiB, else 1", V(NVIDIA_WGMMA) | V(WGMMA_EMULATED),
                              "work-groups per query block, each with its half of the key blocks (2 needs MMA_QPW 1)"},
 };
 

@@ -127,16 +127,17 @@ int nabla_attention_wgmma_staging(const nabla_context *ctx) {
   return v >= NABLA_WG_ROWS && v <= NABLA_WG_TENSOR ? v : NABLA_WG_TENSOR;
 }
 
-/* Two work-groups per query block keep the ones in flight on half of a head's keys. Measured on
- * the H100 (121 frames, 31x40x80, random 10 % kept: one head's K and V 51 MB against a 50 MB L2):
- * the same work with each row's blocks drawn from half of the keys took 41.3 ms, from all of them
- * 52.5 ms. */
+/* Two work-groups per query block keep the ones in flight on half of a head's keys. At 121
+ * frames (31x40x80: one head's K and V 51 MB, L2 50 MB) the same work with each row's blocks drawn
+ * from half of the keys took 41.3 ms against 52.5 ms from all of them (H100), and the split kernel
+ * gained 4 % (random 10 %, nabla-0.7) and 8 % (dense); at 81 frames (34 MB) it lost 3 % on random
+ * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. */
 int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_shape *shape, int dense) {
   if (nabla_attention_mma_qpw(ctx, id, dense) != 1) return 1;
   const int v = ctx->knobs[NABLA_KNOB_WG_SPLIT];
   if (v == 1 || v == 2) return v;
   const size_t kv = 2 * (size_t)shape->seq * (size_t)shape->head_dim * 2; /* bytes of one (b, h) */
-  return NABLA_WG_SPLIT_AUTO && kv > NABLA_WG_SPLIT_BYTES ? 2 : 1;
+  return kv > NABLA_WG_SPLIT_BYTES ? 2 : 1;
 }
 
 void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,

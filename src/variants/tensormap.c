@@ -1,4 +1,8 @@
-/* Tensor maps for the wgmma kernel's tensor copies, encoded by the CUDA driver (see tensormap.h). */
+/* Tensor maps for the wgmma kernel's tensor copies, encoded by the CUDA driver (see tensormap.h).
+ * Why a cached template per head dim rather than an encoding per call: holding CUDA's primary
+ * context (the encoder needs it) for a context's life cost 524 MiB and 240 ms per process (H200);
+ * with the template a small problem's process took 321 ms (345 with rows staged), at the same
+ * peak memory. */
 #include "tensormap.h"
 
 #include "diskcache.h"

@@ -750,9 +750,14 @@ static void test_knobs_in_options(void **state) {
   /* Key halves: the knob, else 2 where one head's K and V pass 40 MiB (121 frames of Wan's
    * 40x80 latents: 49 MiB; 81 frames: 33 MiB); never with two query blocks a work-group. */
   const nabla_shape f121 = {1, 40, 31 * 40 * 80, 128, 31, 40, 80}, f81 = {1, 40, 21 * 40 * 80, 128, 21, 40, 80};
+  const uint64_t max_alloc = ctx->caps.max_alloc; /* the rule as on a GPU with room for it */
+  ctx->caps.max_alloc = (uint64_t)1 << 40;
   assert_int_equal(nabla_attention_wgmma_split(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f121, 0), 2);
   assert_int_equal(nabla_attention_wgmma_split(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f121, 1), 2);
   assert_int_equal(nabla_attention_wgmma_split(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f81, 0), 1);
+  ctx->caps.max_alloc = (uint64_t)1 << 30; /* a workspace that cannot be had (2.2 GB): no split */
+  assert_int_equal(nabla_attention_wgmma_split(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f121, 0), 1);
+  ctx->caps.max_alloc = (uint64_t)1 << 40;
   nabla_attention_wgmma_options(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f121, NABLA_BF16, 0, NABLA_WG_TENSOR, buf, sizeof buf);
   if (!strstr(buf, "-DWG_SPLIT=2")) fail_msg("wgmma options \"%s\" lack -DWG_SPLIT=2", buf);
   KNOB(ctx, "WG_SPLIT", "2");
@@ -764,6 +769,7 @@ static void test_knobs_in_options(void **state) {
   assert_int_equal(nabla_attention_wgmma_split(ctx, NABLA_VARIANT_NVIDIA_WGMMA, &f121, 0), 1);
   assert_int_equal(nabla_knob_set(ctx, "WG_SPLIT", "3"), NABLA_INVALID_ARGUMENT);
   KNOB(ctx, "WG_SPLIT", NULL);
+  ctx->caps.max_alloc = max_alloc;
   const char *caps[] = {"168", "0", "63"};
   const char *cap[] = {"-cl-nv-maxrregcount=168", NULL, NULL};
   for (size_t i = 0; i < sizeof caps / sizeof caps[0]; i++) {

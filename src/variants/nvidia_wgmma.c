@@ -132,12 +132,22 @@ int nabla_attention_wgmma_staging(const nabla_context *ctx) {
  * from half of the keys took 41.3 ms against 52.5 ms from all of them (H100), and the split kernel
  * gained 4 % (random 10 %, nabla-0.7) and 8 % (dense); at 81 frames (34 MB) it lost 3 % on random
  * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. */
+/* WG_SPLIT 2's workspace (cl/attention_wgmma.cl): a counter per row, padded to 64, then a
+ * partial of (head_dim / 2 + 4) x 128 floats per row, the size of O in fp32 and a little more.
+ * *counters: the bytes of the counters. */
+static size_t split_bytes(const nabla_shape *shape, size_t *counters) {
+  const size_t rows = (size_t)shape->batch * shape->heads * (size_t)nabla_shape_blocks(shape);
+  const size_t base = (rows + 63) / 64 * 64, slot = ((size_t)shape->head_dim / 2 + 4) * 128;
+  if (counters) *counters = rows * sizeof(cl_int);
+  return (base + rows * slot) * sizeof(float);
+}
+
 int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_shape *shape, int dense) {
   if (nabla_attention_mma_qpw(ctx, id, dense) != 1) return 1;
   const int v = ctx->knobs[NABLA_KNOB_WG_SPLIT];
   if (v == 1 || v == 2) return v;
   const size_t kv = 2 * (size_t)shape->seq * (size_t)shape->head_dim * 2; /* bytes of one (b, h) */
-  return kv > NABLA_WG_SPLIT_BYTES ? 2 : 1;
+  return kv > NABLA_WG_SPLIT_BYTES && split_bytes(shape, NULL) <= ctx->caps.max_alloc ? 2 : 1;
 }
 
 void nabla_attention_wgmma_options(const nabla_context *ctx, int id, const nabla_shape *shape, nabla_dtype dtype,
@@ -306,17 +316,15 @@ static nabla_status wgmma_staging(nabla_context *ctx, int variant, const nabla_s
   return mode == NABLA_WG_ROWS ? wgmma_program(ctx, variant, shape, mode, dtype, dense, params, prog) : NABLA_OK;
 }
 
-/* WG_SPLIT 2: the context's split workspace (cl/attention_wgmma.cl: a counter per row, then a
- * partial of (HEAD_DIM / 2 + 4) x 128 floats per row, the size of O in fp32 and a little more),
- * its counters zeroed first in the queue (the wait list goes to that fill when no staging took
- * it). */
+/* WG_SPLIT 2: the context's split workspace (split_bytes), its counters zeroed first in the queue
+ * (the wait list goes to that fill when no staging took it). */
 static nabla_status split_workspace(nabla_context *ctx, nabla_variant_call *call, cl_mem *out) {
   nabla_status st = NABLA_OK;
-  const size_t rows = (size_t)call->shape->batch * call->shape->heads * (size_t)call->blocks;
-  const size_t base = (rows + 63) / 64 * 64, slot = ((size_t)call->shape->head_dim / 2 + 4) * 128;
+  size_t counters = 0;
+  const size_t bytes = split_bytes(call->shape, &counters);
   const cl_int zero = 0;
-  TRY(st, nabla_workspace_get(ctx, NABLA_WS_SPLIT, (base + rows * slot) * sizeof(float), "split partials", out));
-  TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, *out, &zero, sizeof zero, 0, rows * sizeof zero, call->num_wait,
+  TRY(st, nabla_workspace_get(ctx, NABLA_WS_SPLIT, bytes, "split partials", out));
+  TRY_CL(st, ctx, clEnqueueFillBuffer(ctx->queue, *out, &zero, sizeof zero, 0, counters, call->num_wait,
                                       call->wait, NULL));
   call->num_wait = 0, call->wait = NULL;
 done:

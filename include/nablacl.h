@@ -166,7 +166,8 @@ NABLA_API void nabla_context_destroy(nabla_context *ctx);
 /**
  * Gives back the context's scratch device buffers: the mask build's workspace and the
  * nvidia-wgmma kernel's two tensor maps or, where it packs K and V instead, its tile images (2 x
- * the size of K). Later calls allocate them again.
+ * the size of K), and at long sequences its key-half partials (the size of O in fp32). Later
+ * calls allocate them again.
  * Commands already enqueued keep what they use until they finish. `freed` (may be NULL)
  * receives the bytes released.
  */

@@ -305,7 +305,7 @@ void attention(__global const ushort *q, __global const ushort *k, __global cons
   }
 #endif
   const int both = rows.pa < mid && mid < rows.ea;
-  const int alone = !both && (kh ? mid < rows.ea : mid > rows.pa || rows.pa == rows.ea);
+  const int alone = !both && (kh ? mid < rows.ea : (mid > rows.pa || rows.pa == rows.ea));
   if (kh) rows.pa = mid;
   else rows.ea = mid;
 #endif

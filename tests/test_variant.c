@@ -494,7 +494,7 @@ static void test_wgmma_emulated_matches_reference(void **state) {
   run_case(ctx, seq, NABLA_BF16, 0.5, 18, emu);
   KNOB(ctx, "MMA_QPW", NULL);
   /* Two work-groups per query block, one per half of the key blocks, merged through the split
-   * workspace: rows kept in both halves, in one, none (density 0.15 on 10 blocks), dense, a
+   * workspace: rows kept in both halves, in one, none (density 0.15 on 12 blocks), dense, a
    * single block, maxima that differ wildly between the halves; then the workspace given back. */
   KNOB(ctx, "WG_SPLIT", "2");
   const nabla_shape one = {1, 2, 50, 64, 0, 0, 0};

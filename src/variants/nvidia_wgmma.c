@@ -127,11 +127,6 @@ int nabla_attention_wgmma_staging(const nabla_context *ctx) {
   return v >= NABLA_WG_ROWS && v <= NABLA_WG_TENSOR ? v : NABLA_WG_TENSOR;
 }
 
-/* Two work-groups per query block keep the ones in flight on half of a head's keys. At 121
- * frames (31x40x80: one head's K and V 51 MB, L2 50 MB) the same work with each row's blocks drawn
- * from half of the keys took 41.3 ms against 52.5 ms from all of them (H100), and the split kernel
- * gained 4 % (random 10 %, nabla-0.7) and 8 % (dense); at 81 frames (34 MB) it lost 3 % on random
- * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. */
 /* WG_SPLIT 2's workspace (cl/attention_wgmma.cl): a counter per row, padded to 64, then a
  * partial of (head_dim / 2 + 4) x 128 floats per row, the size of O in fp32 and a little more.
  * *counters: the bytes of the counters. */
@@ -142,6 +137,11 @@ static size_t split_bytes(const nabla_shape *shape, size_t *counters) {
   return (base + rows * slot) * sizeof(float);
 }
 
+/* Two work-groups per query block keep the ones in flight on half of a head's keys. At 121
+ * frames (31x40x80: one head's K and V 51 MB, L2 50 MB) the same work with each row's blocks drawn
+ * from half of the keys took 41.3 ms against 52.5 ms from all of them (H100), and the split kernel
+ * gained 4 % (random 10 %, nabla-0.7) and 8 % (dense); at 81 frames (34 MB) it lost 3 % on random
+ * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. */
 int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_shape *shape, int dense) {
   if (nabla_attention_mma_qpw(ctx, id, dense) != 1) return 1;
   const int v = ctx->knobs[NABLA_KNOB_WG_SPLIT];

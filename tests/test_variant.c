@@ -399,6 +399,18 @@ static void run_poisoned_tails(nabla_context *ctx, nabla_dtype dtype, int head_d
  * empty rows and dense. */
 /* The AMD matrix-core kernel with MFMA (64-wide waves) and WMMA (32-wide) emulated: ragged
  * grids, batch 2, head dims 16 to 128, both 16-bit types, dense, empty rows, huge logits. */
+/* The variant a forced AMD twin must run as: itself, unless the device has less local memory
+ * than the AMD kernel's layout (64 KiB LDS on the GPUs; NVIDIA offers 48 KiB), where the twin is
+ * not eligible and the portable kernel runs with that reason in the note. */
+static const char *amd_twin_expect(nabla_context *ctx, const char *emu, const nabla_shape *s, nabla_dtype dtype) {
+  char ran[64];
+  assert_int_equal(nabla_attention_variant(ctx, s, dtype, ran, sizeof ran), NABLA_OK);
+  if (strcmp(ran, emu) == 0) return emu;
+  if (ctx->caps.local_mem >= 65536 || !strstr(nabla_variant_note(ctx), "bytes of local memory"))
+    fail_msg("%s D%d: %s instead (%s)", emu, s->head_dim, ran, nabla_variant_note(ctx));
+  return "portable";
+}
+
 static void test_amd_emulated_matches_reference(void **state) {
   CTX_OR_SKIP(state);
   const char *emus[2] = {"amd-mfma-emulated", "amd-wmma-emulated"};
@@ -408,14 +420,34 @@ static void test_amd_emulated_matches_reference(void **state) {
   for (int i = 0; i < 2; i++) {
     if (!nabla_variant_supported(ctx, emus[i])) fail_msg("%s probe: %s", emus[i], nabla_variant_note(ctx));
     assert_int_equal(nabla_variant_force(ctx, emus[i]), NABLA_OK);
+    const nabla_dtype d128_type = i ? NABLA_F16 : NABLA_BF16;
     run_case(ctx, ragged, i ? NABLA_F16 : NABLA_BF16, 0.4, 31 + i, emus[i]);
     run_case(ctx, odd, i ? NABLA_BF16 : NABLA_F16, 0.4, 33 + i, emus[i]);
     run_case(ctx, seq48, NABLA_BF16, -1.0, 35 + i, emus[i]);
     run_case(ctx, d16, NABLA_F16, 0.5, 37 + i, emus[i]);
-    run_case(ctx, d128, i ? NABLA_F16 : NABLA_BF16, 0.3, 39 + i, emus[i]);
+    run_case(ctx, d128, d128_type, 0.3, 39 + i, amd_twin_expect(ctx, emus[i], &d128, d128_type));
     run_case_q(ctx, ragged, NABLA_F16, 0.6, 16.0, 41 + i, emus[i]); /* huge logits */
   }
   assert_int_equal(nabla_variant_force(ctx, "auto"), NABLA_OK);
+}
+
+/* The same twins on a device with NVIDIA's 48 KiB of local memory: wmma's D = 128 layout needs
+ * more, so it falls back to portable with the figures in the note; what fits still runs. */
+static void test_amd_emulated_small_local_memory(void **state) {
+  CTX_OR_SKIP(state);
+  (void)ctx;
+  nabla_context *own = tu_context();
+  assert_non_null(own);
+  own->caps.local_mem = 49152;
+  const nabla_shape d128 = {1, 1, 300, 128, 3, 10, 10}, d64 = {1, 2, 720, 64, 3, 12, 20};
+  char ran[64];
+  assert_int_equal(nabla_variant_force(own, "amd-wmma-emulated"), NABLA_OK);
+  assert_int_equal(nabla_attention_variant(own, &d128, NABLA_F16, ran, sizeof ran), NABLA_OK);
+  assert_string_equal(ran, "portable");
+  if (!strstr(nabla_variant_note(own), "the device has 49152")) fail_msg("note: %s", nabla_variant_note(own));
+  run_case(own, d128, NABLA_F16, 0.3, 61, amd_twin_expect(own, "amd-wmma-emulated", &d128, NABLA_F16));
+  run_case(own, d64, NABLA_BF16, 0.4, 62, amd_twin_expect(own, "amd-wmma-emulated", &d64, NABLA_BF16));
+  nabla_context_destroy(own);
 }
 
 /* A simulated AMD GPU (the context's capabilities replaced): the automatic choice asks for the
@@ -798,6 +830,7 @@ int main(void) {
       cmocka_unit_test(test_wgmma_emulated_matches_reference),
       cmocka_unit_test(test_nvidia_wgmma_matches_reference),
       cmocka_unit_test(test_amd_emulated_matches_reference),
+      cmocka_unit_test(test_amd_emulated_small_local_memory),
       cmocka_unit_test(test_simulated_amd),
       cmocka_unit_test(test_nvidia_wgmma_tensor_map_cache),
       cmocka_unit_test(test_intel_dpas_matches_reference),

@@ -5,6 +5,8 @@
 # Each configuration: "<stage>|<prelude files>|<options>", as src/program.c assembles them.
 set(configs
   "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=2 -DHEAD_DIM=128 -DWG_BULK=2 -DMMA_LAZY_RESCALE=12"
+  "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=2 -DHEAD_DIM=128 -DWG_BULK=2 -DWG_SPLIT=2"
+  "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=1 -DHEAD_DIM=64 -DWG_BULK=1 -DWG_SPLIT=2 -DNABLA_DENSE=1"
   "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=1 -DHEAD_DIM=64 -DWG_BULK=2 -DMMA_QPW=2"
   "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=2 -DHEAD_DIM=128 -DWG_BULK=1 -DNABLA_DENSE=1"
   "attention_wgmma|common mma wgmma|-DNABLA_DTYPE=1 -DHEAD_DIM=128 -DWG_BULK=0 -DMMA_QPW=2"

@@ -257,8 +257,8 @@ static int run_case(nabla_context *ctx, nabla_dtype dt, const char *variant, int
       printf("kernel_modules: %s: %s\n", what, nabla_variant_note(ctx));
     else if (strcmp(nabla_variant_last(ctx), variant) != 0) worst = INFINITY;
     if (!(worst <= tol)) {
-      fprintf(stderr, "kernel_modules: %s: ran %s, max abs error %.3g (tolerance %.3g)\n", what,
-              nabla_variant_last(ctx), worst, tol);
+      fprintf(stderr, "kernel_modules: %s: ran %s, max abs error %.3g (tolerance %.3g)%s%s\n", what,
+              nabla_variant_last(ctx), worst, tol, *nabla_variant_note(ctx) ? ": " : "", nabla_variant_note(ctx));
       goto done;
     }
   }

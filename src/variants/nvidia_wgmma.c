@@ -141,7 +141,9 @@ static size_t split_bytes(const nabla_shape *shape, size_t *counters) {
  * frames (31x40x80: one head's K and V 51 MB, L2 50 MB) the same work with each row's blocks drawn
  * from half of the keys took 41.3 ms against 52.5 ms from all of them (H100), and the split kernel
  * gained 4 % (random 10 %, nabla-0.7) and 8 % (dense); at 81 frames (34 MB) it lost 3 % on random
- * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. */
+ * 10 % (H200; docs/benchmarks.md). Hence the threshold between the two. On the H100 at 121 frames
+ * it gains 6-12 % from 10 % density but loses up to 13 % on very sparse masks (1.4 %), whose
+ * density the host does not know here: NABLACL_WG_SPLIT=1 is the way out there. */
 int nabla_attention_wgmma_split(const nabla_context *ctx, int id, const nabla_shape *shape, int dense) {
   if (nabla_attention_mma_qpw(ctx, id, dense) != 1) return 1;
   const int v = ctx->knobs[NABLA_KNOB_WG_SPLIT];
